@@ -1,0 +1,340 @@
+"""Photos -> VGGT model input, plus the mapping from model-input pixels back to the original photo.
+
+The resize/crop/pad arithmetic reproduces the official `load_and_preprocess_images` (PIL bicubic, Python
+`round`, centre crop, white padding, white batch padding) so the model sees the same numbers. On top of that
+we apply EXIF orientation (phone photos come out upright), composite any transparency on white, convert
+16-bit and exotic modes properly, and record where every model pixel comes from in the photo.
+
+PIL + numpy only; torch is imported lazily by `PreprocessResult.images`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageLoadError, RequestError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+PATCH_SIZE = 14
+DEFAULT_TARGET_SIZE = 518
+MODES = ("crop", "pad")
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+@dataclass
+class PreprocessResult:
+    """A batch ready for the model and the geometry needed to map it back to the photos.
+
+    images_np:      float32 [N,3,H,W] in [0, 1] (white = 1.0 on padding).
+    paths:          the source paths, in batch order.
+    original_sizes: int32 [N,2] (width, height) of the upright photo.
+    pixel_map:      float64 [N,4] (sx, sy, ox, oy): x_photo = sx*x_model + ox, y_photo = sy*y_model + oy,
+                    continuous pixel coordinates with (0,0) at the top-left corner of the top-left pixel.
+    valid_box:      int32 [N,4] (x0, y0, x1, y1), half-open model pixels that show the photo.
+    rotated:        bool [N], True where EXIF orientation changed the image.
+    model_size:     (width, height) of the model input.
+    mode, target_size: the settings used.
+    """
+
+    images_np: np.ndarray
+    paths: list[str]
+    original_sizes: np.ndarray
+    pixel_map: np.ndarray
+    valid_box: np.ndarray
+    rotated: np.ndarray
+    model_size: tuple[int, int]
+    mode: str = "crop"
+    target_size: int = DEFAULT_TARGET_SIZE
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def images(self) -> "torch.Tensor":
+        """The batch as a torch float32 tensor [N,3,H,W] (shares memory with `images_np`)."""
+        import torch  # lazy: the rest of this module must work without torch
+
+        return torch.from_numpy(self.images_np)
+
+    @property
+    def colors(self) -> np.ndarray:
+        """Model-input RGB as uint8 [N,H,W,3] (exact: every value is k/255)."""
+        scaled = np.rint(self.images_np * np.float32(255.0))
+        return np.ascontiguousarray(scaled.astype(np.uint8).transpose(0, 2, 3, 1))
+
+    @property
+    def valid_mask(self) -> np.ndarray:
+        """bool [N,H,W]: True on model pixels that show the photo, False on padding."""
+        n = len(self.paths)
+        width, height = self.model_size
+        mask = np.zeros((n, height, width), dtype=bool)
+        for i, (x0, y0, x1, y1) in enumerate(self.valid_box):
+            mask[i, y0:y1, x0:x1] = True
+        return mask
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading one photo
+
+
+def _fail(path: str, problem: str) -> ImageLoadError:
+    return ImageLoadError(f"{path}: {problem}", file=path)
+
+
+def _open_decoded(path: str) -> Image.Image:
+    """Open and fully decode `path`, turning every failure into an ImageLoadError that names the file."""
+    if os.path.isdir(path):
+        raise _fail(path, "is a folder, not an image file")
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        raise _fail(path, "the file does not exist") from None
+    except OSError as exc:
+        raise _fail(path, f"the file cannot be read ({exc.strerror or exc})") from None
+    if size == 0:
+        raise _fail(path, "the file is empty (0 bytes)")
+    try:
+        img = Image.open(path)
+    except UnidentifiedImageError:
+        raise _fail(path, "not an image file (or a format Pillow cannot read)") from None
+    except Image.DecompressionBombError as exc:
+        raise _fail(path, f"the image is too large to load safely ({exc})") from None
+    except PermissionError:
+        raise _fail(path, "permission denied") from None
+    except OSError as exc:
+        raise _fail(path, f"the file cannot be opened ({exc})") from None
+    # Image.open is lazy: decode everything now so a truncated or corrupt file fails here, by name.
+    try:
+        img.load()
+    except Image.DecompressionBombError as exc:
+        img.close()
+        raise _fail(path, f"the image is too large to load safely ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        # (some Pillow decoders report damaged data as struct.error or IndexError, not OSError)
+        img.close()
+        text = str(exc) or type(exc).__name__
+        if "truncat" in text.lower() or isinstance(exc, EOFError):
+            raise _fail(path, f"the file is truncated ({text})") from None
+        raise _fail(path, f"the file is corrupt ({text})") from None
+    return img
+
+
+def _exif_orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+        return int(value)
+    except Exception:  # a damaged EXIF block must not make the photo unreadable
+        return 1
+
+
+def _sixteen_bit_to_l(img: Image.Image) -> Image.Image:
+    """16/32-bit integer grey (I;16*, I) -> 8-bit L by scaling 0..65535 onto 0..255 (PIL would clip)."""
+    values = np.asarray(img).astype(np.float64)
+    scaled = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
+
+
+def _float_to_l(img: Image.Image) -> Image.Image:
+    """32-bit float grey -> 8-bit L. Values within [0, 1] are taken as normalised, anything else as 0..255."""
+    values = np.nan_to_num(np.asarray(img).astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    if values.size and values.min() >= 0.0 and values.max() <= 1.0:
+        values = values * 255.0
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+
+
+def _composite_on_white(img: Image.Image) -> Image.Image:
+    """Alpha-composite an RGBA image on opaque white, as the official loader does."""
+    background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, img).convert("RGB")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGBA":
+        return _composite_on_white(img)
+    # Other alpha modes, and a PNG tRNS colour key (P, L or RGB with "transparency"), go through RGBA too.
+    if mode in ("LA", "La", "RGBa", "PA") or (mode in ("P", "L", "RGB") and "transparency" in img.info):
+        return _composite_on_white(img.convert("RGBA"))
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode == "I":
+        return _sixteen_bit_to_l(img).convert("RGB")
+    if mode == "F":
+        return _float_to_l(img).convert("RGB")
+    # L, 1, P, CMYK, YCbCr, LAB, HSV: Pillow's own conversions are right for these.
+    return img.convert("RGB")
+
+
+def _load_upright(path: str) -> tuple[Image.Image, bool]:
+    """Decode `path`, apply EXIF orientation and convert to 8-bit RGB; also say whether EXIF rotated it."""
+    img = original = _open_decoded(path)
+    orientation = _exif_orientation(img)
+    rotated = orientation in (2, 3, 4, 5, 6, 7, 8)
+    if rotated:
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception as exc:
+            raise _fail(path, f"cannot apply the EXIF orientation ({exc})") from None
+    try:
+        rgb = _to_rgb(img)
+    except (OSError, ValueError) as exc:
+        raise _fail(path, f"cannot convert the {img.mode} image to RGB ({exc})") from None
+    if rgb is original:
+        rgb = original.copy()  # detach from the file so the handle can be closed (multi-frame files keep it)
+    original.close()
+    return rgb, rotated
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """The photo as an upright 8-bit RGB PIL image (EXIF orientation applied, transparency on white).
+
+    Raises ImageLoadError naming the file when it is missing, empty, not an image, truncated or corrupt.
+    """
+    img, _ = _load_upright(os.fspath(path))
+    return img
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Resize arithmetic (mirrors the official loader, including its float expression order)
+
+
+def _round_to_patch(length: float) -> int:
+    # Python's round (half to even), like the official code; at least one patch so PIL never gets a 0 size.
+    return max(PATCH_SIZE, round(length / PATCH_SIZE) * PATCH_SIZE)
+
+
+def resized_size(width: int, height: int, mode: str, target_size: int = DEFAULT_TARGET_SIZE) -> tuple[int, int]:
+    """(width, height) the photo is resized to before cropping/padding."""
+    if mode == "pad" and height > width:
+        new_height = target_size
+        return _round_to_patch(width * (new_height / height)), new_height
+    new_width = target_size
+    return new_width, _round_to_patch(height * (new_width / width))
+
+
+def _check_settings(mode: str, target_size: int) -> None:
+    if mode not in MODES:
+        raise RequestError(f"unknown preprocessing mode {mode!r}: use 'crop' or 'pad'")
+    if not isinstance(target_size, (int, np.integer)) or target_size < PATCH_SIZE or target_size % PATCH_SIZE:
+        raise RequestError(f"target size {target_size!r} must be a positive multiple of {PATCH_SIZE}")
+
+
+@dataclass
+class _Prepared:
+    pixels: np.ndarray  # uint8 [h, w, 3] after resize and crop/pad
+    size: tuple[int, int]  # upright photo (width, height)
+    scale: tuple[float, float]  # photo pixels per resized pixel (sx, sy)
+    crop_top: int  # resized rows dropped above the kept window
+    pad: tuple[int, int]  # (left, top) white padding added in pad mode
+    shown: tuple[int, int]  # (width, height) of the photo content inside `pixels`
+    rotated: bool
+
+
+def _prepare_one(path: str, mode: str, target_size: int) -> _Prepared:
+    img, rotated = _load_upright(path)
+    width, height = img.size
+    new_width, new_height = resized_size(width, height, mode, target_size)
+    pixels = np.asarray(img.resize((new_width, new_height), Image.Resampling.BICUBIC), dtype=np.uint8)
+    img.close()
+
+    crop_top = 0
+    pad_left = pad_top = 0
+    shown = (pixels.shape[1], min(pixels.shape[0], target_size) if mode == "crop" else pixels.shape[0])
+    if mode == "crop" and new_height > target_size:
+        crop_top = (new_height - target_size) // 2
+        pixels = pixels[crop_top : crop_top + target_size]
+    elif mode == "pad":
+        pad_top = (target_size - pixels.shape[0]) // 2
+        pad_left = (target_size - pixels.shape[1]) // 2
+        pixels = _pad_white(pixels, target_size, target_size, pad_left, pad_top)
+    return _Prepared(
+        pixels=pixels,
+        size=(width, height),
+        scale=(width / new_width, height / new_height),
+        crop_top=crop_top,
+        pad=(pad_left, pad_top),
+        shown=shown,
+        rotated=rotated,
+    )
+
+
+def _pad_white(pixels: np.ndarray, height: int, width: int, left: int, top: int) -> np.ndarray:
+    out = np.full((height, width, 3), 255, dtype=np.uint8)
+    out[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
+    return out
+
+
+def preprocess_images(
+    paths: Sequence[str | os.PathLike],
+    mode: str = "crop",
+    target_size: int = DEFAULT_TARGET_SIZE,
+    progress: Callable[[int, int], None] | None = None,
+) -> PreprocessResult:
+    """Load, orient, resize and crop/pad `paths` into one batch, as the official VGGT loader does.
+
+    mode "crop": width -> target_size, height scaled and rounded to a multiple of 14, centre-cropped to
+    target_size when taller. mode "pad": longer side -> target_size, padded white to a square. Images of
+    different shapes are then padded white (centred, floor/ceil) to the largest height and width.
+    `progress(done, total)` is called after each image (it may raise to cancel).
+    """
+    _check_settings(mode, target_size)
+    target_size = int(target_size)
+    path_list = [os.fspath(p) for p in paths]
+    if not path_list:
+        raise ImageLoadError("no images were given to preprocess")
+
+    prepared: list[_Prepared] = []
+    for index, path in enumerate(path_list):
+        prepared.append(_prepare_one(path, mode, target_size))
+        if progress is not None:
+            progress(index + 1, len(path_list))
+
+    batch_height = max(p.pixels.shape[0] for p in prepared)
+    batch_width = max(p.pixels.shape[1] for p in prepared)
+    n = len(prepared)
+    batch = np.empty((n, batch_height, batch_width, 3), dtype=np.uint8)
+    pixel_map = np.zeros((n, 4), dtype=np.float64)
+    valid_box = np.zeros((n, 4), dtype=np.int32)
+    notes: list[str] = []
+    if len({p.pixels.shape for p in prepared}) > 1:
+        notes.append(f"images had different shapes; padded white to {batch_width}x{batch_height}")
+
+    for i, item in enumerate(prepared):
+        h, w = item.pixels.shape[:2]
+        # Batch padding centres each image on the largest height/width (floor on the top/left).
+        batch_left = (batch_width - w) // 2
+        batch_top = (batch_height - h) // 2
+        batch[i] = _pad_white(item.pixels, batch_height, batch_width, batch_left, batch_top)
+
+        # Resized-image coordinate of a model pixel: x_r = x_m - left_padding, y_r = y_m - top_padding + crop.
+        sx, sy = item.scale
+        left = item.pad[0] + batch_left
+        top = item.pad[1] + batch_top
+        pixel_map[i] = (sx, sy, -sx * left + 0.0, sy * (item.crop_top - top) + 0.0)  # +0.0: no -0.0
+
+        shown_w, shown_h = item.shown
+        valid_box[i] = (left, top, left + shown_w, top + shown_h)
+        item.pixels = np.empty((0, 0, 3), dtype=np.uint8)  # free as we go
+
+    # Same arithmetic as ToTensor: uint8 -> float32, divided by 255 in float32.
+    images_np = batch.transpose(0, 3, 1, 2).astype(np.float32, order="C")
+    del batch
+    images_np /= np.float32(255.0)
+    return PreprocessResult(
+        images_np=images_np,
+        paths=path_list,
+        original_sizes=np.array([p.size for p in prepared], dtype=np.int32).reshape(n, 2),
+        pixel_map=pixel_map,
+        valid_box=valid_box,
+        rotated=np.array([p.rotated for p in prepared], dtype=bool),
+        model_size=(batch_width, batch_height),
+        mode=mode,
+        target_size=target_size,
+        notes=notes,
+    )
