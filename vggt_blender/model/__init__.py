@@ -1,0 +1,6 @@
+"""VGGT in PyTorch with the official state-dict layout: `VGGT(VGGTConfig.vggt_1b())`."""
+
+from .config import ModelConfigError, VGGTConfig
+from .vggt import VGGT
+
+__all__ = ["VGGT", "VGGTConfig", "ModelConfigError"]

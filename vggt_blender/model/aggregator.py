@@ -1,0 +1,133 @@
+"""The alternating-attention aggregator (VGGT_SPEC §3).
+
+Per frame: [camera(1), registers(R), patches(h*w)] tokens. Each of `depth` steps runs one frame block
+(attention inside a frame) and one global block (attention over all frames of a scene). The output of
+step i is concat(frame_out_i, global_out_i) along channels, [B, S, P, 2C]. Only the steps some head
+reads are kept (memory: the official model keeps all of them).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from .config import PatchEmbedConfig
+from .dinov2 import DinoV2Encoder
+from .layers import Block, PatchEmbed
+from .rope import RotaryPositionEmbedding2D, patch_positions
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Aggregator(nn.Module):
+    def __init__(
+        self,
+        img_size: int = 518,
+        patch_size: int = 14,
+        embed_dim: int = 1024,
+        depth: int = 24,
+        num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        num_register_tokens: int = 4,
+        qk_norm: bool = True,
+        rope_freq: float = 100.0,
+        init_values: float = 0.01,
+        patch_embed: PatchEmbedConfig | None = None,
+    ) -> None:
+        super().__init__()
+        pe = patch_embed or PatchEmbedConfig(embed_dim=embed_dim)
+        if pe.type == "conv":
+            self.patch_embed: nn.Module = PatchEmbed(patch_size, embed_dim)
+        elif pe.type == "dinov2_reg":
+            self.patch_embed = DinoV2Encoder(
+                img_size=img_size,
+                patch_size=patch_size,
+                embed_dim=pe.embed_dim,
+                depth=pe.depth,
+                num_heads=pe.num_heads,
+                mlp_ratio=pe.mlp_ratio,
+                num_register_tokens=pe.num_register_tokens,
+            )
+        else:
+            raise ValueError(f"unknown patch embed type '{pe.type}'")
+
+        self.rope = RotaryPositionEmbedding2D(rope_freq) if rope_freq > 0 else None
+
+        def make_block() -> Block:
+            return Block(embed_dim, num_heads, mlp_ratio, init_values=init_values, qk_norm=qk_norm, rope=self.rope)
+
+        self.frame_blocks = nn.ModuleList(make_block() for _ in range(depth))
+        self.global_blocks = nn.ModuleList(make_block() for _ in range(depth))
+
+        # Index 0 is for the first frame of each scene (the reference), index 1 for all the others.
+        self.camera_token = nn.Parameter(torch.zeros(1, 2, 1, embed_dim))
+        self.register_token = nn.Parameter(torch.zeros(1, 2, num_register_tokens, embed_dim))
+        nn.init.normal_(self.camera_token, std=1e-6)
+        nn.init.normal_(self.register_token, std=1e-6)
+
+        self.depth = depth
+        self.patch_size = patch_size
+        self.patch_start_idx = 1 + num_register_tokens
+        # The ImageNet constants are made per call (not buffers): a model built on the meta device and
+        # loaded with assign=True would otherwise keep meta buffers.
+
+    def forward(self, images: Tensor, keep_layers: Iterable[int] | None = None) -> tuple[dict[int, Tensor], int]:
+        """images [B, S, 3, H, W] in [0, 1] -> ({layer: [B, S, P, 2C]}, patch_start_idx).
+
+        `keep_layers`: absolute step indices to return (None: all `depth` steps).
+        """
+        batch, frames, channels, height, width = images.shape
+        if channels != 3:
+            raise ValueError(f"expected 3 input channels, got {channels}")
+        keep = set(range(self.depth)) if keep_layers is None else {int(i) for i in keep_layers}
+        bad = [i for i in keep if not 0 <= i < self.depth]
+        if bad:
+            raise ValueError(f"layer indices {sorted(bad)} are outside 0..{self.depth - 1}")
+
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=images.device).view(1, 1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=images.device).view(1, 1, 3, 1, 1)
+        normalized = ((images - mean) / std).reshape(batch * frames, 3, height, width)
+        # fp32 like the official buffers; a model held in bf16/fp16 (no autocast) gets its own dtype.
+        normalized = normalized.to(self.camera_token.dtype)
+        patches = self.patch_embed(normalized)  # [B*S, h*w, C]
+        del normalized
+
+        camera = _first_and_rest(self.camera_token, batch, frames)  # [B*S, 1, C]
+        registers = _first_and_rest(self.register_token, batch, frames)  # [B*S, R, C]
+        tokens = torch.cat([camera, registers, patches], dim=1)  # [B*S, P, C]
+        del patches
+        _, num_tokens, dim = tokens.shape
+
+        pos = None
+        if self.rope is not None:
+            grid_h, grid_w = height // self.patch_size, width // self.patch_size
+            pos = patch_positions(batch * frames, grid_h, grid_w, self.patch_start_idx, images.device)
+        frame_pos = pos  # [B*S, P, 2]
+        global_pos = pos.reshape(batch, frames * num_tokens, 2) if pos is not None else None  # [B, S*P, 2]
+
+        outputs: dict[int, Tensor] = {}
+        last = max(keep) if keep else -1
+        for i in range(last + 1):
+            tokens = self.frame_blocks[i](tokens.reshape(batch * frames, num_tokens, dim), pos=frame_pos)
+            frame_out = tokens
+            tokens = self.global_blocks[i](tokens.reshape(batch, frames * num_tokens, dim), pos=global_pos)
+            if i in keep:
+                outputs[i] = torch.cat(
+                    [
+                        frame_out.reshape(batch, frames, num_tokens, dim),
+                        tokens.reshape(batch, frames, num_tokens, dim),
+                    ],
+                    dim=-1,
+                )  # [B, S, P, 2C]
+            del frame_out
+        return outputs, self.patch_start_idx
+
+
+def _first_and_rest(token: Tensor, batch: int, frames: int) -> Tensor:
+    """[1, 2, X, C] -> [B*S, X, C]: slot 0 for frame 0 of each scene, slot 1 for frames 1..S-1."""
+    first = token[:, :1].expand(batch, 1, *token.shape[2:])
+    rest = token[:, 1:].expand(batch, frames - 1, *token.shape[2:])
+    return torch.cat([first, rest], dim=1).reshape(batch * frames, *token.shape[2:])
