@@ -41,7 +41,7 @@ def test_keys_and_shapes_match_outside_track_head(meta_model, official_shapes):
 
 
 def test_track_head_keys_match(meta_model, official_shapes):
-    assert meta_model.track_head is not None, "vggt_blender/model/track_head.py is missing"
+    assert meta_model.track_head is not None
     ours = {k: list(v.shape) for k, v in meta_model.state_dict().items() if k.startswith("track_head.")}
     ref = {k: v for k, v in official_shapes.items() if k.startswith("track_head.")}
     assert sorted(set(ref) - set(ours)) == []

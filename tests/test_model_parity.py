@@ -17,7 +17,6 @@ TINY = Path(__file__).parent / "fixtures" / "parity" / "tiny"
 DENSE = ("depth", "depth_conf", "world_points", "world_points_conf")
 GEOMETRY_TOL = 1e-5
 TRACK_TOL = 1e-4
-HAS_TRACK_HEAD = (Path(__file__).parent.parent / "vggt_blender" / "model" / "track_head.py").exists()
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +24,6 @@ def model() -> VGGT:
     torch.set_num_threads(1)
     net = VGGT(VGGTConfig.load(TINY / "config.json")).eval()
     weights = {k: v.float() for k, v in load_file(str(TINY / "weights.safetensors")).items()}
-    if net.track_head is None:  # only while track_head.py does not exist yet
-        weights = {k: v for k, v in weights.items() if not k.startswith("track_head.")}
     net.load_state_dict(weights, strict=True)
     return net
 
@@ -75,7 +72,6 @@ def test_geometry_outputs_match_official(case, outputs, cases):
     assert len(outputs[case]["pose_enc_list"]) == 4
 
 
-@pytest.mark.skipif(not HAS_TRACK_HEAD, reason="vggt_blender/model/track_head.py does not exist yet")
 def test_track_outputs_match_official(outputs, cases):
     errors = _relative_errors("case0", outputs, cases, {"track", "vis", "conf"})
     assert set(errors) == {"track", "vis", "conf"}

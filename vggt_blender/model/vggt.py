@@ -9,8 +9,6 @@ autocast.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import inspect
 
 import torch
 from torch import Tensor, nn
@@ -19,15 +17,7 @@ from .aggregator import Aggregator
 from .camera_head import CameraHead
 from .config import VGGTConfig
 from .dpt_head import DPTHead
-
-
-def _track_head_class() -> type | None:
-    """The TrackHead class from track_head.py, or None while that module does not exist."""
-    if importlib.util.find_spec(f"{__package__}.track_head") is None:
-        return None
-    from .track_head import TrackHead
-
-    return TrackHead
+from .track_head import TrackHead
 
 
 def _autocast_disabled(device: torch.device) -> contextlib.AbstractContextManager:
@@ -94,14 +84,10 @@ class VGGT(nn.Module):
             else None
         )
         self.track_head = None
-        track_cls = _track_head_class() if enable_track else None
-        if track_cls is not None:
+        if enable_track:
             trk = config.track_head
             # The track head's DPT taps the same layers as the depth/point heads.
-            extra = {}
-            if "intermediate_layer_idx" in inspect.signature(track_cls).parameters:
-                extra["intermediate_layer_idx"] = list(config.dpt_head.intermediate_layer_idx)
-            self.track_head = track_cls(
+            self.track_head = TrackHead(
                 dim_in=dim_in,
                 patch_size=config.patch_size,
                 features=trk.features,
@@ -111,7 +97,7 @@ class VGGT(nn.Module):
                 corr_radius=trk.corr_radius,
                 iters=trk.iters,
                 stride=trk.stride,
-                **extra,
+                intermediate_layer_idx=list(dpt.intermediate_layer_idx),
             )
 
     def needed_layers(self, with_tracks: bool) -> list[int]:
@@ -123,8 +109,7 @@ class VGGT(nn.Module):
             if head is not None:
                 layers.update(head.intermediate_layer_idx)
         if with_tracks and self.track_head is not None:
-            extractor = getattr(self.track_head, "feature_extractor", None)
-            layers.update(getattr(extractor, "intermediate_layer_idx", self.config.dpt_head.intermediate_layer_idx))
+            layers.update(self.track_head.feature_extractor.intermediate_layer_idx)
         return sorted(layers)
 
     def forward(
