@@ -1,0 +1,273 @@
+"""Checkpoint download against a real local HTTP server with Range support and injected faults."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import re
+import socket
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from vggt_blender.download import DownloadError, download_checkpoint, download_named_checkpoint
+from vggt_blender.errors import CancelledError, CheckpointError
+from vggt_blender.weights import sha256_file
+
+DATA = hashlib.sha256(b"seed").digest() * 9000  # 288,000 bytes, deterministic
+SHA = hashlib.sha256(DATA).hexdigest()
+CHUNK = 16 * 1024
+
+
+class FaultyFileServer:
+    """Serves DATA at /file and, Hugging Face style, /resolve/file -> 302 -> http://localhost:PORT/cdn/file with
+    X-Linked-Etag / X-Linked-Size. Faults: drop the connection after N bytes (first `drops` requests), ignore
+    Range, answer a fixed status, serve altered bytes, announce a wrong sha256."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, str]] = []
+        self.drop_after: int | None = None
+        self.drops = 1
+        self.ignore_range = False
+        self.status: int | None = None
+        self.corrupt = False
+        self.linked_sha = SHA
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+            def do_GET(self) -> None:
+                owner.requests.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+                if owner.status is not None:
+                    self.send_error(owner.status)
+                    return
+                if self.path.startswith("/resolve/"):
+                    self.send_response(302)
+                    self.send_header("Location", f"http://localhost:{owner.port}/cdn/file")
+                    self.send_header("X-Linked-Etag", f'"{owner.linked_sha}"')
+                    self.send_header("X-Linked-Size", str(len(DATA)))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = bytearray(DATA)
+                if owner.corrupt:
+                    body[1000:1010] = b"X" * 10
+                start = 0
+                m = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
+                if m and not owner.ignore_range:
+                    start = int(m.group(1))
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                payload = bytes(body[start:])
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if owner.drop_after is not None and owner.drops > 0:
+                    owner.drops -= 1
+                    self.wfile.write(payload[:owner.drop_after])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                self.wfile.write(payload)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/file") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def server() -> Iterator[FaultyFileServer]:
+    srv = FaultyFileServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+
+
+def test_complete_download_verifies_and_reports_progress(tmp_path: Path, server: FaultyFileServer) -> None:
+    dest = tmp_path / "w" / "model.pt"
+    seen: list[tuple[int, int]] = []
+    out = download_checkpoint(server.url(), dest, expected_sha256=SHA.upper(), expected_size=len(DATA),
+                              progress=lambda d, t: seen.append((d, t)), chunk_size=CHUNK)
+    assert out == dest and dest.read_bytes() == DATA
+    assert not dest.with_name("model.pt.part").exists()
+    assert seen[0] == (0, len(DATA)) and seen[-1] == (len(DATA), len(DATA))
+    assert all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
+    assert "range" not in server.requests[0]
+    # the digest verified while downloading is remembered: sha256_file does not re-read the file
+    assert (dest.parent / "model.pt.sha256.json").is_file()
+    assert sha256_file(dest) == SHA
+
+
+def test_hugging_face_redirect_headers_give_sha_and_size(tmp_path: Path, server: FaultyFileServer) -> None:
+    dest = tmp_path / "model.pt"
+    download_checkpoint(server.url("/resolve/file"), dest, token="hf_secret", chunk_size=CHUNK)
+    assert dest.read_bytes() == DATA
+    first, second = server.requests
+    assert first["path"] == "/resolve/file" and first["authorization"] == "Bearer hf_secret"
+    # the token never leaves the host it was given for (the CDN gets a signed URL)
+    assert second["path"] == "/cdn/file" and "authorization" not in second
+
+    server.linked_sha = "0" * 64  # the server announces another file's sha256: the download is rejected
+    other = tmp_path / "other.pt"
+    with pytest.raises(DownloadError, match="failed its sha256 check"):
+        download_checkpoint(server.url("/resolve/file"), other, chunk_size=CHUNK)
+    assert not other.exists() and not other.with_name("other.pt.part").exists()
+
+
+def test_interrupted_transfer_resumes_with_range(tmp_path: Path, server: FaultyFileServer) -> None:
+    server.drop_after = 100_000
+    dest = tmp_path / "model.pt"
+    download_checkpoint(server.url(), dest, expected_sha256=SHA, chunk_size=CHUNK, retry_delay=0)
+    assert dest.read_bytes() == DATA
+    assert len(server.requests) == 2
+    assert "range" not in server.requests[0]
+    assert server.requests[1]["range"] == "bytes=100000-"
+
+
+def test_resume_across_calls_after_failure(tmp_path: Path, server: FaultyFileServer) -> None:
+    server.drop_after = 123_457
+    dest = tmp_path / "model.pt"
+    part = tmp_path / "model.pt.part"
+    with pytest.raises(DownloadError, match=r"interrupted.*123,457 bytes.*resumes") as info:
+        download_checkpoint(server.url(), dest, expected_sha256=SHA, chunk_size=CHUNK, retries=0)
+    assert isinstance(info.value, CheckpointError)
+    assert part.stat().st_size == 123_457 and not dest.exists()
+    seen: list[tuple[int, int]] = []
+    download_checkpoint(server.url(), dest, expected_sha256=SHA, chunk_size=CHUNK,
+                        progress=lambda d, t: seen.append((d, t)))
+    assert server.requests[-1]["range"] == "bytes=123457-"
+    assert dest.read_bytes() == DATA and not part.exists()
+    assert seen[0] == (123_457, len(DATA))
+
+
+def test_corrupted_download_is_deleted(tmp_path: Path, server: FaultyFileServer) -> None:
+    server.corrupt = True
+    dest = tmp_path / "model.pt"
+    with pytest.raises(CheckpointError) as info:
+        download_checkpoint(server.url(), dest, expected_sha256=SHA, chunk_size=CHUNK)
+    msg = str(info.value)
+    assert "downloaded file failed its sha256 check" in msg and SHA in msg and str(dest) in msg
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_size_is_rejected(tmp_path: Path, server: FaultyFileServer) -> None:
+    with pytest.raises(DownloadError, match="reports 288,000 bytes.*expected 288,001"):
+        download_checkpoint(server.url(), tmp_path / "m.pt", expected_size=len(DATA) + 1, chunk_size=CHUNK)
+
+
+def test_server_ignoring_range_restarts_from_zero(tmp_path: Path, server: FaultyFileServer) -> None:
+    server.ignore_range = True
+    dest = tmp_path / "model.pt"
+    (tmp_path / "model.pt.part").write_bytes(b"\xff" * 50_000)  # a stale partial file
+    download_checkpoint(server.url(), dest, expected_sha256=SHA, chunk_size=CHUNK)
+    assert server.requests[0]["range"] == "bytes=50000-"
+    assert dest.read_bytes() == DATA
+
+
+def test_complete_part_file_is_verified_not_refetched(tmp_path: Path, server: FaultyFileServer) -> None:
+    dest = tmp_path / "model.pt"
+    (tmp_path / "model.pt.part").write_bytes(DATA)
+    download_checkpoint(server.url(), dest, expected_sha256=SHA, chunk_size=CHUNK)
+    assert dest.read_bytes() == DATA and len(server.requests) == 1
+
+
+@pytest.mark.parametrize("token", [None, "hf_bad"])
+def test_forbidden_explains_token_and_licence(tmp_path: Path, server: FaultyFileServer, token) -> None:
+    server.status = 403
+    url = server.url("/facebook/VGGT-1B-Commercial/resolve/main/model.pt")
+    with pytest.raises(DownloadError) as info:
+        download_checkpoint(url, tmp_path / "m.pt", token=token)
+    msg = str(info.value)
+    assert "HTTP 403" in msg
+    if token:
+        assert "refused the Hugging Face token" in msg and "accepted the licence" in msg
+    else:
+        assert "gated" in msg and "HF_TOKEN" in msg
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_token_from_environment(tmp_path: Path, server: FaultyFileServer, monkeypatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_env")
+    download_checkpoint(server.url(), tmp_path / "m.pt", chunk_size=CHUNK)
+    assert server.requests[0]["authorization"] == "Bearer hf_env"
+
+
+def test_unreachable_server_says_what_to_download(tmp_path: Path) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    url = f"http://127.0.0.1:{port}/facebook/VGGT-1B/resolve/main/model.pt"
+    dest = tmp_path / "cache" / "model.pt"
+    with pytest.raises(DownloadError) as info:
+        download_checkpoint(url, dest, timeout=5)
+    msg = str(info.value)
+    assert "cannot reach 127.0.0.1" in msg and f"Download {url}" in msg and f"save it as {dest}" in msg
+
+
+def test_cancel_keeps_part_for_resume(tmp_path: Path, server: FaultyFileServer) -> None:
+    dest = tmp_path / "model.pt"
+    state = {"calls": 0}
+
+    def cancel_after_three_chunks() -> bool:
+        state["calls"] += 1
+        return state["calls"] > 3
+
+    with pytest.raises(CancelledError):
+        download_checkpoint(server.url(), dest, chunk_size=CHUNK, should_cancel=cancel_after_three_chunks)
+    assert (tmp_path / "model.pt.part").stat().st_size == 3 * CHUNK and not dest.exists()
+    download_checkpoint(server.url(), dest, expected_sha256=SHA, chunk_size=CHUNK)
+    assert server.requests[-1]["range"] == f"bytes={3 * CHUNK}-" and dest.read_bytes() == DATA
+
+
+def test_named_checkpoint_existing_file_and_gated(tmp_path: Path) -> None:
+    target = tmp_path / "cache" / "vggt_blender" / "vggt-1b" / "model.pt"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"already here")
+    assert download_named_checkpoint("vggt-1b") == target  # no network needed
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(b"x")
+    assert download_named_checkpoint("vggt-1b", dest=folder) == folder / "model.pt"
+    with pytest.raises(DownloadError, match="gated.*VGGT-1B-Commercial.*HF_TOKEN"):
+        download_named_checkpoint("vggt-1b-commercial", dest=tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="unknown checkpoint 'vggt-2b'"):
+        download_named_checkpoint("vggt-2b")
+
+
+def test_resume_through_redirect_keeps_range_but_not_token(tmp_path: Path, server: FaultyFileServer) -> None:
+    server.drop_after = 70_000
+    dest = tmp_path / "model.pt"
+    download_checkpoint(server.url("/resolve/file"), dest, token="hf_secret", chunk_size=CHUNK, retry_delay=0)
+    assert dest.read_bytes() == DATA
+    paths = [r["path"] for r in server.requests]
+    assert paths == ["/resolve/file", "/cdn/file", "/resolve/file", "/cdn/file"]
+    assert server.requests[2]["range"] == server.requests[3]["range"] == "bytes=70000-"
+    assert server.requests[2]["authorization"] == "Bearer hf_secret"
+    assert all("authorization" not in r for r in server.requests[1::2])

@@ -1,0 +1,84 @@
+"""The official VGGT checkpoints: where they live, their licences, and where we keep them locally.
+
+Plain data (no torch, no network): the Blender preferences, the CLI and the worker all read it.
+See docs/CHECKPOINTS.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import CheckpointError
+
+# 1,256,537,516 fp32 parameters (spec §8) + a little pickle/zip overhead.
+VGGT_1B_PARAMETERS = 1_256_537_516
+VGGT_1B_APPROX_BYTES = 5_030_000_000
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    name: str                 # our short name, also the folder name in the cache
+    repo_id: str              # Hugging Face model repository
+    filename: str             # file in that repository (a raw state dict)
+    licence: str
+    licence_url: str
+    gated: bool               # needs a Hugging Face token of an account that accepted the licence
+    config: str = "vggt-1b"   # VGGTConfig preset the weights belong to
+    approx_bytes: int = VGGT_1B_APPROX_BYTES
+    parameters: int = VGGT_1B_PARAMETERS
+
+    @property
+    def url(self) -> str:
+        return f"https://huggingface.co/{self.repo_id}/resolve/main/{self.filename}"
+
+    @property
+    def page_url(self) -> str:
+        return f"https://huggingface.co/{self.repo_id}"
+
+    @property
+    def size_text(self) -> str:
+        return f"about {self.approx_bytes / 1e9:.2f} GB"
+
+    def describe(self) -> str:
+        """One paragraph for confirm dialogs and `download`: what, how big, which licence, gated or not."""
+        text = (f"{self.name}: {self.repo_id}/{self.filename} ({self.size_text}, "
+                f"{self.parameters:,} parameters). Licence: {self.licence} — {self.licence_url}")
+        if self.gated:
+            text += (f". Gated: accept the licence at {self.page_url} with your Hugging Face account, then give "
+                     f"a read token (HF_TOKEN or --token)")
+        return text
+
+
+CHECKPOINTS: dict[str, Checkpoint] = {
+    "vggt-1b": Checkpoint(
+        name="vggt-1b",
+        repo_id="facebook/VGGT-1B",
+        filename="model.pt",
+        licence="CC BY-NC 4.0 (non-commercial)",
+        licence_url="https://creativecommons.org/licenses/by-nc/4.0/",
+        gated=False,
+    ),
+    "vggt-1b-commercial": Checkpoint(
+        name="vggt-1b-commercial",
+        repo_id="facebook/VGGT-1B-Commercial",
+        # The commercial repository names its raw state dict after the checkpoint, not model.pt.
+        filename="vggt_1B_commercial.pt",
+        licence="VGGT License v1 (commercial use allowed under its Acceptable Use Policy)",
+        licence_url="https://huggingface.co/facebook/VGGT-1B-Commercial/blob/main/LICENSE",
+        gated=True,
+    ),
+}
+DEFAULT_CHECKPOINT = "vggt-1b"
+
+
+def get_checkpoint(name: str) -> Checkpoint:
+    """The registry entry for `name`; an unknown name raises CheckpointError listing the known ones."""
+    try:
+        return CHECKPOINTS[name]
+    except KeyError:
+        known = ", ".join(sorted(CHECKPOINTS))
+        raise CheckpointError(f"unknown checkpoint '{name}' (known: {known})") from None
+
+
+__all__ = ["Checkpoint", "CHECKPOINTS", "DEFAULT_CHECKPOINT", "get_checkpoint",
+           "VGGT_1B_PARAMETERS", "VGGT_1B_APPROX_BYTES"]

@@ -1,0 +1,321 @@
+"""Checkpoint download with resume and verification (standard library only).
+
+The file grows as `<dest>.part`; an interrupted transfer continues from where it stopped with an HTTP Range
+request (within one call, up to `retries` times, and across calls since the .part file stays). Only a file
+whose size and sha256 match is renamed to `dest`. Hugging Face sends the sha256 and size of LFS files in
+`X-Linked-Etag` / `X-Linked-Size` on its redirect response, which we capture on the way.
+Whether Blender may go online (`bpy.app.online_access`) is checked by the Blender side, not here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from .checkpoints import Checkpoint, get_checkpoint
+from .errors import CancelledError, CheckpointError
+
+ProgressCallback = Callable[[int, int], None]
+TOKEN_ENVS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class DownloadError(CheckpointError):
+    """A download that could not be completed (network, HTTP status, verification)."""
+
+
+def token_from_env() -> str | None:
+    for name in TOKEN_ENVS:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def _clean_etag(value: str | None) -> str | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    value = value.strip('"').lower()
+    # Git blobs have sha1 etags (40 hex); only LFS files carry their sha256.
+    return value if _SHA256_RE.match(value) else None
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, remembering the Hugging Face `X-Linked-*` headers of the redirect responses and
+    sending the token only to the host it was meant for (never to the CDN a signed URL points at)."""
+
+    def __init__(self, token: str | None, origin_host: str) -> None:
+        super().__init__()
+        self.token = token
+        self.origin_host = origin_host
+        self.linked_etag: str | None = None
+        self.linked_size: int | None = None
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+        etag = headers.get("X-Linked-Etag")
+        size = headers.get("X-Linked-Size")
+        if etag and self.linked_etag is None:
+            self.linked_etag = _clean_etag(etag)
+        if size and self.linked_size is None and size.strip().isdigit():
+            self.linked_size = int(size)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and self.token and urllib.parse.urlsplit(newurl).hostname == self.origin_host:
+            new.add_unredirected_header("Authorization", f"Bearer {self.token}")
+        return new
+
+
+def _repo_page(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    segs = parts.path.strip("/").split("/")
+    if parts.hostname and parts.hostname.endswith("huggingface.co") and len(segs) >= 2:
+        return f"https://huggingface.co/{segs[0]}/{segs[1]}"
+    return url
+
+
+def _manual_hint(url: str, dest: Path) -> str:
+    return f"Download {url} yourself (e.g. with a browser) and save it as {dest}"
+
+
+def _parse_content_range(value: str | None) -> tuple[int, int | None] | None:
+    """'bytes 100-199/1000' -> (100, 1000); total may be '*'."""
+    if not value:
+        return None
+    m = re.match(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)", value)
+    if not m:
+        return None
+    return int(m.group(1)), (None if m.group(3) == "*" else int(m.group(3)))
+
+
+def _hash_prefix(path: Path, chunk_size: int) -> "hashlib._Hash":
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            h.update(chunk)
+    return h
+
+
+class _Interrupted(Exception):
+    """The connection ended before the whole file arrived; the .part file holds what came."""
+
+
+def download_checkpoint(
+    url: str,
+    dest: str | os.PathLike[str],
+    token: str | None = None,
+    expected_sha256: str | None = None,
+    expected_size: int | None = None,
+    progress: ProgressCallback | None = None,
+    chunk_size: int = 1 << 20,
+    retries: int = 3,
+    timeout: float = 30.0,
+    should_cancel: Callable[[], bool] | None = None,
+    retry_delay: float = 1.0,
+) -> Path:
+    """Download `url` to `dest`, resuming `<dest>.part` if present, and return `dest`.
+
+    `token` (default: $HF_TOKEN) is sent as a Bearer token to the URL's host only. The expected sha256 and
+    size come from the arguments, else from the server (X-Linked-Etag / X-Linked-Size, Content-Range,
+    Content-Length). `progress(done_bytes, total_bytes)` is called per chunk (total 0 when unknown).
+    `should_cancel()` returning True stops with CancelledError and keeps the .part file for a later resume.
+    Raises DownloadError (a CheckpointError) with a message saying what to do.
+    """
+    dest = Path(dest)
+    part = dest.with_suffix(dest.suffix + ".part")
+    token = token or token_from_env()
+    expected_sha256 = expected_sha256.lower() if expected_sha256 else None
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"{dest.parent}: cannot create the folder: {exc.strerror or exc}",
+                            file=str(dest)) from exc
+
+    attempts = 0
+    while True:
+        try:
+            digest = _transfer(url, part, dest, token, expected_sha256, expected_size, progress, chunk_size,
+                               timeout, should_cancel)
+            break
+        except _Interrupted as exc:
+            attempts += 1
+            if attempts > retries:
+                raise DownloadError(
+                    f"{dest}: the download of {url} was interrupted ({exc}); {part.name} keeps "
+                    f"{part.stat().st_size if part.exists() else 0:,} bytes and the next attempt resumes there. "
+                    + _manual_hint(url, dest), file=str(dest)) from exc
+            time.sleep(retry_delay * attempts)
+
+    os.replace(part, dest)
+    # Spare the provenance step from hashing 5 GB again.
+    from .weights import remember_sha256
+
+    remember_sha256(dest, digest)
+    return dest
+
+
+def _open(url: str, token: str | None, offset: int, timeout: float) -> tuple[http.client.HTTPResponse, _Redirects]:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    redirects = _Redirects(token, host)
+    opener = urllib.request.build_opener(redirects)
+    req = urllib.request.Request(url, headers={"User-Agent": f"vggt_blender/{__version__}",
+                                               "Accept-Encoding": "identity"})
+    if token:
+        req.add_unredirected_header("Authorization", f"Bearer {token}")
+    if offset:
+        req.add_header("Range", f"bytes={offset}-")
+    return opener.open(req, timeout=timeout), redirects
+
+
+def _http_error(exc: urllib.error.HTTPError, url: str, dest: Path, token: str | None) -> DownloadError:
+    page = _repo_page(url)
+    if exc.code in (401, 403):
+        if token:
+            why = (f"the server refused the Hugging Face token (HTTP {exc.code}). Check that the token is valid "
+                   f"and that this account has accepted the licence at {page}")
+        else:
+            why = (f"the server asks for authorisation (HTTP {exc.code}). This checkpoint is gated: accept its "
+                   f"licence at {page}, create a read token at https://huggingface.co/settings/tokens and pass it "
+                   f"(--token or the HF_TOKEN environment variable)")
+        return DownloadError(f"{dest}: cannot download {url}: {why}", file=str(dest))
+    if exc.code == 404:
+        return DownloadError(f"{dest}: {url} was not found on the server (HTTP 404)", file=str(dest))
+    return DownloadError(f"{dest}: downloading {url} failed: HTTP {exc.code} {exc.reason}. "
+                         + _manual_hint(url, dest), file=str(dest))
+
+
+def _transfer(url: str, part: Path, dest: Path, token: str | None, expected_sha256: str | None,
+              expected_size: int | None, progress: ProgressCallback | None, chunk_size: int, timeout: float,
+              should_cancel: Callable[[], bool] | None) -> str:
+    """One request: append to `part`, then verify. Returns the sha256; raises _Interrupted to resume."""
+    offset = part.stat().st_size if part.exists() else 0
+    if expected_size is not None and offset > expected_size:
+        part.unlink()
+        offset = 0
+    try:
+        resp, redirects = _open(url, token, offset, timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:
+            # Range beyond the end: the .part is already complete (or belongs to another file). Verify it;
+            # a mismatch deletes it and the next attempt starts over.
+            try:
+                return _verify(part, dest, url, _hash_prefix(part, chunk_size).hexdigest(), expected_sha256,
+                               expected_size)
+            except DownloadError as bad:
+                raise _Interrupted("a stale partial file was discarded") from bad
+        raise _http_error(exc, url, dest, token) from exc
+    except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        host = urllib.parse.urlsplit(url).hostname
+        raise DownloadError(f"{dest}: cannot reach {host} ({reason}); are you offline? "
+                            + _manual_hint(url, dest), file=str(dest)) from exc
+
+    with resp:
+        status = resp.status
+        length = resp.headers.get("Content-Length")
+        length = int(length) if length and length.isdigit() else None
+        total: int | None = None
+        if status == 206:
+            rng = _parse_content_range(resp.headers.get("Content-Range"))
+            if rng is None or rng[0] != offset:
+                # A range we did not ask for: start again from zero on the next attempt.
+                part.unlink(missing_ok=True)
+                raise _Interrupted("the server answered with an unexpected byte range")
+            total = rng[1]
+        else:
+            # 200: the server sent the whole file (it ignored our Range, or there was none).
+            offset = 0
+            total = length
+        expected_sha256 = expected_sha256 or redirects.linked_etag or _clean_etag(resp.headers.get("X-Linked-Etag"))
+        if expected_size is None:
+            linked = redirects.linked_size
+            if linked is None:
+                size_header = resp.headers.get("X-Linked-Size", "")
+                linked = int(size_header) if size_header.isdigit() else None
+            expected_size = linked if linked is not None else total
+        if expected_size is not None and total is not None and total != expected_size:
+            raise DownloadError(f"{dest}: the server reports {total:,} bytes for {url}, expected "
+                                f"{expected_size:,}", file=str(dest))
+        grand_total = expected_size or 0
+
+        hasher = _hash_prefix(part, chunk_size) if offset else hashlib.sha256()
+        done = offset
+        if progress is not None:
+            progress(done, grand_total)
+        with open(part, "ab" if offset else "wb") as fh:
+            while True:
+                if should_cancel is not None and should_cancel():
+                    raise CancelledError(f"{dest}: download cancelled; {part.name} keeps {done:,} bytes and "
+                                         "the next download resumes there", file=str(dest))
+                try:
+                    chunk = resp.read(chunk_size)
+                except (http.client.IncompleteRead, ConnectionError, socket.timeout, OSError) as exc:
+                    raise _Interrupted(f"{type(exc).__name__} after {done:,} bytes") from exc
+                if not chunk:
+                    break
+                fh.write(chunk)
+                hasher.update(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, grand_total)
+    if expected_size is not None and done < expected_size:
+        raise _Interrupted(f"connection closed after {done:,} of {expected_size:,} bytes")
+    return _verify(part, dest, url, hasher.hexdigest(), expected_sha256, expected_size)
+
+
+def _verify(part: Path, dest: Path, url: str, digest: str, expected_sha256: str | None,
+            expected_size: int | None) -> str:
+    size = part.stat().st_size
+    if expected_size is not None and size != expected_size:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{dest}: the downloaded file has {size:,} bytes, expected {expected_size:,}; it was "
+                            f"deleted. Try again, or " + _manual_hint(url, dest).lower(), file=str(dest))
+    if expected_sha256 is not None and digest != expected_sha256:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{dest}: downloaded file failed its sha256 check (expected {expected_sha256}, got "
+                            f"{digest}); it was deleted. Download it again.", file=str(dest))
+    return digest
+
+
+def download_named_checkpoint(
+    name: str = "vggt-1b",
+    dest: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+    progress: ProgressCallback | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> Path:
+    """Download an official checkpoint (see checkpoints.py) to `dest` (a file or folder; default: the cache).
+
+    An existing complete file is kept and returned without going online.
+    """
+    from .weights import default_weights_path
+
+    ckpt: Checkpoint = get_checkpoint(name)
+    if dest is None:
+        target = default_weights_path(name)
+    else:
+        target = Path(dest).expanduser()
+        if target.is_dir() or str(dest).endswith(("/", os.sep)):
+            target = target / ckpt.filename
+    if target.is_file():
+        return target
+    token = token or token_from_env()
+    if ckpt.gated and not token:
+        raise DownloadError(f"{target}: {ckpt.name} is gated: accept its licence at {ckpt.page_url}, create a read "
+                            "token at https://huggingface.co/settings/tokens and pass it with --token or the "
+                            "HF_TOKEN environment variable", file=str(target))
+    return download_checkpoint(ckpt.url, target, token=token, progress=progress, should_cancel=should_cancel)
+
+
+__all__ = ["DownloadError", "download_checkpoint", "download_named_checkpoint", "token_from_env"]

@@ -1,0 +1,356 @@
+"""Finding, hashing, reading and loading VGGT checkpoints.
+
+torch is imported only inside the functions that need it: Blender's own Python (no torch) uses
+`default_cache_dir()` and `resolve_weights()` to show whether weights are present.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+
+from .checkpoints import DEFAULT_CHECKPOINT, Checkpoint, get_checkpoint
+from .errors import CheckpointError, WeightsNotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+WEIGHTS_ENV = "VGGT_WEIGHTS"
+STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+HASH_SIDECAR_SUFFIX = ".sha256.json"
+
+
+# ------------------------------------------------------------------------------------------ locations
+
+
+def default_cache_dir() -> Path:
+    """Per-user cache folder for downloaded checkpoints (not created here)."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = str(Path.home() / "Library" / "Caches")
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        # The XDG spec says to ignore relative paths.
+        base = xdg if xdg and os.path.isabs(xdg) else str(Path.home() / ".cache")
+    return Path(base) / "vggt_blender"
+
+
+def default_weights_path(checkpoint: str = DEFAULT_CHECKPOINT) -> Path:
+    """Where `download` puts a checkpoint and where `resolve_weights` looks last."""
+    ckpt = get_checkpoint(checkpoint)
+    return default_cache_dir() / ckpt.name / ckpt.filename
+
+
+def _candidates_in_folder(folder: Path, ckpt: Checkpoint) -> list[Path]:
+    names = [ckpt.filename, "model.safetensors", "model.pt"]
+    return [folder / n for n in dict.fromkeys(names)]
+
+
+def _pick(path: Path, ckpt: Checkpoint, origin: str) -> Path:
+    """Accept a file, or a folder holding the checkpoint's file; otherwise explain what is missing."""
+    if path.is_file():
+        return path.resolve()
+    if path.is_dir():
+        for cand in _candidates_in_folder(path, ckpt):
+            if cand.is_file():
+                return cand.resolve()
+        names = ", ".join(c.name for c in _candidates_in_folder(path, ckpt))
+        raise WeightsNotFoundError(f"{path}: the folder given by {origin} holds no checkpoint (looked for {names})",
+                                   file=str(path))
+    raise WeightsNotFoundError(f"{path}: the weights file given by {origin} does not exist", file=str(path))
+
+
+def missing_weights_message(checkpoint: str = DEFAULT_CHECKPOINT) -> str:
+    """What to download and where to put it, for the no-weights error and the Blender preferences."""
+    ckpt = get_checkpoint(checkpoint)
+    dest = default_weights_path(checkpoint)
+    token = " --token YOUR_HF_TOKEN" if ckpt.gated else ""
+    text = (f"no VGGT weights found. Download {ckpt.url} ({ckpt.size_text}; licence: {ckpt.licence}) and save "
+            f"it as {dest}, or run `python -m vggt_blender download --checkpoint {ckpt.name}{token}`, or pass "
+            f"--weights PATH (or set {WEIGHTS_ENV}) to a checkpoint you already have")
+    if ckpt.gated:
+        text += f". This checkpoint is gated: accept its licence at {ckpt.page_url} first"
+    return text
+
+
+def resolve_weights(explicit: str | os.PathLike[str] | None, checkpoint: str = DEFAULT_CHECKPOINT) -> Path:
+    """The checkpoint file to use: `explicit` (--weights), else $VGGT_WEIGHTS, else the default cache.
+
+    An explicit path or the environment variable that points nowhere is an error (not silently skipped):
+    the user asked for that file. Folders are accepted when they hold the checkpoint's file.
+    """
+    ckpt = get_checkpoint(checkpoint)
+    if explicit is not None and str(explicit) != "":
+        return _pick(Path(explicit).expanduser(), ckpt, "--weights")
+    env = os.environ.get(WEIGHTS_ENV, "")
+    if env:
+        return _pick(Path(env).expanduser(), ckpt, f"${WEIGHTS_ENV}")
+    folder = default_cache_dir() / ckpt.name
+    for cand in _candidates_in_folder(folder, ckpt):
+        if cand.is_file():
+            return cand.resolve()
+    raise WeightsNotFoundError(missing_weights_message(checkpoint), file=str(default_weights_path(checkpoint)))
+
+
+# ------------------------------------------------------------------------------------------- hashing
+
+
+def _sidecar_paths(path: Path) -> list[Path]:
+    # Next to the file first; the cache folder when the weights live somewhere read-only.
+    key = hashlib.sha1(str(path.resolve()).encode("utf-8")).hexdigest()[:16]
+    return [path.with_name(path.name + HASH_SIDECAR_SUFFIX),
+            default_cache_dir() / "hashes" / f"{path.name}.{key}{HASH_SIDECAR_SUFFIX}"]
+
+
+def _stat_key(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def remember_sha256(path: str | os.PathLike[str], digest: str) -> None:
+    """Store a known digest (e.g. verified while downloading) so sha256_file need not hash the file again."""
+    path = Path(path)
+    record = json.dumps({**_stat_key(path), "sha256": digest})
+    for sidecar in _sidecar_paths(path):
+        try:
+            sidecar.parent.mkdir(parents=True, exist_ok=True)
+            sidecar.write_text(record, encoding="utf-8")
+            return
+        except OSError:
+            continue
+
+
+def sha256_file(path: str | os.PathLike[str], chunk_size: int = 8 << 20,
+                progress: Callable[[int, int], None] | None = None) -> str:
+    """Hex sha256 of a file, read in chunks. Cached in a sidecar keyed by size and mtime, so a 5 GB
+    checkpoint is hashed once; a changed file (other size or mtime) is hashed again."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found", file=str(path))
+    key = _stat_key(path)
+    for sidecar in _sidecar_paths(path):
+        try:
+            data = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("size") == key["size"] and data.get("mtime_ns") == key["mtime_ns"] \
+                and isinstance(data.get("sha256"), str) and len(data["sha256"]) == 64:
+            return data["sha256"]
+    h = hashlib.sha256()
+    done = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            h.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, key["size"])
+    digest = h.hexdigest()
+    remember_sha256(path, digest)
+    return digest
+
+
+# -------------------------------------------------------------------------------------- state dicts
+
+
+def _file_kind(path: Path) -> str:
+    """'zip' (torch.save), 'safetensors', 'pickle' (legacy torch.save) or 'unknown', from the first bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if len(head) >= 9:
+        header_len = int.from_bytes(head[:8], "little")
+        if head[8:9] == b"{" and 0 < header_len <= path.stat().st_size - 8:
+            return "safetensors"
+    if head[:1] == b"\x80":  # pickle protocol marker
+        return "pickle"
+    return "unknown"
+
+
+def _unwrap(obj: Any) -> Any:
+    """Training checkpoints wrap the weights ({"model": sd, "optimizer": ...}); DDP prefixes 'module.'."""
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    if isinstance(obj, Mapping) and obj and all(isinstance(k, str) and k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def read_state_dict(path: str | os.PathLike[str], map_location: str | Any = "cpu") -> dict[str, "torch.Tensor"]:
+    """Read a state dict from .pt/.pth/.bin (torch.save) or .safetensors without running pickled code.
+
+    torch files load with weights_only=True (only tensors and plain containers) and mmap=True (a 5 GB file
+    is paged in, not copied). Anything else — truncated files, foreign pickles, non-dicts — raises
+    CheckpointError naming the file.
+    """
+    import torch
+
+    path = Path(path)
+    file = str(path)
+    if not path.is_file():
+        raise CheckpointError(f"{file}: checkpoint file not found", file=file)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{file}: the checkpoint file is empty (an interrupted download?)", file=file)
+    kind = _file_kind(path)
+    if kind == "safetensors" or (kind == "unknown" and path.suffix == ".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            obj: Any = load_file(str(path), device=str(map_location))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{file}: cannot read this safetensors file; it is truncated or corrupted "
+                                  f"({exc}). Download it again.", file=file) from exc
+    elif kind in ("zip", "pickle"):
+        try:
+            obj = torch.load(path, map_location=map_location, weights_only=True, mmap=(kind == "zip"))
+        except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/UnpicklingError/EOFError/...
+            text = str(exc)
+            if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
+                raise CheckpointError(
+                    f"{file}: refused to load: the file contains Python objects, not just tensors, and is not "
+                    f"unpickled for safety. Use an official VGGT checkpoint (a plain state dict).", file=file) from exc
+            raise CheckpointError(f"{file}: cannot read this checkpoint; it is truncated or corrupted "
+                                  f"({text.splitlines()[0] if text else type(exc).__name__}). "
+                                  f"Download it again.", file=file) from exc
+    else:
+        raise CheckpointError(f"{file}: not a PyTorch or safetensors checkpoint (unrecognised file contents)",
+                              file=file)
+    obj = _unwrap(obj)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{file}: not a state dict (the file holds a {type(obj).__name__})", file=file)
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{file}: not a state dict: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} "
+                              f"are not tensors (e.g. {bad[0]!r})", file=file)
+    return dict(obj)
+
+
+def _first(names: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def check_state_dict(sd: Any, expected: Mapping[str, Sequence[int]], file: str | None = None,
+                     model_name: str = "VGGT") -> None:
+    """Compare a state dict with the model's key -> shape table; raise CheckpointError saying what differs."""
+    import torch
+
+    where = f"{file}: " if file else ""
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{where}not a state dict (expected a mapping of names to tensors)", file=file)
+    keys = set(sd)
+    want = {k: tuple(int(d) for d in s) for k, s in expected.items()}
+    if not keys & set(want):
+        some = _first(sorted(keys)) if keys else "none"
+        raise CheckpointError(f"{where}no {model_name} keys: this looks like another model's checkpoint "
+                              f"(its keys: {some})", file=file)
+    missing = sorted(set(want) - keys)
+    unexpected = sorted(keys - set(want))
+    mismatched = sorted(k for k in keys & set(want) if tuple(sd[k].shape) != want[k])
+    problems = []
+    if mismatched:
+        detail = "; ".join(f"{k}: checkpoint {list(sd[k].shape)} vs model {list(want[k])}" for k in mismatched[:3])
+        more = f"; ... ({len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
+        problems.append(f"{len(mismatched)} shape mismatch{'es' if len(mismatched) != 1 else ''} ({detail}{more})"
+                        " - a checkpoint for another model configuration?")
+    if missing:
+        problems.append(f"{len(missing)} missing key{'s' if len(missing) != 1 else ''} ({_first(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key{'s' if len(unexpected) != 1 else ''} "
+                        f"({_first(unexpected)})")
+    if problems:
+        raise CheckpointError(f"{where}checkpoint does not match the {model_name} model: " + "; ".join(problems),
+                              file=file)
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+@contextlib.contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """While building a module, put every parameter on the meta device (no memory, no random init cost)
+    but keep buffers real: non-persistent buffers (ImageNet mean/std) are not in the checkpoint, so they
+    must keep the values the constructor computed."""
+    import torch
+
+    original = torch.nn.Module.register_parameter
+
+    def register_on_meta(module: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        original(module, name, param)
+
+    torch.nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
+def _resolve_config(config: Any) -> Any:
+    from .model import VGGTConfig
+
+    if isinstance(config, VGGTConfig):
+        return config
+    if isinstance(config, (str, os.PathLike)):
+        return VGGTConfig.resolve(os.fspath(config))
+    if isinstance(config, Mapping):
+        return VGGTConfig.from_dict(dict(config))
+    raise TypeError(f"config must be a VGGTConfig, a preset name, a JSON path or a dict, not {type(config).__name__}")
+
+
+def load_model(config: Any, path: str | os.PathLike[str], device: Any = "cpu", dtype: Any = None) -> "torch.nn.Module":
+    """Build VGGT for `config` and load the checkpoint at `path` straight onto `device` in `dtype`.
+
+    `config`: a VGGTConfig, a preset name ("vggt-1b"), a config.json path or a dict. Parameters are created
+    on the meta device and replaced by the checkpoint's tensors (load_state_dict(assign=True)), so no random
+    weights are ever allocated; each tensor is converted on its way to the device. `dtype` (default float32)
+    applies to floating-point parameters and buffers. The model is returned in eval mode without gradients.
+    """
+    import torch
+
+    from .model import VGGT
+
+    dtype = torch.float32 if dtype is None else dtype
+    device = torch.device(device)
+    cfg = _resolve_config(config)
+    with _parameters_on_meta():
+        model = VGGT(cfg)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    sd = read_state_dict(path, map_location="cpu")
+    check_state_dict(sd, expected, file=str(path))
+    for key in list(sd):
+        tensor = sd[key]
+        sd[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+    model.load_state_dict(sd, strict=True, assign=True)
+    del sd
+    # Buffers were built on the CPU by the constructor; bring them along.
+    for module in model.modules():
+        for name, buf in list(module._buffers.items()):
+            if buf is None:
+                continue
+            if buf.device.type == "meta":
+                raise CheckpointError(f"{path}: buffer {name!r} of {type(module).__name__} has no value after "
+                                      "loading", file=str(path))
+            module._buffers[name] = buf.to(device=device, dtype=dtype if buf.is_floating_point() else buf.dtype)
+    leftover = [k for k, p in model.named_parameters() if p.device.type == "meta"]
+    if leftover:
+        raise CheckpointError(f"{path}: parameters not loaded: {_first(leftover)}", file=str(path))
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+__all__ = [
+    "WEIGHTS_ENV", "default_cache_dir", "default_weights_path", "resolve_weights", "missing_weights_message",
+    "sha256_file", "remember_sha256", "read_state_dict", "check_state_dict", "load_model",
+]
