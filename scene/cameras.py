@@ -1,0 +1,168 @@
+"""Cameras: one per photo (exact intrinsics and pose at the photo's resolution) and an animated shot camera.
+
+Render resolution and pixel aspect are per scene in Blender, so each camera stores its image size and pixel
+aspect as custom properties; `activate_camera` applies them when the camera becomes the active one.
+"""
+
+from __future__ import annotations
+
+import bpy
+import numpy as np
+from mathutils import Matrix
+
+from ..vggt_blender.blender_camera import BlenderCameraParams, blender_camera_params
+
+
+def camera_params_for_view(rec, i: int, scale: float) -> BlenderCameraParams:
+    width, height = (int(v) for v in rec.original_sizes[i])
+    return blender_camera_params(rec.intrinsics[i], width, height, rec.extrinsics[i], scale=scale)
+
+
+def apply_lens(cam: bpy.types.Camera, params: BlenderCameraParams) -> None:
+    cam.sensor_fit = params.sensor_fit
+    cam.sensor_width = params.sensor_width
+    cam.lens = params.lens
+    cam.shift_x = params.shift_x
+    cam.shift_y = params.shift_y
+
+
+def store_image_properties(ob: bpy.types.Object, params: BlenderCameraParams, view_index: int,
+                           image_path: str, kind: str) -> None:
+    ob["vggt_kind"] = kind
+    ob["vggt_view_index"] = int(view_index)
+    ob["vggt_image_width"] = int(params.resolution_x)
+    ob["vggt_image_height"] = int(params.resolution_y)
+    ob["vggt_image_path"] = str(image_path)
+    ob["vggt_pixel_aspect_x"] = float(params.pixel_aspect_x)
+    ob["vggt_pixel_aspect_y"] = float(params.pixel_aspect_y)
+
+
+def activate_camera(scene: bpy.types.Scene, ob: bpy.types.Object) -> None:
+    """Make `ob` the scene camera and set the render size/pixel aspect its intrinsics were computed for."""
+    scene.camera = ob
+    if "vggt_image_width" in ob and "vggt_image_height" in ob:
+        render = scene.render
+        render.resolution_x = int(ob["vggt_image_width"])
+        render.resolution_y = int(ob["vggt_image_height"])
+        render.resolution_percentage = 100
+        render.pixel_aspect_x = float(ob.get("vggt_pixel_aspect_x", 1.0))
+        render.pixel_aspect_y = float(ob.get("vggt_pixel_aspect_y", 1.0))
+
+
+def _clip_and_display(cam: bpy.types.Camera, scene_size: float) -> None:
+    # VGGT's units are normalised (scene size ~1): Blender's defaults (clip 0.1, display 1 m) would hide it.
+    cam.clip_start = max(scene_size * 1e-3, 1e-5)
+    cam.clip_end = max(scene_size * 1e3, 10.0)
+    cam.display_size = scene_size * 0.1
+
+
+def create_photo_cameras(rec, scale: float, collection: bpy.types.Collection, images: list,
+                         scene_size: float) -> list[bpy.types.Object]:
+    """One camera per photo, named after the photo's file stem, with its photo as background image."""
+    objects = []
+    for i, stem in enumerate(rec.image_names):
+        params = camera_params_for_view(rec, i, scale)
+        cam = bpy.data.cameras.new(str(stem))
+        apply_lens(cam, params)
+        _clip_and_display(cam, scene_size)
+        image = images[i] if images else None
+        if image is not None:
+            cam.show_background_images = True
+            bg = cam.background_images.new()
+            bg.image = image
+            bg.alpha = 0.8
+            bg.frame_method = "STRETCH"  # the photo fills the camera frame exactly
+        ob = bpy.data.objects.new(str(stem), cam)
+        ob.matrix_world = Matrix(params.matrix_world.tolist())
+        store_image_properties(ob, params, i, str(rec.display_paths[i]), "camera")
+        collection.objects.link(ob)
+        objects.append(ob)
+    return objects
+
+
+def _fcurves(id_data) -> list:
+    """F-curves of `id_data`'s action: Action.fcurves before 5.0, the slot's channelbag from 5.0 on."""
+    anim = id_data.animation_data
+    if anim is None or anim.action is None:
+        return []
+    action = anim.action
+    if bpy.app.version >= (5, 0, 0) or not hasattr(action, "fcurves"):
+        from bpy_extras.anim_utils import action_get_channelbag_for_slot
+
+        bag = action_get_channelbag_for_slot(action, anim.action_slot)
+        return list(bag.fcurves) if bag is not None else []
+    return list(action.fcurves)
+
+
+def _key_background_sequence(cam: bpy.types.Camera, images: list) -> None:
+    """One background per photo, its opacity keyed to show only on that photo's frame (CONSTANT keys)."""
+    cam.show_background_images = True
+    for i, image in enumerate(images):
+        if image is None:
+            continue
+        bg = cam.background_images.new()
+        bg.image = image
+        bg.frame_method = "STRETCH"
+        path = f"background_images[{len(cam.background_images) - 1}].alpha"
+        frame = i + 1
+        for f, alpha in ((frame - 1, 0.0), (frame, 0.8), (frame + 1, 0.0)):
+            if f >= 1:
+                bg.alpha = alpha
+                cam.keyframe_insert(path, frame=f)
+
+
+def create_animated_camera(rec, scale: float, collection: bpy.types.Collection, scene: bpy.types.Scene,
+                           name: str, scene_size: float, images: list | None = None) -> bpy.types.Object:
+    """One camera keyed per frame (frame i+1 = photo i): pose, lens and shifts; scene frame range set.
+
+    With `images`, each photo is a background image shown on its own frame only.
+    """
+    n = len(rec.image_names)
+    cam = bpy.data.cameras.new(f"{name} Shot")
+    _clip_and_display(cam, scene_size)
+    ob = bpy.data.objects.new(f"{name} Shot", cam)
+    ob.rotation_mode = "QUATERNION"
+    collection.objects.link(ob)
+    previous = None
+    first = None
+    for i in range(n):
+        frame = i + 1
+        params = camera_params_for_view(rec, i, scale)
+        first = first or params
+        M = Matrix(params.matrix_world.tolist())
+        quat = M.to_quaternion()
+        if previous is not None:
+            quat.make_compatible(previous)  # shortest path between keys, no flips
+        previous = quat
+        ob.location = M.to_translation()
+        ob.rotation_quaternion = quat
+        ob.keyframe_insert("location", frame=frame)
+        ob.keyframe_insert("rotation_quaternion", frame=frame)
+        apply_lens(cam, params)
+        for path in ("lens", "shift_x", "shift_y"):
+            cam.keyframe_insert(path, frame=frame)
+    if images:
+        _key_background_sequence(cam, images)
+    # Poses/lenses interpolate linearly between photos; background opacities switch at their frame.
+    for id_data in (ob, cam):
+        for fc in _fcurves(id_data):
+            interpolation = "CONSTANT" if fc.data_path.startswith("background_images") else "LINEAR"
+            for kp in fc.keyframe_points:
+                kp.interpolation = interpolation
+    store_image_properties(ob, first, 0, str(rec.display_paths[0]), "animated_camera")
+    ob["vggt_frame_count"] = n
+    scene.frame_start = 1
+    scene.frame_end = n
+    return ob
+
+
+def scene_size_estimate(rec) -> float:
+    """Rough size of the reconstruction (median depth), used for clip ranges and camera display size."""
+    try:
+        # Every 7th pixel is plenty for a median and keeps this cheap for 100 photos.
+        d = np.asarray(rec.depth)[:, ::7, ::7]
+        sample = d[np.asarray(rec.valid_mask)[:, ::7, ::7]]
+        size = float(np.median(sample)) if sample.size else 1.0
+    except (AttributeError, ValueError):
+        size = 1.0
+    return size if np.isfinite(size) and size > 0 else 1.0

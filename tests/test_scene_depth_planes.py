@@ -1,0 +1,160 @@
+"""Depth-textured planes (bpy): geometry on the camera rays, UVs through the pixel map, the confidence filter,
+and a Cycles render from the plane's own camera that reproduces the photo."""
+
+from __future__ import annotations
+
+import importlib
+
+import bpy
+import numpy as np
+import pytest
+
+from vggt_blender.blend_file import load_extension_package
+from vggt_blender.blender_camera import opencv_project
+from vggt_blender.reconstruction import make_reconstruction
+from vggt_blender.scene_options import SceneOptions
+
+EXT = load_extension_package("_vggt_ext_tests")
+attributes = importlib.import_module(f"{EXT.__name__}.scene.attributes")
+depth_planes = importlib.import_module(f"{EXT.__name__}.scene.depth_planes")
+node_groups = importlib.import_module(f"{EXT.__name__}.scene.node_groups")
+cameras = importlib.import_module(f"{EXT.__name__}.scene.cameras")
+build = importlib.import_module(f"{EXT.__name__}.scene.build")
+
+
+@pytest.fixture(autouse=True)
+def empty_file():
+    bpy.ops.wm.read_homefile(use_empty=True)
+    yield
+
+
+def save_png(path, rgb_u8):
+    """Write an 8-bit RGB PNG with Blender itself (no Pillow needed in the Blender 4.2 test env)."""
+    h, w = rgb_u8.shape[:2]
+    img = bpy.data.images.new("png_writer", w, h, alpha=False)
+    rgba = np.ones((h, w, 4), dtype=np.float32)
+    rgba[..., :3] = rgb_u8 / 255.0
+    img.pixels.foreach_set(rgba[::-1].reshape(-1))  # Blender stores the bottom row first
+    img.filepath_raw = str(path)
+    img.file_format = "PNG"
+    img.save()
+    bpy.data.images.remove(img)
+
+
+def load_png(path):
+    """An 8-bit PNG as float RGB in [0, 1], top row first."""
+    img = bpy.data.images.load(str(path))
+    w, h = img.size
+    out = np.empty(w * h * 4, dtype=np.float32)
+    img.pixels.foreach_get(out)
+    bpy.data.images.remove(img)
+    return out.reshape(h, w, 4)[::-1, :, :3].astype(np.float64)
+
+
+def _rot_y(a):
+    return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+
+
+def _photo(path, width, height):
+    """A smooth but clearly textured photo: colour gradients plus large soft checks."""
+    yy, xx = np.mgrid[0:height, 0:width] + 0.5
+    check = (np.sin(xx / width * 6 * np.pi) * np.sin(yy / height * 4 * np.pi)) * 0.25
+    rgb = np.stack([0.2 + 0.6 * xx / width + check, 0.2 + 0.6 * yy / height - check,
+                    0.5 + 0.3 * np.cos(xx / width * 2 * np.pi) * np.sin(yy / height * np.pi)], axis=-1)
+    img = (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
+    save_png(path, img)
+    return img
+
+
+def _rec(photo_path, photo_size, model_size, pixel_map, valid_box, seed=0):
+    rng = np.random.default_rng(seed)
+    w, h = model_size
+    K = np.array([[0.9 * w, 0, w / 2 + 3.0], [0, 0.85 * w, h / 2 - 2.0], [0, 0, 1]])
+    E = np.hstack([_rot_y(0.3), np.array([[0.2], [-0.1], [0.5]])])
+    yy, xx = np.mgrid[0:h, 0:w]
+    depth = (2.0 + 0.6 * np.sin(xx / w * 3.0) * np.cos(yy / h * 2.0) + 0.4 * xx / w).astype(np.float32)
+    conf = (1.0 + 9.0 * rng.random((1, h, w))).astype(np.float32)
+    return make_reconstruction(
+        depth[None], E[None], K[None], depth_conf=conf, pixel_map=np.array([pixel_map]),
+        valid_box=np.array([valid_box]), original_sizes=np.array([photo_size]),
+        image_paths=[str(photo_path)],
+    )
+
+
+def test_plane_vertices_lie_on_camera_rays_and_uvs_follow_the_pixel_map():
+    # Pad mode: a 640x427 photo inside a 518x518 model input, rows 84..434 valid.
+    pm = (640 / 518, 427 / 350, 0.0, -84 * 427 / 350)
+    rec = _rec("/nonexistent/photo.jpg", (640, 427), (518, 518), pm, (0, 84, 518, 434))
+    arrays = depth_planes.depth_plane_arrays(rec, 0, step=5, scale=1.5)
+    cols = len(np.arange(0, 518, 5)) + 1  # 0, 5, ..., 515 and the last pixel 517
+    rows = len(np.arange(84, 434, 5)) + 1
+    assert arrays["positions"].shape == (rows * cols, 3)
+    assert arrays["faces"].shape == ((rows - 1) * (cols - 1), 4)
+    # Back to OpenCV world, then into the photo: vertices land on the grid of photo pixels they were made for.
+    world_cv = arrays["positions"].astype(np.float64)[:, [0, 2, 1]] * [1, -1, 1] / 1.5
+    photo_px = opencv_project(rec.intrinsics[0], rec.extrinsics[0], world_cv).reshape(rows, cols, 2)
+    np.testing.assert_allclose(photo_px[0, 0], [0, 0], atol=1e-3)  # corners pushed to the valid box edges
+    np.testing.assert_allclose(photo_px[-1, -1], [640, 427], atol=1e-3)
+    np.testing.assert_allclose(photo_px[1, 1], [(5.5) * pm[0], (89.5) * pm[1] + pm[3]], atol=1e-3)
+    # Each corner's UV is its vertex's photo position, normalised (v up).
+    corner_px = photo_px.reshape(-1, 2)[arrays["faces"].reshape(-1)]
+    uv = arrays["corner_uv"]
+    np.testing.assert_allclose(uv[:, 0] * 640, corner_px[:, 0], atol=2e-3)
+    np.testing.assert_allclose((1 - uv[:, 1]) * 427, corner_px[:, 1], atol=2e-3)
+    # Depth attribute is the (scaled) z-depth of the sampled pixel.
+    assert arrays["depth"][cols + 1] == pytest.approx(1.5 * rec.depth[0, 89, 5], rel=1e-6)
+
+
+def test_confidence_filter_deletes_vertices_and_their_faces():
+    rec = _rec("/nonexistent/photo.jpg", (96, 72), (96, 72), (1, 1, 0, 0), (0, 0, 96, 72), seed=4)
+    opts = SceneOptions(create_cameras=False, create_point_cloud=False, plane_step=3)
+    col = build.build_scene(rec, opts, "planes")
+    (ob,) = [o for o in col.objects if o.get("vggt_kind") == "depth_plane"]
+    assert col["vggt_warnings"] == ["photo not found: /nonexistent/photo.jpg"]
+    conf = attributes.read_attribute(ob.data, "conf")
+    # Rows 0, 3, ..., 69 and the last pixel 71; columns 0, 3, ..., 93 and 95.
+    faces = depth_planes.grid_faces(25, 33)
+    assert len(ob.data.polygons) == len(faces)
+    for threshold in (1.0, 2.0, 5.5, 9.0):
+        node_groups.set_modifier_input(ob, "Min Confidence", threshold)
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        evaluated = ob.evaluated_get(depsgraph)
+        mesh = evaluated.to_mesh()
+        keep = conf >= threshold
+        assert len(mesh.vertices) == keep.sum()
+        assert len(mesh.polygons) == keep[faces].all(axis=1).sum()
+        evaluated.to_mesh_clear()
+
+
+def test_cycles_render_from_its_camera_reproduces_the_photo(tmp_path):
+    photo_path = tmp_path / "wall.png"
+    photo = _photo(photo_path, 192, 144).astype(np.float64) / 255.0
+    # Model input at half the photo's resolution (sx = sy = 2).
+    rec = _rec(photo_path, (192, 144), (96, 72), (2.0, 2.0, 0.0, 0.0), (0, 0, 96, 72))
+    opts = SceneOptions(create_point_cloud=False, plane_step=1, min_confidence=0.0, scale=2.0)
+    col = build.build_scene(rec, opts, "render")
+    scene = bpy.context.scene
+    cam = [o for o in col.objects if o.get("vggt_kind") == "camera"][0]
+    cameras.activate_camera(scene, cam)
+    scene.render.resolution_percentage = 50  # 96 x 72
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = 8
+    scene.cycles.use_denoising = False
+    scene.cycles.pixel_filter_type = "BOX"
+    scene.cycles.filter_width = 1.0
+    scene.render.threads_mode = "FIXED"
+    scene.render.threads = 1
+    scene.view_settings.view_transform = "Standard"
+    scene.render.image_settings.file_format = "PNG"
+    out = tmp_path / "render.png"
+    scene.render.filepath = str(out)
+    bpy.ops.render.render(write_still=True)
+    rendered = load_png(out)
+    assert rendered.shape == (72, 96, 3)
+    expected = photo.reshape(72, 2, 96, 2, 3).mean(axis=(1, 3))  # the photo at the render's resolution
+    err = np.abs(rendered - expected).mean()
+    shifted = np.abs(rendered[:, 2:] - expected[:, :-2]).mean()  # 2 px misalignment, for scale
+    print(f"render vs photo: mean |diff| {err:.4f} (2 px shift would give {shifted:.4f})")
+    assert err < 0.015
+    assert err < shifted / 3

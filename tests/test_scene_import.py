@@ -1,0 +1,191 @@
+"""Import operator and headless .blend (bpy): collections, shared data-blocks, properties, errors."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import bpy
+import numpy as np
+import pytest
+
+from vggt_blender.blend_file import BPY_MISSING, load_extension_package, write_blend
+from vggt_blender.errors import VGGTError
+from vggt_blender.reconstruction import save_reconstruction, synthetic_reconstruction
+from vggt_blender.scene_options import SceneOptions
+
+EXT = load_extension_package("_vggt_ext_tests")
+importer = importlib.import_module(f"{EXT.__name__}.operators.import_reconstruction")
+
+
+@pytest.fixture(autouse=True)
+def empty_file():
+    bpy.ops.wm.read_homefile(use_empty=True)
+    yield
+
+
+@pytest.fixture
+def operator_registered():
+    for cls in importer.classes:
+        bpy.utils.register_class(cls)
+    yield
+    for cls in reversed(importer.classes):
+        bpy.utils.unregister_class(cls)
+
+
+def save_png(path, rgb_u8):
+    """Write an 8-bit RGB PNG with Blender itself (no Pillow needed in the Blender 4.2 test env)."""
+    h, w = rgb_u8.shape[:2]
+    img = bpy.data.images.new("png_writer", w, h, alpha=False)
+    rgba = np.ones((h, w, 4), dtype=np.float32)
+    rgba[..., :3] = rgb_u8 / 255.0
+    img.pixels.foreach_set(rgba[::-1].reshape(-1))
+    img.filepath_raw = str(path)
+    img.file_format = "PNG"
+    img.save()
+    bpy.data.images.remove(img)
+
+
+@pytest.fixture
+def rec_file(tmp_path):
+    """A 3-photo reconstruction whose photos exist (as small PNGs in a folder named 'garden')."""
+    rec = synthetic_reconstruction(num_images=3, height=28, width=42)
+    folder = tmp_path / "garden"
+    folder.mkdir()
+    paths = []
+    for i in range(3):
+        path = folder / f"IMG_{i:04d}.png"
+        save_png(path, rec.colors[i])
+        paths.append(str(path))
+    rec.image_paths = list(paths)
+    rec.display_paths = list(paths)
+    rec.image_names = [f"IMG_{i:04d}" for i in range(3)]
+    return save_reconstruction(tmp_path / "garden.npz", rec), rec
+
+
+def _kinds(collection):
+    kinds: dict[str, int] = {}
+    for ob in collection.objects:
+        kinds[ob["vggt_kind"]] = kinds.get(ob["vggt_kind"], 0) + 1
+    return kinds
+
+
+def test_importing_twice_makes_two_collections_and_shares_groups_and_materials(rec_file, operator_registered):
+    path, rec = rec_file
+    for _ in range(2):
+        assert bpy.ops.vggt.import_reconstruction(filepath=str(path), camera_mode="both",
+                                                  max_points=500, plane_step=2) == {"FINISHED"}
+    scene = bpy.context.scene
+    cols = list(scene.collection.children)
+    assert [c.name for c in cols] == ["garden", "garden.001"]
+    for col in cols:
+        assert col["vggt_reconstruction"] == str(path.resolve())
+        assert "vggt_warnings" not in col
+        assert _kinds(col) == {"camera": 3, "animated_camera": 1, "point_cloud": 1, "depth_plane": 3}
+        cam = col.objects[rec.image_names[0]] if col.name == "garden" else col.objects[rec.image_names[0] + ".001"]
+        assert cam["vggt_image_path"] == rec.display_paths[0]
+        assert (cam["vggt_image_width"], cam["vggt_image_height"]) == (42, 28)
+        assert cam.data.background_images[0].image.filepath == rec.display_paths[0]
+        points = next(o for o in col.objects if o["vggt_kind"] == "point_cloud")
+        assert len(points.data.vertices) == 500
+    # The animated camera shows each photo on its own frame.
+    shot = next(o for o in cols[0].objects if o["vggt_kind"] == "animated_camera")
+    backgrounds = shot.data.background_images
+    assert [bg.image.filepath for bg in backgrounds] == rec.display_paths
+    for frame in (1, 2, 3):
+        scene.frame_set(frame)
+        assert [round(bg.alpha, 3) for bg in backgrounds] == [0.8 if i == frame - 1 else 0.0 for i in range(3)]
+    groups = sorted(g.name for g in bpy.data.node_groups)
+    assert groups == ["VGGT Depth Plane Filter", "VGGT Point Cloud"]
+    mats = sorted(m.name for m in bpy.data.materials)
+    assert mats == ["VGGT Photo IMG_0000", "VGGT Photo IMG_0001", "VGGT Photo IMG_0002", "VGGT Point Color"]
+    assert len(bpy.data.images) == 3
+    assert scene.camera is not None and (scene.frame_start, scene.frame_end) == (1, 3)
+
+
+def test_name_option_and_scene_options(rec_file, operator_registered):
+    path, _ = rec_file
+    assert bpy.ops.vggt.import_reconstruction(
+        filepath=str(path), name="My Scan", create_cameras=False, create_depth_planes=False,
+        min_confidence=4.0, point_radius=0.02, scale=3.0) == {"FINISHED"}
+    col = bpy.data.collections["My Scan"]
+    assert _kinds(col) == {"point_cloud": 1}
+    points = col.objects[0]
+    mod = points.modifiers["VGGT"]
+    group = mod.node_group
+    ident = {item.name: item.identifier for item in group.interface.items_tree
+             if item.item_type == "SOCKET" and item.in_out == "INPUT"}
+    assert mod[ident["Min Confidence"]] == pytest.approx(4.0)
+    assert mod[ident["Point Radius"]] == pytest.approx(0.06)
+    assert mod[ident["Material"]].name == "VGGT Point Color"
+
+
+@pytest.mark.parametrize("content,problem", [
+    (b"this is not a zip archive", "not a reconstruction file"),
+    (None, "file not found"),
+])
+def test_bad_file_gives_a_readable_error(tmp_path, operator_registered, content, problem):
+    path = tmp_path / "broken.npz"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(RuntimeError) as info:
+        bpy.ops.vggt.import_reconstruction(filepath=str(path))
+    message = str(info.value)
+    assert str(path) in message and problem in message
+    assert "Traceback" not in message
+    assert len(bpy.data.collections) == 0
+
+
+def test_menu_entry_and_operator_classes():
+    assert importer.classes == (importer.VGGT_OT_import_reconstruction,)
+    assert importer.VGGT_OT_import_reconstruction.bl_idname == "vggt.import_reconstruction"
+    assert "UNDO" in importer.VGGT_OT_import_reconstruction.bl_options
+    assert callable(importer.menu_func_import)
+
+
+def test_write_blend_reopens_with_the_objects(rec_file, tmp_path):
+    path, rec = rec_file
+    blend = tmp_path / "out" / "scene.blend"
+    blend.parent.mkdir()
+    written = write_blend(path, blend, SceneOptions(max_points=300, plane_step=3))
+    assert written == blend.resolve() and blend.stat().st_size > 0
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert len(bpy.data.objects) == 0
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    col = bpy.data.collections["garden"]
+    assert _kinds(col) == {"camera": 3, "point_cloud": 1, "depth_plane": 3}
+    assert sorted(o.name for o in col.objects if o.type == "CAMERA") == rec.image_names
+    points = next(o for o in col.objects if o["vggt_kind"] == "point_cloud")
+    assert len(points.data.vertices) == 300
+    assert points.data.attributes["conf"].data_type == "FLOAT"
+    assert points.modifiers["VGGT"].node_group.name == "VGGT Point Cloud"
+    np.testing.assert_array_equal(sorted(o["vggt_view_index"] for o in col.objects if o.type == "CAMERA"),
+                                  [0, 1, 2])
+
+
+def test_write_blend_errors(rec_file, tmp_path, monkeypatch):
+    path, _ = rec_file
+    with pytest.raises(VGGTError, match=r"must end in \.blend"):
+        write_blend(path, tmp_path / "scene.txt")
+    with pytest.raises(VGGTError, match="does not exist"):
+        write_blend(path, tmp_path / "missing" / "scene.blend")
+    with pytest.raises(VGGTError, match="file not found"):
+        write_blend(tmp_path / "nothing.npz", tmp_path / "scene.blend")
+    monkeypatch.setitem(sys.modules, "bpy", None)  # as if this Python had no bpy
+    with pytest.raises(VGGTError) as info:
+        write_blend(path, tmp_path / "scene.blend")
+    assert str(info.value) == BPY_MISSING
+
+
+def test_failed_build_leaves_nothing_behind(rec_file, operator_registered, monkeypatch):
+    path, _ = rec_file
+    depth_planes = importlib.import_module(f"{EXT.__name__}.scene.depth_planes")
+
+    def broken(*args, **kwargs):
+        raise ValueError("plane_step must be >= 1, got 0")
+
+    monkeypatch.setattr(depth_planes, "depth_plane_arrays", broken)
+    with pytest.raises(RuntimeError, match="plane_step must be >= 1"):
+        bpy.ops.vggt.import_reconstruction(filepath=str(path))
+    assert len(bpy.data.collections) == 0 and len(bpy.data.objects) == 0
+    assert len(bpy.data.meshes) == 0 and len(bpy.data.cameras) == 0
