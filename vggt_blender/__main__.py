@@ -1,0 +1,7 @@
+"""`python -m vggt_blender ...`: see vggt_blender/cli.py."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

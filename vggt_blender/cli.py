@@ -1,0 +1,234 @@
+"""`python -m vggt_blender reconstruct|info|export-ply|download` (docs/COMMAND_LINE.md).
+
+User-facing errors print one line `error: ...` on stderr and exit 1; Ctrl-C exits 130 and leaves no output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import RequestError, VGGTError
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vggt_blender",
+                                     description="Photos to a 3-D reconstruction with VGGT, and to a Blender scene.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    rec = sub.add_parser("reconstruct", help="run VGGT on photos and write a reconstruction (.npz)",
+                         description="Run VGGT on photos (files or folders) and write a reconstruction file.")
+    rec.add_argument("inputs", nargs="+", metavar="PHOTOS_OR_FOLDERS")
+    rec.add_argument("-o", "--output", help="reconstruction file to write (.npz); default: beside --blend")
+    rec.add_argument("--weights", help="checkpoint file (.pt or .safetensors); default: search the usual places")
+    rec.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    rec.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    rec.add_argument("--mode", default="crop", choices=("crop", "pad"),
+                     help="crop: width 518, centre-crop tall images; pad: longer side 518, pad to a square")
+    rec.add_argument("--config", default="vggt-1b", help="model preset (vggt-1b) or a config .json file")
+    rec.add_argument("--download", action="store_true",
+                     help="download the official checkpoint if none is found (prints its licence first)")
+    rec.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only warnings and errors")
+
+    scene = rec.add_argument_group("Blender scene (--blend; needs the bpy module)")
+    scene.add_argument("--blend", help="also build the Blender scene and save it to this .blend file")
+    scene.add_argument("--no-cameras", action="store_true", help="no camera objects")
+    scene.add_argument("--no-points", action="store_true", help="no point cloud")
+    scene.add_argument("--no-planes", action="store_true", help="no depth-textured planes")
+    scene.add_argument("--plane-step", type=_positive_int, help="depth planes: one vertex every K model pixels")
+    scene.add_argument("--max-points", type=_positive_int, help="subsample the point cloud to at most N points")
+    scene.add_argument("--min-confidence", type=float, help="initial confidence threshold (raw confidence >= 1)")
+    scene.add_argument("--scale", type=_positive_float, help="scene units per reconstruction unit")
+    scene.add_argument("--camera-mode", choices=("per_photo", "animated", "both"))
+    scene.add_argument("--point-source", choices=("depth", "point_map"))
+
+    info = sub.add_parser("info", help="describe a reconstruction file")
+    info.add_argument("file")
+
+    ply = sub.add_parser("export-ply", help="write a reconstruction's points to a PLY file")
+    ply.add_argument("file", help="reconstruction file (.npz)")
+    ply.add_argument("ply", help="PLY file to write")
+    ply.add_argument("--point-source", default="depth", choices=("depth", "point_map"))
+    ply.add_argument("--min-confidence", type=float, default=1.0, help="drop points below this confidence")
+    ply.add_argument("--max-points", type=_positive_int, help="random subset of at most N points")
+
+    dl = sub.add_parser("download", help="download an official checkpoint")
+    dl.add_argument("--checkpoint", default="vggt-1b", choices=("vggt-1b", "vggt-1b-commercial"))
+    dl.add_argument("--token", help="Hugging Face access token (needed for the gated commercial checkpoint)")
+    dl.add_argument("--dest", help="folder to save it in (default: the standard weights folder)")
+    dl.add_argument("-q", "--quiet", action="store_true")
+    return parser
+
+
+def scene_options_from_args(args: argparse.Namespace) -> Any:
+    """Map the scene flags onto SceneOptions; flags left out keep SceneOptions' defaults."""
+    from .scene_options import SceneOptions
+
+    values: dict[str, Any] = {}
+    if args.no_cameras:
+        values["create_cameras"] = False
+    if args.no_points:
+        values["create_point_cloud"] = False
+    if args.no_planes:
+        values["create_depth_planes"] = False
+    for flag, field in (("plane_step", "plane_step"), ("max_points", "max_points"),
+                        ("min_confidence", "min_confidence"), ("scale", "scale"),
+                        ("camera_mode", "camera_mode"), ("point_source", "point_source")):
+        value = getattr(args, flag)
+        if value is not None:
+            values[field] = value
+    return SceneOptions.from_dict(values)
+
+
+def download_official(checkpoint: str, token: str | None, dest: str | None, say: Callable[[str], None],
+                      progress: Callable[[float, str], None] | None = None) -> Path:
+    """Download an official checkpoint after showing its licence; return the file's path.
+
+    `progress(fraction, message)` follows the bytes received (shared by the CLI and the worker).
+    """
+    from .checkpoints import get_checkpoint
+    from .download import download_checkpoint, token_from_env
+    from .weights import default_weights_path
+
+    entry = get_checkpoint(checkpoint)
+    token = token or token_from_env()
+    target = Path(dest).expanduser() / entry.filename if dest else default_weights_path(checkpoint)
+    say(entry.describe())
+    if entry.gated and not token:
+        raise RequestError(f"checkpoint {entry.name} is gated: accept its licence at {entry.page_url}, then "
+                           "pass a Hugging Face read token with --token (or set HF_TOKEN)")
+    say(f"downloading {entry.url} to {target}")
+
+    last = [-1]
+
+    def bytes_done(done: int, total: int) -> None:
+        # Called per 1 MB chunk: pass on at most one update per 0.1 % (or per 100 MB when the size is unknown).
+        step = int(done * 1000 / total) if total else done >> 27
+        if progress is not None and step != last[0]:
+            last[0] = step
+            fraction = done / total if total else 0.0
+            progress(fraction, f"{done / 1e9:.2f} of {total / 1e9:.2f} GB" if total else f"{done / 1e9:.2f} GB")
+
+    return Path(download_checkpoint(entry.url, str(target), token=token, progress=bytes_done))
+
+
+def _byte_progress(bar: Any) -> Callable[[float, str], None]:
+    return lambda fraction, message: bar("downloading", fraction, message)
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from .inference import reconstruct_to_file, result_summary
+    from .progress import StageProgress
+
+    if not args.output and not args.blend:
+        raise RequestError("give an output file with -o scene.npz (and/or --blend scene.blend)")
+    blend = Path(args.blend).expanduser().resolve() if args.blend else None
+    if blend is not None and blend.suffix.lower() != ".blend":
+        raise RequestError(f"--blend must name a .blend file: {blend}", file=str(blend))
+    output = Path(args.output).expanduser().resolve() if args.output else blend.with_suffix(".npz")
+    options = scene_options_from_args(args)  # check the scene flags before the long run
+
+    bar = StageProgress(quiet=args.quiet)
+    weights = args.weights
+    if args.download and weights is None:
+        from .errors import WeightsNotFoundError
+        from .weights import resolve_weights
+
+        try:
+            resolve_weights(None)
+        except WeightsNotFoundError:
+            weights = str(download_official("vggt-1b", None, None, bar.message, _byte_progress(bar)))
+
+    try:
+        rec = reconstruct_to_file(args.inputs, output, progress=bar, weights=weights, device=args.device,
+                                  precision=args.precision, mode=args.mode, config=args.config,
+                                  warn=lambda line: bar.message(f"warning: {line}"))
+        written = [str(output)]
+        if blend is not None:
+            bar("writing", 0.0, str(blend))
+            from .blend_file import write_blend  # imports bpy: only when asked for
+
+            write_blend(str(output), str(blend), options)
+            bar("writing", 1.0, str(blend))
+            written.append(str(blend))
+    except BaseException:
+        bar.abort()
+        raise
+    bar.finish()
+    summary = result_summary(rec, output)
+    width, height = summary["model_size"]
+    total = sum(summary["timings"].values())
+    _err(f"wrote {' and '.join(written)}: {summary['images']} image(s) at {width}x{height}, "
+         f"{summary['points']:,} points, {total:.1f} s on {summary['device']}, {summary['precision']}")
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .reconstruction import load_reconstruction, summarize
+
+    print(summarize(load_reconstruction(args.file)))
+    return EXIT_OK
+
+
+def cmd_export_ply(args: argparse.Namespace) -> int:
+    from .exporters import export_ply
+    from .reconstruction import load_reconstruction
+
+    count = export_ply(load_reconstruction(args.file), args.ply, args.point_source, args.min_confidence,
+                       args.max_points)
+    _err(f"wrote {args.ply}: {count:,} points")
+    return EXIT_OK
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .progress import StageProgress
+
+    bar = StageProgress(quiet=args.quiet)
+    try:
+        path = download_official(args.checkpoint, args.token, args.dest, bar.message, _byte_progress(bar))
+    except BaseException:
+        bar.abort()
+        raise
+    bar.finish()
+    print(path)
+    return EXIT_OK
+
+
+COMMANDS = {"reconstruct": cmd_reconstruct, "info": cmd_info, "export-ply": cmd_export_ply,
+            "download": cmd_download}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except VGGTError as exc:
+        _err(f"error: {exc.message}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        # reconstruct_to_file and the atomic writer have already removed what this run created.
+        _err("\ninterrupted")
+        return EXIT_INTERRUPTED

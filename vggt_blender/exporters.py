@@ -1,0 +1,78 @@
+"""Export a reconstruction's points to other tools: binary PLY (numpy only)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RequestError
+from .reconstruction import Reconstruction
+
+POINT_SOURCES = ("depth", "point_map")
+
+
+def select_points(rec: Reconstruction, source: str = "depth", min_confidence: float = 1.0,
+                  max_points: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(xyz float32 [P,3], rgb uint8 [P,3], confidence float32 [P]) of valid pixels at or above the threshold.
+
+    `source` "depth" uses world_points with depth_conf, "point_map" the point head's map and its confidence.
+    With `max_points`, a random subset (fixed seed) is kept, in the original order.
+    """
+    if source not in POINT_SOURCES:
+        raise RequestError(f"unknown point source '{source}': choose depth or point_map")
+    points, conf = ((rec.world_points, rec.depth_conf) if source == "depth"
+                    else (rec.point_map, rec.point_map_conf))
+    keep = rec.valid_mask & (conf >= min_confidence) & np.isfinite(points).all(axis=-1)
+    xyz, rgb, c = points[keep], rec.colors[keep], conf[keep]
+    if max_points is not None and len(xyz) > max_points:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(xyz), size=max_points, replace=False))
+        xyz, rgb, c = xyz[chosen], rgb[chosen], c[chosen]
+    return xyz.astype(np.float32), rgb.astype(np.uint8), c.astype(np.float32)
+
+
+def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, confidence: np.ndarray | None = None) -> Path:
+    """Binary little-endian PLY with x y z (float), red green blue (uchar) and optionally confidence (float).
+
+    Written atomically (temporary file in the same folder, then renamed)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise RequestError(f"{path}: the folder does not exist", file=str(path))
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    if confidence is not None:
+        fields.append(("confidence", "<f4"))
+    rows = np.empty(len(xyz), dtype=fields)
+    for axis, name in enumerate(("x", "y", "z")):
+        rows[name] = xyz[:, axis]
+    for channel, name in enumerate(("red", "green", "blue")):
+        rows[name] = rgb[:, channel]
+    if confidence is not None:
+        rows["confidence"] = confidence
+    types = {"<f4": "float", "u1": "uchar"}
+    header = ["ply", "format binary_little_endian 1.0", "comment vggt_blender: OpenCV world (first camera)",
+              f"element vertex {len(rows)}"]
+    header += [f"property {types[kind]} {name}" for name, kind in fields]
+    header.append("end_header")
+    fd, tmp = tempfile.mkstemp(prefix=".vggt_tmp_", suffix=".ply", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(("\n".join(header) + "\n").encode("ascii"))
+            fh.write(rows.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def export_ply(rec: Reconstruction, path: str | os.PathLike, source: str = "depth", min_confidence: float = 1.0,
+               max_points: int | None = None) -> int:
+    """Write the selected points of `rec` to a PLY file; return the number of points."""
+    xyz, rgb, conf = select_points(rec, source, min_confidence, max_points)
+    write_ply(path, xyz, rgb, conf)
+    return len(xyz)
