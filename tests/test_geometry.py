@@ -111,14 +111,16 @@ def test_depth_to_camera_points_hand_computed() -> None:
     # Principal point off centre and fx != fy.
     k = np.array([[2.0, 0, 0.5], [0, 4.0, 1.5], [0, 0, 1]])
     depth = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])  # H=2, W=3
-    pts = g.depth_to_camera_points(depth, k)
+    pts = g.depth_to_camera_points(depth, k, pixel_centers=False)
     assert pts.shape == (2, 3, 3)
     # u = 2, v = 0, d = 3: x = (2 - 0.5) * 3 / 2, y = (0 - 1.5) * 3 / 4 (integer indices, no +0.5).
     np.testing.assert_allclose(pts[0, 2], [2.25, -1.125, 3.0])
     # u = 0, v = 1, d = 4: x = -0.5 * 4 / 2, y = -0.5 * 4 / 4.
     np.testing.assert_allclose(pts[1, 0], [-1.0, -0.5, 4.0])
     # [H, W, 1] depth is accepted too.
-    np.testing.assert_array_equal(g.depth_to_camera_points(depth[..., None], k), pts)
+    np.testing.assert_array_equal(g.depth_to_camera_points(depth[..., None], k, pixel_centers=False), pts)
+    # Default: rays through pixel centres. u = 2, v = 0 -> (2.5 - 0.5) * 3 / 2, (0.5 - 1.5) * 3 / 4.
+    np.testing.assert_allclose(g.depth_to_camera_points(depth, k)[0, 2], [3.0, -0.75, 3.0])
 
 
 def _reference_unprojection(depth: np.ndarray, ext: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -140,15 +142,15 @@ def test_depth_to_world_points_matches_official_formula_portrait() -> None:
     depth = RNG.uniform(0.5, 3.0, (n, h, w)).astype(np.float32)
     ext = _random_extrinsics(n)
     k = np.array([[[6.0, 0, 2.5], [0, 5.0, 3.5], [0, 0, 1]], [[4.0, 0, 1.0], [0, 9.0, 4.0], [0, 0, 1]]])
-    world = g.depth_to_world_points(depth, ext, k)
+    world = g.depth_to_world_points(depth, ext, k, pixel_centers=False)
     assert world.shape == (n, h, w, 3) and world.dtype == np.float64
     np.testing.assert_allclose(world, _reference_unprojection(depth.astype(np.float64), ext, k), atol=1e-12)
-    as_f32 = g.depth_to_world_points(depth[..., None], ext, k, dtype=np.float32)  # [N, H, W, 1] depth too
+    as_f32 = g.depth_to_world_points(depth[..., None], ext, k, dtype=np.float32, pixel_centers=False)
     assert as_f32.dtype == np.float32
     np.testing.assert_array_equal(as_f32, world.astype(np.float32))
 
 
-def test_unproject_then_project_returns_integer_pixel_indices() -> None:
+def test_unproject_then_project_returns_pixel_centres() -> None:
     n, h, w = 3, 6, 9
     depth = RNG.uniform(0.5, 5.0, (n, h, w))
     ext = _random_extrinsics(n)
@@ -158,8 +160,8 @@ def test_unproject_then_project_returns_integer_pixel_indices() -> None:
     world = g.depth_to_world_points(depth, ext, k)
     pixels, z = g.project_points(world.reshape(n, h * w, 3), ext, k, return_depth=True)
     vv, uu = np.mgrid[0:h, 0:w]
-    np.testing.assert_allclose(pixels[..., 0].reshape(n, h, w), np.broadcast_to(uu, (n, h, w)), atol=1e-9)
-    np.testing.assert_allclose(pixels[..., 1].reshape(n, h, w), np.broadcast_to(vv, (n, h, w)), atol=1e-9)
+    np.testing.assert_allclose(pixels[..., 0].reshape(n, h, w), np.broadcast_to(uu + 0.5, (n, h, w)), atol=1e-9)
+    np.testing.assert_allclose(pixels[..., 1].reshape(n, h, w), np.broadcast_to(vv + 0.5, (n, h, w)), atol=1e-9)
     np.testing.assert_allclose(z.reshape(n, h, w), depth, rtol=1e-12)
 
 

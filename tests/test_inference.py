@@ -64,9 +64,9 @@ def write_photos(folder: Path, count: int = 3, size: tuple[int, int] = (160, 120
 
 
 def unproject(depth: np.ndarray, extrinsics: np.ndarray, k_model: np.ndarray) -> np.ndarray:
-    """Independent reference: integer pixel indices, camera -> world with the inverted [R|t]."""
+    """Independent reference: rays through pixel centres, camera -> world with the inverted [R|t]."""
     n, h, w = depth.shape
-    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
     out = np.empty((n, h, w, 3))
     for i in range(n):
         k = k_model[i]

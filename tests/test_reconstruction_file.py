@@ -95,23 +95,24 @@ def test_make_reconstruction_derives_consistent_arrays() -> None:
     np.testing.assert_allclose(rec.intrinsics[1], [[12.0, 0, 7.5 + 3], [0, 13.5, 4.5], [0, 0, 1]])
     assert rec.valid_mask[0].sum() == 4 * 10 and not rec.valid_mask[0, :2].any()
     assert rec.valid_mask[1].sum() == 6 * 8 and not rec.valid_mask[1, :, 0].any()
-    # integer-index unprojection: pixel (u=0, v=0) of camera 0 at depth 3
-    np.testing.assert_allclose(rec.world_points[0, 0, 0], [(0 - 5) / 8 * 3, (0 - 3) / 9 * 3, 3.0], rtol=1e-6)
+    # rays through pixel centres: pixel (u=0, v=0) of camera 0 at depth 3
+    np.testing.assert_allclose(rec.world_points[0, 0, 0], [(0.5 - 5) / 8 * 3, (0.5 - 3) / 9 * 3, 3.0], rtol=1e-6)
     # camera 1: x_world = x_cam - t
-    np.testing.assert_allclose(rec.world_points[1, 3, 5], [0 - 0.5, 0 + 0.25, 3 - 1.0], atol=1e-6)
+    np.testing.assert_allclose(rec.world_points[1, 3, 5], [0.5 / 8 * 3 - 0.5, 0.5 / 9 * 3 + 0.25, 3 - 1.0],
+                               atol=1e-6)
     np.testing.assert_array_equal(rec.point_map, rec.world_points)
     rec.validate()
 
 
-def test_synthetic_points_reproject_onto_their_pixels(rec: Reconstruction) -> None:
+def test_synthetic_points_reproject_onto_their_pixel_centres(rec: Reconstruction) -> None:
     i = 2
     pts = rec.world_points[i].reshape(-1, 3).astype(np.float64)
     cam = pts @ rec.extrinsics[i, :, :3].T + rec.extrinsics[i, :, 3]
     uvw = cam @ rec.intrinsics_model[i].T
     u, v = uvw[:, 0] / uvw[:, 2], uvw[:, 1] / uvw[:, 2]
     vv, uu = np.mgrid[0:14, 0:28]
-    np.testing.assert_allclose(u, uu.ravel(), atol=1e-4)
-    np.testing.assert_allclose(v, vv.ravel(), atol=1e-4)
+    np.testing.assert_allclose(u, uu.ravel() + 0.5, atol=1e-4)
+    np.testing.assert_allclose(v, vv.ravel() + 0.5, atol=1e-4)
     np.testing.assert_allclose(cam[:, 2], rec.depth[i].ravel(), rtol=1e-5)
 
 

@@ -162,11 +162,13 @@ def invert_extrinsics(extrinsics: np.ndarray) -> np.ndarray:
     return np.concatenate([rot_t, t], axis=-1)
 
 
-def depth_to_camera_points(depth: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
+def depth_to_camera_points(depth: np.ndarray, intrinsics: np.ndarray, pixel_centers: bool = True) -> np.ndarray:
     """Z-depth [..., H, W] (or [..., H, W, 1]) -> camera-frame points [..., H, W, 3].
 
-    Uses integer pixel indices u = 0..W-1, v = 0..H-1 with no +0.5, exactly like the official
-    `unproject_depth_map_to_point_map`. Intrinsics [..., 3, 3] must have zero skew.
+    By default each pixel's point lies on the ray through its centre (u + 0.5, v + 0.5), the convention the
+    cameras use (ARCHITECTURE.md), so a point projects back onto the middle of its own pixel in Blender.
+    `pixel_centers=False` reproduces the official `unproject_depth_map_to_point_map` (integer indices
+    u = 0..W-1, no +0.5), which sits half a pixel up-left of that. Intrinsics must have zero skew.
     """
     d = _squeeze_depth(depth)
     k = _f64(intrinsics)
@@ -177,20 +179,26 @@ def depth_to_camera_points(depth: np.ndarray, intrinsics: np.ndarray) -> np.ndar
     fy = k[..., 1, 1, None, None]
     cx = k[..., 0, 2, None, None]
     cy = k[..., 1, 2, None, None]
-    u = np.arange(width, dtype=np.float64)[None, :]
-    v = np.arange(height, dtype=np.float64)[:, None]
+    offset = 0.5 if pixel_centers else 0.0
+    u = np.arange(width, dtype=np.float64)[None, :] + offset
+    v = np.arange(height, dtype=np.float64)[:, None] + offset
     x = (u - cx) * d / fx
     y = (v - cy) * d / fy
     return np.stack([x, y, np.broadcast_to(d, x.shape)], axis=-1)
 
 
 def depth_to_world_points(
-    depth: np.ndarray, extrinsics: np.ndarray, intrinsics: np.ndarray, dtype: np.dtype | type = np.float64
+    depth: np.ndarray,
+    extrinsics: np.ndarray,
+    intrinsics: np.ndarray,
+    dtype: np.dtype | type = np.float64,
+    pixel_centers: bool = True,
 ) -> np.ndarray:
     """Depth [N, H, W] (or [N, H, W, 1]) + extrinsics [N, 3, 4] + intrinsics [N, 3, 3] -> world [N, H, W, 3].
 
-    Matches the official unprojection (integer pixel indices, closed-form camera-to-world). The maths is
-    float64, one frame at a time to bound memory; `dtype` is the storage type of the result.
+    Closed-form camera-to-world like the official unprojection; pixel convention as in
+    `depth_to_camera_points`. The maths is float64, one frame at a time to bound memory; `dtype` is the
+    storage type of the result.
     """
     d = np.asarray(depth)
     if d.ndim == 4 and d.shape[-1] == 1:
@@ -203,7 +211,7 @@ def depth_to_world_points(
     cam_to_world = invert_extrinsics(ext)
     out = np.empty((n, height, width, 3), dtype=dtype)
     for i in range(n):
-        cam = depth_to_camera_points(d[i], k[i]).reshape(-1, 3)
+        cam = depth_to_camera_points(d[i], k[i], pixel_centers).reshape(-1, 3)
         out[i] = (cam @ cam_to_world[i, :, :3].T + cam_to_world[i, :, 3]).reshape(height, width, 3)
     return out
 
@@ -213,8 +221,8 @@ def project_points(
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """World points [..., P, 3] -> pixels [..., P, 2] for cameras extrinsics [..., 3, 4], intrinsics [..., 3, 3].
 
-    Plain pinhole projection in the same pixel convention the unprojection uses, so a point unprojected at
-    integer index u projects back to exactly u. With return_depth, also the camera z [..., P].
+    Plain pinhole projection in continuous pixel coordinates: a point unprojected at pixel u (centre
+    convention) projects back to u + 0.5. With return_depth, also the camera z [..., P].
     """
     pts = _f64(world_points)
     ext = _f64(extrinsics)

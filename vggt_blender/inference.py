@@ -264,7 +264,7 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
     intrinsics_model = np.asarray(intrinsics_model, dtype=np.float64).reshape(count, 3, 3)
     pixel_map = np.asarray(prep.pixel_map, dtype=np.float64)
     intrinsics = np.asarray(intrinsics_to_photo(intrinsics_model, pixel_map), dtype=np.float64)
-    world_points = np.asarray(depth_to_world_points(depth, extrinsics, intrinsics_model), dtype=np.float32)
+    world_points = depth_to_world_points(depth, extrinsics, intrinsics_model, dtype=np.float32)
 
 
     source_paths = [str(Path(p).resolve()) for p in prep.paths]

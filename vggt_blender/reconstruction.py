@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import ReconstructionFileError
+from .geometry import depth_to_world_points
 
 SCHEMA = "vggt_blender.reconstruction"
 SCHEMA_VERSION = 1
@@ -337,24 +338,6 @@ def make_provenance(
 # ------------------------------------------------------------------------------------------- builders
 
 
-def unproject_depth(depth: np.ndarray, extrinsics: np.ndarray, intrinsics_model: np.ndarray) -> np.ndarray:
-    """World points [N,H,W,3] from z-depth, camera-from-world [R|t] and model-pixel K.
-
-    Uses integer pixel indices u = 0..W-1, v = 0..H-1 as the official unprojection does.
-    """
-    n, h, w = depth.shape
-    u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64), indexing="xy")
-    out = np.empty((n, h, w, 3), dtype=np.float32)
-    for i in range(n):
-        k = intrinsics_model[i]
-        z = depth[i].astype(np.float64)
-        cam = np.stack([(u - k[0, 2]) / k[0, 0] * z, (v - k[1, 2]) / k[1, 1] * z, z], axis=-1)
-        rot, t = extrinsics[i, :, :3], extrinsics[i, :, 3]
-        # camera-from-world: x_cam = R x_world + t  ->  x_world = R^T (x_cam - t)
-        out[i] = ((cam - t) @ rot).astype(np.float32)
-    return out
-
-
 def make_reconstruction(
     depth: np.ndarray,
     extrinsics: np.ndarray,
@@ -398,7 +381,7 @@ def make_reconstruction(
     valid_mask = np.zeros((n, h, w), dtype=bool)
     for i, (x0, y0, x1, y1) in enumerate(valid_box):
         valid_mask[i, y0:y1, x0:x1] = True
-    world_points = unproject_depth(depth, extrinsics, intrinsics_model)
+    world_points = depth_to_world_points(depth, extrinsics, intrinsics_model, dtype=np.float32)
     if isinstance(provenance, dict):
         provenance = json.dumps(provenance, sort_keys=True)
     return Reconstruction(
@@ -513,5 +496,5 @@ def summarize(rec: Reconstruction) -> str:
 __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "FIELDS", "REQUIRED_KEYS", "TEMP_PREFIX", "Reconstruction",
     "save_reconstruction", "load_reconstruction", "summarize", "make_reconstruction",
-    "synthetic_reconstruction", "make_provenance", "unproject_depth",
+    "synthetic_reconstruction", "make_provenance",
 ]
