@@ -1,0 +1,133 @@
+"""The 3D viewport sidebar tab "VGGT": photos, options, Reconstruct / progress / Cancel, last error."""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from .. import runtime
+
+# (path, mtime) -> (bytes, (width, height) or None); the panel redraws often, photos rarely change.
+_photo_info_cache: dict[tuple[str, float], tuple[int, tuple[int, int] | None]] = {}
+
+
+def photo_file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
+
+
+def photo_dimensions(path: str) -> tuple[int, int] | None:
+    """Pixel size of one photo (decoded once with Blender's image loader, then cached)."""
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        return None
+    key = (path, mtime)
+    if key not in _photo_info_cache:
+        size = None
+        try:
+            import imbuf
+
+            buf = imbuf.load(path)
+            size = tuple(int(v) for v in buf.size)
+            buf.free()
+        except Exception:
+            size = None
+        _photo_info_cache[key] = (photo_file_size(path), size)
+    return _photo_info_cache[key][1]
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 0 else "missing"
+
+
+class VGGT_UL_photos(bpy.types.UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        path = bpy.path.abspath(item.filepath)
+        row = layout.row()
+        exists = os.path.isfile(path)
+        row.label(text=os.path.basename(path), icon="IMAGE_DATA" if exists else "ERROR")
+        row.label(text=_mb(photo_file_size(path)))
+
+
+class VGGT_PT_main(bpy.types.Panel):
+    bl_idname = "VGGT_PT_main"
+    bl_label = "VGGT Reconstruction"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "VGGT"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        settings = context.scene.vggt
+        job = context.window_manager.vggt_job
+
+        # Photos
+        col = layout.column(align=True)
+        row = col.row(align=True)
+        row.operator("vggt.add_photos", text="Add Photos / Folder", icon="FILE_FOLDER")
+        row.operator("vggt.clear_photos", text="", icon="X")
+        col.template_list("VGGT_UL_photos", "", settings, "photos", settings, "photo_index", rows=3)
+        paths = settings.photo_paths()
+        if paths:
+            total = sum(max(photo_file_size(p), 0) for p in paths)
+            col.label(text=f"{len(paths)} photos, {_mb(total)}")
+            if 0 <= settings.photo_index < len(paths):
+                dims = photo_dimensions(paths[settings.photo_index])
+                if dims:
+                    col.label(text=f"Selected: {dims[0]} × {dims[1]} px")
+        else:
+            col.label(text="No photos chosen", icon="INFO")
+
+        # Options
+        box = layout.box()
+        box.prop(settings, "name")
+        box.row().prop(settings, "mode", expand=True)
+        box.label(text="Create:")
+        row = box.row(align=True)
+        row.prop(settings, "create_cameras", toggle=True)
+        row.prop(settings, "create_point_cloud", toggle=True)
+        row.prop(settings, "create_depth_planes", toggle=True)
+        if settings.create_cameras:
+            box.prop(settings, "camera_mode")
+        if settings.create_point_cloud:
+            box.prop(settings, "point_source")
+            box.prop(settings, "max_points")
+            box.prop(settings, "point_radius")
+        box.prop(settings, "min_confidence")
+        if settings.create_depth_planes:
+            box.prop(settings, "plane_step")
+        box.prop(settings, "scale")
+        box.prop(settings, "background_images")
+
+        # Run
+        if job.running:
+            row = layout.row(align=True)
+            text = f"{job.stage} {job.progress * 100:.0f}%"
+            if hasattr(row, "progress"):  # UILayout.progress: Blender 4.0+
+                row.progress(factor=job.progress, type="BAR", text=text)
+            else:
+                row.label(text=text)
+            row.operator("vggt.cancel_reconstruction", text="", icon="CANCEL")
+            if job.message:
+                layout.label(text=job.message[:100])
+        else:
+            row = layout.row()
+            row.scale_y = 1.5
+            row.enabled = bool(paths)
+            row.operator("vggt.reconstruct", icon="OUTLINER_OB_CAMERA")
+            python = runtime.runtime_python()
+            if python is None:
+                layout.label(text="No inference runtime: see the add-on preferences", icon="ERROR")
+        if job.last_error and not job.running:
+            layout.label(text=job.last_error[:200], icon="ERROR")
+            if job.log_path:
+                layout.label(text=f"Log: {job.log_path}")
+        elif job.message and not job.running:
+            layout.label(text=job.message[:200], icon="INFO")
+
+
+classes = (VGGT_UL_photos, VGGT_PT_main)

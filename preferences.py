@@ -1,0 +1,122 @@
+"""Add-on preferences: the inference runtime, the weights, device and precision, and the runtime status."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import EnumProperty, StringProperty
+
+from . import runtime
+from .operators import runtime as runtime_ops
+
+
+class VGGT_AddonPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    runtime_source: EnumProperty(
+        name="Runtime",
+        items=(
+            ("INSTALLED", "Private Runtime", "A Python environment with torch installed by this add-on"),
+            ("CUSTOM", "Existing Python", "A Python 3.10+ interpreter that already has torch"),
+        ),
+        default="INSTALLED",
+    )
+    python_path: StringProperty(
+        name="Python", subtype="FILE_PATH",
+        description="Interpreter with torch, numpy, pillow and safetensors (e.g. a conda/venv python)",
+    )
+    weights_path: StringProperty(
+        name="Weights", subtype="FILE_PATH",
+        description="VGGT checkpoint (model.pt or .safetensors); empty: VGGT_WEIGHTS or the default cache folder",
+    )
+    checkpoint: EnumProperty(
+        name="Checkpoint",
+        items=(
+            ("vggt-1b", "VGGT-1B", "Official VGGT-1B (CC BY-NC 4.0: non-commercial)"),
+            ("vggt-1b-commercial", "VGGT-1B Commercial",
+             "Official VGGT-1B-Commercial (gated: needs a Hugging Face token and accepting its licence)"),
+        ),
+        default="vggt-1b",
+    )
+    hf_token: StringProperty(
+        name="Hugging Face Token", subtype="PASSWORD",
+        description="Only for the gated commercial checkpoint (or set HF_TOKEN)",
+    )
+    model_config: StringProperty(
+        name="Model Config", default="vggt-1b",
+        description="Model configuration preset name or JSON file (advanced; tests use a tiny model)",
+    )
+    device: EnumProperty(
+        name="Device",
+        items=(
+            ("auto", "Auto", "CUDA if available, else Apple MPS, else CPU"),
+            ("cuda", "CUDA", "NVIDIA GPU"),
+            ("mps", "Apple MPS", "Apple silicon GPU"),
+            ("cpu", "CPU", "Slow, but works everywhere"),
+        ),
+        default="auto",
+    )
+    precision: EnumProperty(
+        name="Precision",
+        items=(
+            ("auto", "Auto", "bf16 on recent NVIDIA GPUs, fp16 on older ones, fp32 on MPS and CPU"),
+            ("bf16", "bfloat16", "Half the memory; needs compute capability 8.0+"),
+            ("fp16", "float16", "Half the memory"),
+            ("fp32", "float32", "Full precision (most memory)"),
+        ),
+        default="auto",
+    )
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+
+        box = layout.box()
+        box.label(text="Inference Runtime", icon="CONSOLE")
+        box.row().prop(self, "runtime_source", expand=True)
+        if self.runtime_source == "CUSTOM":
+            box.prop(self, "python_path")
+        else:
+            row = box.row(align=True)
+            row.operator("vggt.install_runtime", icon="IMPORT")
+            box.label(text=f"Location: {runtime.runtime_venv_dir()}")
+            if not bpy.app.online_access:
+                box.label(text="Online access is off (Preferences > System > Network): installing needs it",
+                          icon="INFO")
+        runtime_ops.draw_task(box, "install")
+        row = box.row(align=True)
+        row.label(text=runtime.status_line(self), icon="CHECKMARK" if _runtime_ok() else "ERROR")
+        row.operator("vggt.check_runtime", text="Check", icon="FILE_REFRESH")
+
+        box = layout.box()
+        box.label(text="Model Weights", icon="FILE_BLEND")
+        box.prop(self, "weights_path")
+        row = box.row(align=True)
+        row.prop(self, "checkpoint", text="")
+        row.operator("vggt.download_weights", icon="URL")
+        if self.checkpoint == "vggt-1b-commercial":
+            box.prop(self, "hf_token")
+        runtime_ops.draw_task(box, "download")
+
+        box = layout.box()
+        box.label(text="Inference", icon="SETTINGS")
+        box.prop(self, "device")
+        box.prop(self, "precision")
+        box.prop(self, "model_config")
+
+
+def _runtime_ok() -> bool:
+    info = runtime.status_info()
+    return bool(info) and "error" not in info and "torch_error" not in info and bool(info.get("weights"))
+
+
+classes = (VGGT_AddonPreferences,)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(classes):
+        if getattr(cls, "is_registered", False):
+            bpy.utils.unregister_class(cls)

@@ -1,0 +1,141 @@
+"""Scene and window-manager properties: the photo list, reconstruction options, and the running job's state."""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+from .vggt_blender.scene_options import SceneOptions
+
+_DEFAULTS = SceneOptions()
+
+
+class VGGT_PG_photo(bpy.types.PropertyGroup):
+    filepath: StringProperty(name="Photo", subtype="FILE_PATH")
+
+
+class VGGT_PG_settings(bpy.types.PropertyGroup):
+    """Per-scene: which photos, how to preprocess, what to build."""
+
+    photos: CollectionProperty(type=VGGT_PG_photo)
+    photo_index: IntProperty(default=0, min=0)
+    name: StringProperty(
+        name="Name", default="",
+        description="Name of the new collection and of the reconstruction file (empty: the photos' folder)",
+    )
+    mode: EnumProperty(
+        name="Fit",
+        items=(
+            ("crop", "Crop", "Resize to 518 px wide and centre-crop tall photos (the model's usual input)"),
+            ("pad", "Pad", "Resize the long side to 518 px and pad with white: nothing is cut off"),
+        ),
+        default="crop",
+    )
+    create_cameras: BoolProperty(name="Cameras", default=_DEFAULTS.create_cameras)
+    create_point_cloud: BoolProperty(name="Point Cloud", default=_DEFAULTS.create_point_cloud)
+    create_depth_planes: BoolProperty(name="Depth Planes", default=_DEFAULTS.create_depth_planes)
+    camera_mode: EnumProperty(
+        name="Camera Mode",
+        items=(
+            ("per_photo", "Per Photo", "One camera per photo"),
+            ("animated", "Animated", "One camera keyed per frame (a shot or image sequence)"),
+            ("both", "Both", "Cameras per photo and one animated camera"),
+        ),
+        default=_DEFAULTS.camera_mode,
+    )
+    point_source: EnumProperty(
+        name="Points From",
+        items=(
+            ("depth", "Depth + Camera", "Unproject predicted depth with the predicted cameras (more accurate)"),
+            ("point_map", "Point Map", "The point head's direct prediction"),
+        ),
+        default=_DEFAULTS.point_source,
+    )
+    min_confidence: FloatProperty(
+        name="Min Confidence", default=_DEFAULTS.min_confidence, min=1.0, soft_max=20.0,
+        description="Initial confidence threshold (raw model confidence, at least 1); adjustable live later",
+    )
+    max_points: IntProperty(
+        name="Max Points", default=_DEFAULTS.max_points, min=1000, soft_max=10_000_000,
+        description="Points are randomly thinned to at most this many",
+    )
+    plane_step: IntProperty(
+        name="Plane Step", default=_DEFAULTS.plane_step, min=1, max=64,
+        description="Depth planes: one vertex every this many model pixels",
+    )
+    scale: FloatProperty(
+        name="Scale", default=_DEFAULTS.scale, min=1e-6, soft_min=0.01, soft_max=100.0,
+        description="Scene units per reconstruction unit (VGGT's scale is not metric)",
+    )
+    point_radius: FloatProperty(name="Point Radius", default=_DEFAULTS.point_radius, min=0.0, soft_max=0.1)
+    background_images: BoolProperty(name="Photos as Backgrounds", default=_DEFAULTS.background_images)
+
+    def photo_paths(self) -> list[str]:
+        return [bpy.path.abspath(p.filepath) for p in self.photos if p.filepath]
+
+    def scene_options(self) -> SceneOptions:
+        return SceneOptions(
+            create_cameras=self.create_cameras,
+            create_point_cloud=self.create_point_cloud,
+            create_depth_planes=self.create_depth_planes,
+            camera_mode=self.camera_mode,
+            point_source=self.point_source,
+            min_confidence=float(self.min_confidence),
+            max_points=int(self.max_points),
+            plane_step=int(self.plane_step),
+            scale=float(self.scale),
+            point_radius=float(self.point_radius),
+            background_images=self.background_images,
+        )
+
+    def reconstruction_name(self) -> str:
+        """The user's name, else the folder of the first photo, else "vggt"."""
+        if self.name.strip():
+            return self.name.strip()
+        paths = self.photo_paths()
+        if paths:
+            folder = os.path.basename(os.path.dirname(os.path.abspath(paths[0])))
+            if folder:
+                return folder
+        return "vggt"
+
+
+class VGGT_PG_job(bpy.types.PropertyGroup):
+    """The running (or last) reconstruction, shown by the panel. Lives on the window manager: never saved."""
+
+    running: BoolProperty(default=False)
+    stage: StringProperty(default="")
+    progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    message: StringProperty(default="")
+    last_error: StringProperty(default="")
+    log_path: StringProperty(default="", subtype="FILE_PATH")
+    last_result: StringProperty(default="")
+
+
+classes = (VGGT_PG_photo, VGGT_PG_settings, VGGT_PG_job)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.vggt = PointerProperty(type=VGGT_PG_settings)
+    bpy.types.WindowManager.vggt_job = PointerProperty(type=VGGT_PG_job)
+
+
+def unregister() -> None:
+    for owner, attr in ((bpy.types.WindowManager, "vggt_job"), (bpy.types.Scene, "vggt")):
+        if hasattr(owner, attr):
+            delattr(owner, attr)
+    for cls in reversed(classes):
+        if getattr(cls, "is_registered", False):
+            bpy.utils.unregister_class(cls)

@@ -1,0 +1,168 @@
+"""Blender-side runtime discovery: where the inference runtime and per-user files live, and its cached status.
+
+The model never runs inside Blender: a separate Python with torch (installed privately by the add-on, or one
+the user points to) runs `python -m vggt_blender.worker`. This module finds that Python and remembers what a
+small probe subprocess reported about it (torch version, GPU, weights), without blocking the UI.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+from .vggt_blender import runtime_setup
+
+# Installed as an extension this is "bl_ext.<repo>.vggt_blender": the key of our AddonPreferences.
+ADDON_PACKAGE = __package__
+
+
+def extension_root() -> Path:
+    """The folder holding this extension; the worker gets it on PYTHONPATH to import `vggt_blender`."""
+    return Path(__file__).resolve().parent
+
+
+def get_prefs(context: bpy.types.Context | None = None):
+    context = context or bpy.context
+    addon = context.preferences.addons.get(ADDON_PACKAGE)
+    return addon.preferences if addon is not None else None
+
+
+def user_dir(sub: str) -> Path:
+    """A per-user folder for this extension (never inside the add-on folder)."""
+    try:
+        return Path(bpy.utils.extension_path_user(ADDON_PACKAGE, path=sub, create=True))
+    except (ValueError, AttributeError):
+        # Not loaded as an extension (e.g. imported under a temporary name by tests).
+        path = Path(tempfile.gettempdir()) / "vggt_blender" / sub
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def runtime_venv_dir() -> Path:
+    return user_dir("runtime") / "venv"
+
+
+def install_log_path() -> Path:
+    return user_dir("runtime") / "install.log"
+
+
+def installed_runtime_python() -> Path:
+    return runtime_setup.venv_python(runtime_venv_dir())
+
+
+def runtime_python(prefs=None) -> str | None:
+    """The Python that runs the worker: the user's path, or the private runtime when it exists."""
+    prefs = prefs if prefs is not None else get_prefs()
+    if prefs is not None and prefs.runtime_source == "CUSTOM":
+        path = bpy.path.abspath(prefs.python_path).strip()
+        return path or None
+    python = installed_runtime_python()
+    return str(python) if python.is_file() else None
+
+
+def weights_argument(prefs=None) -> str | None:
+    prefs = prefs if prefs is not None else get_prefs()
+    if prefs is None or not prefs.weights_path.strip():
+        return None
+    return bpy.path.abspath(prefs.weights_path.strip())
+
+
+# ---- cached status of the runtime (probe runs in a thread; the UI only reads the cache) ----
+
+_status_lock = threading.Lock()
+_status: dict[str, Any] = {"key": None, "info": None, "running": False}
+
+
+def _status_key(prefs) -> tuple:
+    checkpoint = prefs.checkpoint if prefs is not None else "vggt-1b"
+    return (runtime_python(prefs), weights_argument(prefs), checkpoint)
+
+
+def status_info() -> dict[str, Any] | None:
+    with _status_lock:
+        return _status["info"]
+
+
+def status_running() -> bool:
+    with _status_lock:
+        return bool(_status["running"])
+
+
+def status_line(prefs=None) -> str:
+    """One line for the preferences and the panel."""
+    prefs = prefs if prefs is not None else get_prefs()
+    python = runtime_python(prefs)
+    if python is None:
+        return "No inference runtime: install it or choose a Python with torch"
+    with _status_lock:
+        key, info, running = _status["key"], _status["info"], _status["running"]
+    if running:
+        return "Checking the runtime…"
+    if info is None or key != _status_key(prefs):
+        return "Runtime not checked yet (press Check)"
+    return runtime_setup.probe_summary(info)
+
+
+def refresh_status(prefs=None, wait: bool = False) -> None:
+    """Probe the runtime in the background (a torch import takes seconds); the result lands in the cache."""
+    prefs = prefs if prefs is not None else get_prefs()
+    key = _status_key(prefs)
+    python, weights, checkpoint = key
+    with _status_lock:
+        if _status["running"]:
+            return
+        _status["running"] = True
+
+    def work() -> None:
+        info = (runtime_setup.probe_runtime(python, extension_root(), weights, checkpoint)
+                if python else {"error": "No inference runtime"})
+        with _status_lock:
+            _status.update(key=key, info=info, running=False)
+
+    thread = threading.Thread(target=work, name="vggt-runtime-probe", daemon=True)
+    thread.start()
+    if wait:
+        thread.join()
+    else:
+        bpy.app.timers.register(_redraw_when_probed, first_interval=0.5)
+
+
+def _redraw_when_probed() -> float | None:
+    if status_running():
+        return 0.5
+    tag_redraw_all()
+    return None
+
+
+def clear_status() -> None:
+    with _status_lock:
+        _status.update(key=None, info=None)
+
+
+def tag_redraw_all() -> None:
+    """Redraw the preferences and 3D views so progress shows (no-op without windows, e.g. headless)."""
+    wm = bpy.context.window_manager
+    if wm is None:
+        return
+    for window in wm.windows:
+        for area in window.screen.areas:
+            if area.type in {"PREFERENCES", "VIEW_3D"}:
+                area.tag_redraw()
+
+
+def default_output_dir() -> Path:
+    """Reconstructions go beside the .blend (`//vggt/`), or into the user folder for an unsaved file."""
+    if bpy.data.filepath:
+        return Path(bpy.path.abspath("//vggt"))
+    return user_dir("reconstructions")
+
+
+def env_without_blender_python() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONHOME", None)
+    return env

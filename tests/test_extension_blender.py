@@ -1,0 +1,510 @@
+"""The extension inside Blender (the bpy module): install the built zip into a temporary HOME, enable,
+register/unregister/register, and run the Reconstruct operator end to end with a real worker subprocess.
+
+bpy reads HOME when it is imported, so every scenario runs in a fresh subprocess of this Python (bpy 5.0 in
+.venv, or bpy 4.2 in .venv-bpy42: set VGGT_TEST_BLENDER=4.2) with a small driver script. The worker runs with
+the runtime Python (.venv/bin/python, which has torch) and a tiny random-weight checkpoint written here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("bpy")  # the Blender-side tests need the bpy module in this Python
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY_CONFIG = FIXTURES / "parity" / "tiny" / "config.json"
+RUNTIME_PYTHON = os.environ.get("VGGT_TEST_RUNTIME_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
+BLENDER = os.environ.get("VGGT_TEST_BLENDER", "")  # "4.2" on the second Blender in CI
+
+DRIVER_COMMON = r'''
+import json, os, sys, time, traceback
+from pathlib import Path
+import bpy  # HOME is already the temporary one
+
+ARGS = json.loads(sys.argv[1])
+OUT = {"blender": list(bpy.app.version[:2])}
+
+def emit():
+    print("DRIVER_RESULT " + json.dumps(OUT), flush=True)
+
+def install():
+    bpy.ops.wm.read_homefile(use_empty=True)  # no default cube: every object is ours
+    bpy.ops.extensions.package_install_files(filepath=ARGS["zip"], repo="user_default",
+                                             enable_on_install=True)
+    pkg = "bl_ext.user_default.vggt_blender"
+    assert pkg in bpy.context.preferences.addons, "extension not enabled after install"
+    return pkg
+
+def prefs(pkg):
+    return bpy.context.preferences.addons[pkg].preferences
+
+def op_error(callable_):
+    """bpy.ops raises RuntimeError carrying the operator's ERROR report; return that text."""
+    try:
+        result = callable_()
+    except RuntimeError as exc:
+        return str(exc)
+    return f"no error (returned {result})"
+
+def kinds_in(coll):
+    return sorted({str(ob.get("vggt_kind", "")) for ob in coll.all_objects})
+'''
+
+DRIVER_REGISTER = r'''
+import addon_utils, importlib
+pkg = install()
+def state():
+    return {
+        "panel": hasattr(bpy.types, "VGGT_PT_main"),
+        "scene_prop": hasattr(bpy.types.Scene, "vggt"),
+        "wm_prop": hasattr(bpy.types.WindowManager, "vggt_job"),
+        "ops": sorted(n for n in ("reconstruct", "cancel_reconstruction", "add_photos", "install_runtime",
+                                  "download_weights", "check_runtime") if n in dir(bpy.ops.vggt)
+                      and hasattr(getattr(bpy.ops.vggt, n), "get_rna_type") and _op_exists(n)),
+        "prefs": _prefs_or_none() is not None,
+        "menu": any("vggt" in getattr(f, "__module__", "") for f in
+                    bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize()),
+        "bl_idname": getattr(type(_prefs_or_none()), "bl_idname", None),
+    }
+def _prefs_or_none():
+    addon = bpy.context.preferences.addons.get(pkg)
+    return addon.preferences if addon is not None else None
+def _op_exists(name):
+    try:
+        getattr(bpy.ops.vggt, name).get_rna_type()
+        return True
+    except (KeyError, AttributeError):
+        return False
+OUT["installed"] = state()
+OUT["import_menu"] = any("vggt" in getattr(f, "__module__", "") for f in
+                         bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize())
+cycles = []
+for i in range(2):
+    bpy.ops.preferences.addon_disable(module=pkg)
+    off = state()
+    bpy.ops.preferences.addon_enable(module=pkg)
+    on = state()
+    cycles.append({"off": off, "on": on})
+OUT["cycles"] = cycles
+# Module-level register/unregister/register in one session, as Blender's reload does.
+mod = importlib.import_module(pkg)
+mod.unregister()
+OUT["after_unregister"] = state()
+mod.register()
+OUT["after_register"] = state()
+# A property write and a panel-draw dependency work after re-registration.
+bpy.context.scene.vggt.photos.add().filepath = "//x.jpg"
+OUT["photo_count"] = len(bpy.context.scene.vggt.photos)
+OUT["status_line"] = importlib.import_module(pkg + ".runtime").status_line()
+OUT["runtime_dir"] = str(importlib.import_module(pkg + ".runtime").runtime_venv_dir())
+OUT["home"] = os.environ["HOME"]
+
+# Draw the panel and the preferences with a layout that checks every property and operator name they use.
+import types
+calls = []
+class CheckLayout:
+    def __getattr__(self, name):
+        def call(*args, **kw):
+            calls.append(name)
+            if name == "prop":
+                assert args[1] in args[0].bl_rna.properties.keys(), f"unknown property {args[1]}"
+            elif name == "template_list":
+                assert args[3] in args[2].bl_rna.properties.keys() and args[5] in args[4].bl_rna.properties.keys()
+                bpy.types.UIList.bl_rna_get_subclass_py(args[0])
+            elif name == "operator":
+                module, fn = args[0].split(".")
+                getattr(getattr(bpy.ops, module), fn).get_rna_type()  # KeyError if it does not exist
+                return types.SimpleNamespace()
+            elif name == "label":
+                assert isinstance(kw.get("text", ""), str)
+            return CheckLayout()
+        return call
+class PrefsProxy:
+    layout = CheckLayout()
+    def __getattr__(self, name):
+        return getattr(prefs(pkg), name)
+panel = bpy.types.VGGT_PT_main
+pref_cls = type(prefs(pkg))
+runtime_ops = importlib.import_module(pkg + ".operators.runtime")
+settings = bpy.context.scene.vggt
+job = bpy.context.window_manager.vggt_job
+drawn = 0
+for state in ("empty", "photos", "running", "error"):
+    if state == "photos":
+        settings.photos.add().filepath = ARGS["zip"]  # an existing file stands in for a photo
+    job.running = state == "running"
+    job.progress, job.stage, job.message = 0.4, "Reconstructing", "frame 2 of 3"
+    job.last_error = "broken.jpg: not an image file" if state == "error" else ""
+    job.log_path = "/tmp/x.log"
+    panel.draw(types.SimpleNamespace(layout=CheckLayout()), bpy.context)
+    runtime_ops.TASKS["install"].running = state == "running"
+    runtime_ops.TASKS["download"].error = "failed" if state == "error" else ""
+    prefs(pkg).runtime_source = "CUSTOM" if state == "error" else "INSTALLED"
+    pref_cls.draw(PrefsProxy(), bpy.context)
+    drawn += 1
+OUT["drawn"] = drawn
+OUT["draw_calls"] = sorted(set(calls))
+emit()
+'''
+
+DRIVER_RECONSTRUCT = r'''
+import importlib
+pkg = install()
+p = prefs(pkg)
+p.runtime_source = "CUSTOM"
+p.python_path = ARGS["python"]
+p.weights_path = ARGS["weights"]
+p.model_config = ARGS["config"]
+p.device = "cpu"
+p.precision = "fp32"
+settings = bpy.context.scene.vggt
+bpy.ops.vggt.add_photos(directory=ARGS["photos"])
+OUT["photos"] = [os.path.basename(x.filepath) for x in settings.photos]
+settings.plane_step = 8
+objects_before = len(bpy.data.objects)
+t0 = time.monotonic()
+result = bpy.ops.vggt.reconstruct()
+OUT["seconds"] = time.monotonic() - t0
+OUT["result"] = sorted(result)
+job = bpy.context.window_manager.vggt_job
+coll = bpy.data.collections.get(job.last_result)
+OUT["collection"] = job.last_result
+OUT["kinds"] = kinds_in(coll) if coll else []
+OUT["counts"] = {}
+for ob in (coll.all_objects if coll else []):
+    k = str(ob.get("vggt_kind", ""))
+    OUT["counts"][k] = OUT["counts"].get(k, 0) + 1
+OUT["new_objects"] = len(bpy.data.objects) - objects_before
+OUT["outside"] = [ob.name for ob in bpy.data.objects if coll is None or ob.name not in coll.all_objects]
+OUT["reconstruction"] = coll.get("vggt_reconstruction", "") if coll else ""
+OUT["npz_exists"] = bool(OUT["reconstruction"]) and os.path.isfile(bpy.path.abspath(OUT["reconstruction"]))
+pc = [ob for ob in (coll.all_objects if coll else []) if ob.get("vggt_kind") == "point_cloud"]
+OUT["points"] = len(pc[0].data.vertices) if pc and hasattr(pc[0].data, "vertices") else -1
+OUT["running_after"] = job.running
+OUT["last_error"] = job.last_error
+# Second run from a saved .blend: the file goes to //vggt/<name>.npz; only an animated camera this time.
+blend = Path(ARGS["tmp"]) / "shot" / "scene.blend"
+blend.parent.mkdir(parents=True)
+bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+settings = bpy.context.scene.vggt
+settings.name = "Shot A"
+settings.create_point_cloud = False
+settings.create_depth_planes = False
+settings.camera_mode = "animated"
+t0 = time.monotonic()
+OUT["result2"] = sorted(bpy.ops.vggt.reconstruct())
+OUT["seconds2"] = time.monotonic() - t0
+coll2 = bpy.data.collections.get(bpy.context.window_manager.vggt_job.last_result)
+OUT["collection2"] = coll2.name if coll2 else ""
+OUT["kinds2"] = kinds_in(coll2) if coll2 else []
+OUT["reconstruction2"] = coll2.get("vggt_reconstruction", "") if coll2 else ""
+OUT["frame_end"] = bpy.context.scene.frame_end
+emit()
+'''
+
+DRIVER_CANCEL = r'''
+import importlib
+pkg = install()
+p = prefs(pkg)
+p.runtime_source = "CUSTOM"
+p.python_path = ARGS["python"]
+p.weights_path = ARGS["weights"]
+p.model_config = ARGS["config"]
+p.device = "cpu"
+bpy.ops.vggt.add_photos(directory=ARGS["photos"])
+recon = importlib.import_module(pkg + ".operators.reconstruct")
+before = (len(bpy.data.objects), len(bpy.data.collections), len(bpy.data.meshes))
+# The same object the modal operator drives; Cancel in the panel calls vggt.cancel_reconstruction.
+run = recon.ReconstructionRun(bpy.context)
+run.start()
+recon.ACTIVE["run"] = run
+stages = []
+fractions = []
+t0 = time.monotonic()
+while time.monotonic() - t0 < 60 and not run.finished:
+    run.step()
+    fractions.append(run.fraction)
+    if run.stage not in stages:
+        stages.append(run.stage)
+    if run.stage in ("preprocessing", "inference"):
+        break
+    time.sleep(0.02)
+OUT["stages_seen"] = stages
+OUT["monotonic"] = all(b >= a for a, b in zip(fractions, fractions[1:])) and 0 <= fractions[-1] <= 1
+OUT["poll_before"] = bpy.ops.vggt.cancel_reconstruction.poll()
+bpy.ops.vggt.cancel_reconstruction()
+OUT["cancelled"] = run.cancelled
+OUT["worker_exit"] = run.job.wait(30)
+run.step()
+recon.ACTIVE["run"] = None
+OUT["after"] = (len(bpy.data.objects), len(bpy.data.collections), len(bpy.data.meshes))
+OUT["before"] = before
+OUT["output_left"] = run.output.exists()
+OUT["outputs_in_folder"] = sorted(x.name for x in run.output.parent.glob("*.npz"))
+# Disabling the add-on while a run is active stops its worker too.
+run2 = recon.ReconstructionRun(bpy.context)
+run2.start()
+recon.ACTIVE["run"] = run2
+time.sleep(0.5)
+bpy.ops.preferences.addon_disable(module=pkg)
+OUT["disable_exit"] = run2.job.wait(30)
+emit()
+'''
+
+DRIVER_ERRORS = r'''
+import importlib
+pkg = install()
+p = prefs(pkg)
+settings = bpy.context.scene.vggt
+bpy.ops.vggt.add_photos(directory=ARGS["photos"])
+# 1. No runtime at all (private runtime not installed).
+p.runtime_source = "INSTALLED"
+OUT["no_runtime"] = op_error(lambda: bpy.ops.vggt.reconstruct())
+# 2. A runtime path that does not exist.
+p.runtime_source = "CUSTOM"
+p.python_path = "/nonexistent/bin/python"
+OUT["missing_python"] = op_error(lambda: bpy.ops.vggt.reconstruct())
+# 3. A photo that is not an image (the worker reports bad_image).
+p.python_path = ARGS["python"]
+p.weights_path = ARGS["weights"]
+p.model_config = ARGS["config"]
+p.device = "cpu"
+settings.photos.add().filepath = ARGS["bad_photo"]
+OUT["bad_image"] = op_error(lambda: bpy.ops.vggt.reconstruct())
+job = bpy.context.window_manager.vggt_job
+OUT["panel_error"] = job.last_error
+OUT["log_path"] = job.log_path
+OUT["log_exists"] = os.path.isfile(job.log_path)
+OUT["objects"] = len(bpy.data.objects)
+# 4. Missing weights: a path that does not exist.
+settings.photos.remove(len(settings.photos) - 1)
+p.weights_path = ARGS["weights"] + ".missing"
+OUT["no_weights"] = op_error(lambda: bpy.ops.vggt.reconstruct())
+# 5. A Python without the runtime packages (a bare venv).
+p.weights_path = ARGS["weights"]
+import subprocess
+bare = Path(ARGS["tmp"]) / "bare"
+subprocess.run([ARGS["python"], "-m", "venv", "--without-pip", str(bare)], check=True)
+p.python_path = str(bare / "bin" / "python")
+OUT["bare_python"] = op_error(lambda: bpy.ops.vggt.reconstruct())
+# 6. Out of GPU memory in the worker (its fault-injection hook).
+p.python_path = ARGS["python"]
+os.environ["VGGT_BLENDER_TEST_FAULT"] = "oom"
+OUT["oom"] = op_error(lambda: bpy.ops.vggt.reconstruct())
+del os.environ["VGGT_BLENDER_TEST_FAULT"]
+OUT["objects_end"] = len(bpy.data.objects)
+emit()
+'''
+
+DRIVER_RUNTIME_OPS = r'''
+import hashlib, http.server, importlib, threading
+pkg = install()
+p = prefs(pkg)
+runtime_ops = importlib.import_module(pkg + ".operators.runtime")
+runtime_mod = importlib.import_module(pkg + ".runtime")
+# Online access is off by default: installing and downloading must refuse before touching the network.
+OUT["online_default"] = bpy.app.online_access
+OUT["install_offline"] = op_error(lambda: bpy.ops.vggt.install_runtime())
+OUT["install_task_error"] = runtime_ops.TASKS["install"].error
+OUT["download_offline"] = op_error(lambda: bpy.ops.vggt.download_weights("EXEC_DEFAULT"))
+# Download through the operator from a local server (the registry entry is pointed at it).
+payload = os.urandom(300_000)
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+    def log_message(self, *a):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+dest = Path(ARGS["tmp"]) / "cache" / "vggt-1b" / "model.pt"
+real_info = runtime_ops.checkpoint_info("vggt-1b")
+OUT["licence"] = real_info["licence"]
+OUT["real_url"] = real_info["url"]
+runtime_ops.checkpoint_info = lambda name: dict(real_info, url=f"http://127.0.0.1:{server.server_port}/model.pt",
+                                                dest=dest)
+bpy.context.preferences.system.use_online_access = True
+OUT["online_now"] = bpy.app.online_access
+OUT["download"] = sorted(bpy.ops.vggt.download_weights("EXEC_DEFAULT"))
+OUT["weights_path"] = p.weights_path
+OUT["same_bytes"] = dest.is_file() and dest.read_bytes() == payload
+OUT["download_message"] = runtime_ops.TASKS["download"].message
+# The status probe (a real subprocess of the runtime Python) sees torch and those weights.
+p.runtime_source = "CUSTOM"
+p.python_path = ARGS["python"]
+bpy.ops.vggt.check_runtime()
+OUT["status_line"] = runtime_mod.status_line()
+server.shutdown()
+emit()
+'''
+
+
+def run_driver(body: str, args: dict, home: Path, timeout: float = 300) -> dict:
+    home.mkdir(parents=True, exist_ok=True)
+    script = home / "driver.py"
+    script.write_text(textwrap.dedent(DRIVER_COMMON) + "\n" + textwrap.dedent(body))
+    env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
+               XDG_CACHE_HOME=str(home / ".cache"))
+    env.pop("VGGT_WEIGHTS", None)
+    out = subprocess.run([sys.executable, str(script), json.dumps(args)], capture_output=True, text=True,
+                         timeout=timeout, env=env, cwd=str(home))
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("DRIVER_RESULT ")]
+    assert out.returncode == 0 and lines, f"driver failed ({out.returncode}):\n{out.stdout[-3000:]}\n" \
+                                          f"{out.stderr[-5000:]}"
+    result = json.loads(lines[-1][len("DRIVER_RESULT "):])
+    if BLENDER:
+        assert ".".join(map(str, result["blender"])) == BLENDER, "tests did not run on the Blender asked for"
+    return result
+
+
+@pytest.fixture(scope="module")
+def extension_zip(tmp_path_factory) -> str:
+    out_dir = tmp_path_factory.mktemp("dist")
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "build_extension.sh"), str(out_dir)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHON=sys.executable))
+    assert out.returncode == 0, out.stdout + out.stderr
+    return str(next(out_dir.glob("vggt_blender-*.zip")))
+
+
+@pytest.fixture(scope="module")
+def job_inputs(tmp_path_factory) -> dict:
+    """A tiny random-weight checkpoint and three textured photos, written by the runtime Python."""
+    if not Path(RUNTIME_PYTHON).is_file():
+        pytest.skip("no runtime Python with torch (.venv/bin/python)")
+    folder = tmp_path_factory.mktemp("job")
+    code = textwrap.dedent(r'''
+        import sys, numpy as np, torch
+        from PIL import Image
+        from vggt_blender.model import VGGT, VGGTConfig
+        folder, config = sys.argv[1], sys.argv[2]
+        torch.manual_seed(0)
+        model = VGGT(VGGTConfig.load(config))
+        torch.save(model.state_dict(), f"{folder}/model.pt")
+        rng = np.random.default_rng(1)
+        import os
+        os.makedirs(f"{folder}/photos")
+        base = rng.integers(0, 255, (120, 200, 3), dtype=np.uint8)
+        for i in range(3):
+            img = np.roll(base, 6 * i, axis=1)[:, :160]
+            Image.fromarray(img).save(f"{folder}/photos/frame_{i + 1}.png")
+        with open(f"{folder}/photos/notes.txt", "w") as fh:
+            fh.write("not a photo")
+        with open(f"{folder}/broken.jpg", "wb") as fh:
+            fh.write(b"this is not a jpeg at all")
+    ''')
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([RUNTIME_PYTHON, "-c", code, str(folder), str(TINY_CONFIG)], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {"python": RUNTIME_PYTHON, "weights": str(folder / "model.pt"), "config": str(TINY_CONFIG),
+            "photos": str(folder / "photos"), "bad_photo": str(folder / "broken.jpg")}
+
+
+def test_install_enable_and_register_cycles(extension_zip, tmp_path):
+    r = run_driver(DRIVER_REGISTER, {"zip": extension_zip}, tmp_path / "home")
+    full = {"menu": True, "panel": True, "scene_prop": True, "wm_prop": True, "prefs": True,
+            "ops": ["add_photos", "cancel_reconstruction", "check_runtime", "download_weights",
+                    "install_runtime", "reconstruct"],
+            "bl_idname": "bl_ext.user_default.vggt_blender"}
+    assert r["installed"] == full
+    for cycle in r["cycles"]:
+        assert cycle["off"] == {"menu": False, "panel": False, "scene_prop": False, "wm_prop": False, "prefs": False,
+                                "ops": [], "bl_idname": None}
+        assert cycle["on"] == full
+    assert r["after_unregister"]["menu"] is False
+    assert r["after_unregister"]["panel"] is False and r["after_unregister"]["ops"] == []
+    assert r["after_unregister"]["scene_prop"] is False and r["after_unregister"]["wm_prop"] is False
+    assert r["after_register"] == full
+    assert r["photo_count"] == 1
+    assert r["status_line"].startswith("No inference runtime")
+    # Per-user data lives under the temporary HOME, never in the add-on folder.
+    assert r["runtime_dir"].startswith(r["home"]) and "extensions" in r["runtime_dir"]
+    assert r["import_menu"] is True  # File > Import entry of the import operator
+    assert r["drawn"] == 4 and {"prop", "operator", "template_list", "label"} <= set(r["draw_calls"])
+
+
+def test_reconstruct_end_to_end(extension_zip, job_inputs, tmp_path):
+    r = run_driver(DRIVER_RECONSTRUCT, dict(job_inputs, zip=extension_zip, tmp=str(tmp_path)), tmp_path / "home")
+    assert r["photos"] == ["frame_1.png", "frame_2.png", "frame_3.png"]  # notes.txt skipped
+    assert r["result"] == ["FINISHED"], r
+    assert r["last_error"] == "" and r["running_after"] is False
+    assert r["kinds"] == ["camera", "depth_plane", "point_cloud"]
+    assert r["counts"]["camera"] == 3 and r["counts"]["depth_plane"] == 3 and r["counts"]["point_cloud"] == 1
+    assert r["outside"] == []  # everything went into the one new collection
+    assert r["npz_exists"]
+    assert r["points"] > 0
+    print(f"reconstruct end to end: {r['seconds']:.1f} s, again from a saved .blend: {r['seconds2']:.1f} s "
+          f"(Blender {r['blender']})")
+    # Saved .blend: the reconstruction lands beside it; options reach the builders.
+    assert r["result2"] == ["FINISHED"]
+    assert r["collection2"].startswith("Shot A")
+    assert r["kinds2"] == ["animated_camera"]
+    assert Path(r["reconstruction2"]) == tmp_path / "shot" / "vggt" / "Shot_A.npz"
+    assert r["frame_end"] >= 3
+
+
+def test_cancel_leaves_the_scene_unchanged(extension_zip, job_inputs, tmp_path):
+    env_args = dict(job_inputs, zip=extension_zip)
+    os.environ["VGGT_BLENDER_TEST_DELAY"] = "0.5"  # slow the worker's progress so the cancel lands mid-run
+    try:
+        r = run_driver(DRIVER_CANCEL, env_args, tmp_path / "home")
+    finally:
+        os.environ.pop("VGGT_BLENDER_TEST_DELAY", None)
+    print(f"cancel: stages seen {r['stages_seen']}, worker exit {r['worker_exit']}")
+    assert r["poll_before"] is True and r["monotonic"] is True
+    assert r["cancelled"] is True
+    assert r["worker_exit"] in (130, -15), r  # the worker's cancel exit code (or killed by SIGTERM)
+    assert r["after"] == r["before"]
+    assert r["output_left"] is False and r["outputs_in_folder"] == []
+    assert r["disable_exit"] in (130, -15)
+
+
+def test_readable_errors(extension_zip, job_inputs, tmp_path):
+    r = run_driver(DRIVER_ERRORS, dict(job_inputs, zip=extension_zip, tmp=str(tmp_path)), tmp_path / "home")
+    keys = ("no_runtime", "missing_python", "bad_image", "no_weights", "bare_python", "oom")
+    for key in keys:
+        print(f"{key}: {r[key]}")
+    for key in keys:
+        assert "Traceback" not in r[key] and "File \"" not in r[key], (key, r[key])
+        assert len(r[key].splitlines()) == 1, (key, r[key])
+    assert "No inference runtime" in r["no_runtime"]
+    assert "/nonexistent/bin/python" in r["missing_python"] and "does not exist" in r["missing_python"]
+    assert "broken.jpg" in r["bad_image"] and "full log:" in r["bad_image"]
+    assert "broken.jpg" in r["panel_error"]
+    assert r["log_exists"] and r["log_path"] in r["bad_image"]
+    assert r["objects"] == 0
+    assert "model.pt.missing" in r["no_weights"]
+    assert "the inference runtime has no" in r["bare_python"] and "bare/bin/python" in r["bare_python"]
+    assert "memory" in r["oom"].lower() and "full log:" in r["oom"]
+    assert r["objects_end"] == 0
+
+
+def test_runtime_operators(extension_zip, tmp_path):
+    if not Path(RUNTIME_PYTHON).is_file():
+        pytest.skip("no runtime Python with torch")
+    r = run_driver(DRIVER_RUNTIME_OPS, {"zip": extension_zip, "tmp": str(tmp_path), "python": RUNTIME_PYTHON},
+                   tmp_path / "home")
+    assert r["online_default"] is False
+    assert "Online access is disabled" in r["install_offline"]
+    assert "Online access is disabled" in r["install_task_error"]
+    assert "Online access is disabled" in r["download_offline"]
+    assert r["real_url"] == "https://huggingface.co/facebook/VGGT-1B/resolve/main/model.pt"
+    assert "CC BY-NC 4.0" in r["licence"]
+    assert r["online_now"] is True
+    assert r["download"] == ["FINISHED"] and r["same_bytes"] is True
+    assert r["weights_path"] == str(tmp_path / "cache" / "vggt-1b" / "model.pt")
+    assert r["download_message"].startswith("Weights saved to")
+    print("status line:", r["status_line"])
+    assert r["status_line"].startswith("torch ") and r["status_line"].endswith("weights found")

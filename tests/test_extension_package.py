@@ -1,0 +1,197 @@
+"""The extension package: manifest validation with Blender's own tool, the built zip, and the pure runtime
+set-up helpers (torch build choice, install steps, the background command runner, the runtime probe)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from vggt_blender import runtime_setup
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME_PYTHON = os.environ.get("VGGT_TEST_RUNTIME_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
+
+
+def blender_ext_tool() -> Path:
+    """blender_ext.py shipped in the bpy wheel of the Python running the tests (bpy 5.0 or 4.2)."""
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    for folder in site + [str(ROOT / ".venv" / "lib" / "python3.11" / "site-packages")]:
+        hits = sorted(glob.glob(os.path.join(folder, "bpy", "*", "scripts", "addons_core", "bl_pkg", "cli",
+                                             "blender_ext.py")))
+        if hits:
+            return Path(hits[-1])
+    pytest.skip("no bpy wheel with blender_ext.py in this environment")
+
+
+def run_tool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(blender_ext_tool()), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_manifest_validates_with_blenders_tool():
+    out = run_tool("validate", str(ROOT))
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = (ROOT / "blender_manifest.toml").read_text()
+    for needle in ('id = "vggt_blender"', 'blender_version_min = "4.2.0"', '"SPDX:GPL-3.0-or-later"',
+                   "network =", "files ="):
+        assert needle in text
+
+
+def test_validator_rejects_a_broken_manifest(tmp_path):
+    # The check has teeth: a trailing full stop in a permission reason is refused.
+    shutil.copy(ROOT / "__init__.py", tmp_path / "__init__.py")
+    text = (ROOT / "blender_manifest.toml").read_text().replace("(only when asked)", "(only when asked).")
+    (tmp_path / "blender_manifest.toml").write_text(text)
+    out = run_tool("validate", str(tmp_path))
+    assert out.returncode != 0
+    assert "network" in (out.stdout + out.stderr)
+
+
+def test_build_script_makes_a_clean_zip(tmp_path):
+    out_dir = tmp_path / "dist"  # the script must create it: the tool needs an existing folder
+    env = dict(os.environ, BLENDER_EXT=str(blender_ext_tool()), PYTHON=sys.executable)
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "build_extension.sh"), str(out_dir)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    zips = list(out_dir.glob("vggt_blender-*.zip"))
+    assert len(zips) == 1
+    names = zipfile.ZipFile(zips[0]).namelist()
+    for required in ("blender_manifest.toml", "__init__.py", "preferences.py", "properties.py", "runtime.py",
+                     "operators/__init__.py", "operators/reconstruct.py", "operators/runtime.py",
+                     "panels/main_panel.py", "vggt_blender/__init__.py", "vggt_blender/runtime_setup.py",
+                     "vggt_blender/worker_client.py"):
+        assert required in names, required
+    forbidden = ("tests/", "bench/", "scripts/", "docs/", ".ci/", ".venv", "fixtures", "__pycache__", ".pyc",
+                 "requirements/", "pytest.ini", ".git")
+    leaked = [n for n in names if any(f in n for f in forbidden)]
+    assert leaked == []
+    assert zips[0].stat().st_size < 2_000_000  # code only: no weights, photos or test data
+
+
+def test_blender_side_uses_relative_imports_only():
+    # Installed, the package is bl_ext.<repo>.vggt_blender: an absolute import of our own modules breaks.
+    files = [ROOT / "__init__.py", ROOT / "preferences.py", ROOT / "properties.py", ROOT / "runtime.py"]
+    files += sorted((ROOT / "operators").glob("*.py")) + sorted((ROOT / "panels").glob("*.py"))
+    for path in files:
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            for own in ("vggt_blender", "operators", "panels", "scene", "runtime", "properties", "preferences"):
+                assert not stripped.startswith((f"from {own}", f"import {own}")), f"{path.name}: {stripped}"
+
+
+# ---- runtime set-up helpers (pure) ----
+
+def test_torch_build_choice(monkeypatch):
+    monkeypatch.delenv("VGGT_TORCH_INDEX_URL", raising=False)
+    assert runtime_setup.torch_index_url("Linux", nvidia=True).endswith("/cu128")
+    assert runtime_setup.torch_index_url("Windows", nvidia=True).endswith("/cu128")
+    assert runtime_setup.torch_index_url("Linux", nvidia=False).endswith("/cpu")
+    assert runtime_setup.torch_index_url("Windows", nvidia=False).endswith("/cpu")
+    assert runtime_setup.torch_index_url("Darwin", nvidia=False) is None
+    monkeypatch.setenv("VGGT_TORCH_INDEX_URL", "https://example.invalid/whl/cu126")
+    assert runtime_setup.torch_index_url("Linux", nvidia=False) == "https://example.invalid/whl/cu126"
+
+
+def test_install_steps(tmp_path):
+    steps = runtime_setup.install_commands("/usr/bin/python3", tmp_path / "venv",
+                                           runtime_setup.PYPI_TORCH_CPU_INDEX, system="Linux")
+    labels = [label for label, _ in steps]
+    assert labels[0] == "Creating the virtual environment"
+    assert steps[0][1] == ["/usr/bin/python3", "-m", "venv", str(tmp_path / "venv")]
+    venv_py = str(tmp_path / "venv" / "bin" / "python")
+    torch_step = next(argv for label, argv in steps if "torch" in label)
+    assert torch_step[:4] == [venv_py, "-m", "pip", "install"]
+    assert "torch" in torch_step and torch_step[-2:] == ["--index-url", runtime_setup.PYPI_TORCH_CPU_INDEX]
+    last = steps[-1][1]
+    assert {"numpy", "pillow", "safetensors"} <= set(last)
+    win = runtime_setup.install_commands("C:/py/python.exe", tmp_path / "v", None, system="Windows")
+    assert win[1][1][0].endswith(os.path.join("Scripts", "python.exe"))
+    assert "--index-url" not in next(argv for label, argv in win if "torch" in label)
+
+
+def test_python_version_check(tmp_path):
+    assert runtime_setup.check_python_version(sys.executable) >= (3, 10)
+    with pytest.raises(runtime_setup.RuntimeSetupError, match="does not exist"):
+        runtime_setup.check_python_version(tmp_path / "nope" / "python")
+    old = tmp_path / "python2"
+    old.write_text("#!/bin/sh\necho 2 7\n")
+    old.chmod(0o755)
+    with pytest.raises(runtime_setup.RuntimeSetupError, match="too old"):
+        runtime_setup.check_python_version(old)
+
+
+def test_command_sequence_streams_output_to_log(tmp_path):
+    py = sys.executable
+    steps = [("first", [py, "-c", "print('hello from one')"]),
+             ("second", [py, "-c", "import sys; print('line a'); print('line b'); sys.stdout.flush()"])]
+    job = runtime_setup.CommandSequence(steps, tmp_path / "logs" / "install.log")
+    job.start()
+    assert job.wait(60) == 0
+    assert job.done and job.fraction == 1.0 and job.error is None
+    log = (tmp_path / "logs" / "install.log").read_text()
+    assert "hello from one" in log and "line b" in log and "== second" in log
+    assert job.last_line == "line b"
+
+
+def test_command_sequence_reports_a_failing_step(tmp_path):
+    py = sys.executable
+    steps = [("ok", [py, "-c", "pass"]),
+             ("pip install torch", [py, "-c", "import sys; print('ERROR: no matching distribution'); sys.exit(3)"]),
+             ("never", [py, "-c", "print('must not run')"])]
+    job = runtime_setup.CommandSequence(steps, tmp_path / "install.log")
+    job.start()
+    assert job.wait(60) == 3
+    assert job.error.startswith("pip install torch failed (exit code 3)")
+    assert "no matching distribution" in job.error
+    assert "must not run" not in (tmp_path / "install.log").read_text()
+
+
+def test_command_sequence_cancel_stops_the_running_step(tmp_path):
+    steps = [("slow", [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"])]
+    job = runtime_setup.CommandSequence(steps, tmp_path / "install.log")
+    t0 = time.monotonic()
+    job.start()
+    while "started" not in job.last_line and time.monotonic() - t0 < 20:
+        time.sleep(0.02)
+    job.cancel()
+    assert job.wait(20) == 130
+    assert job.error == "cancelled"
+    assert time.monotonic() - t0 < 20
+
+
+def test_probe_parsing_and_summary():
+    info = runtime_setup.parse_probe_output(
+        'noise\nVGGT_PROBE {"python": "3.11.9", "torch": "2.13.0", "cuda": true, "gpu": "NVIDIA H100", '
+        '"gpu_memory_gb": 79.1, "mps": false, "weights": "/w/model.pt"}\n')
+    assert runtime_setup.probe_summary(info) == "torch 2.13.0, NVIDIA H100 (79.1 GB), weights found"
+    info = {"python": "3.11", "torch": "2.13.0", "cuda": False, "mps": False, "weights_error": "no VGGT weights"}
+    assert runtime_setup.probe_summary(info) == "torch 2.13.0, CPU only, no weights"
+    bad = runtime_setup.parse_probe_output("", "Traceback...\nModuleNotFoundError: x", "/py")
+    assert bad["error"] == "/py: the runtime check failed (ModuleNotFoundError: x)"
+
+
+@pytest.mark.skipif(not Path(RUNTIME_PYTHON).is_file(), reason="no runtime Python with torch")
+def test_probe_a_real_runtime(tmp_path):
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"not really weights")  # the probe only resolves the path
+    info = runtime_setup.probe_runtime(RUNTIME_PYTHON, ROOT, str(weights))
+    assert "error" not in info, info
+    import json as _json
+    versions = subprocess.run([RUNTIME_PYTHON, "-c", "import json, torch, sys; print(json.dumps("
+                               "[torch.__version__, sys.version.split()[0]]))"],
+                              capture_output=True, text=True, timeout=120)
+    torch_version, py_version = _json.loads(versions.stdout)
+    assert info["torch"] == torch_version and info["python"] == py_version
+    assert info["weights"] == str(weights.resolve())
+    assert info["cuda"] is False or info.get("gpu")
+    missing = runtime_setup.probe_runtime(RUNTIME_PYTHON, ROOT, str(tmp_path / "absent.pt"))
+    assert "weights" not in missing and "absent.pt" in missing["weights_error"]
+    assert runtime_setup.probe_runtime(tmp_path / "none" / "python", ROOT)["error"].endswith("does not exist")
