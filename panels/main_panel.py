@@ -129,5 +129,11 @@ class VGGT_PT_main(bpy.types.Panel):
         elif job.message and not job.running:
             layout.label(text=job.message[:200], icon="INFO")
 
+        # A reconstruction camera is selected: look through it with its own photo's resolution and aspect.
+        ob = context.active_object
+        if ob is not None and ob.type == "CAMERA" and ob.get("vggt_kind") in ("camera", "animated_camera"):
+            op = layout.operator("vggt.look_through", text=f"Look Through {ob.name}", icon="VIEW_CAMERA")
+            op.camera = ob.name
+
 
 classes = (VGGT_UL_photos, VGGT_PT_main)

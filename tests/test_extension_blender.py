@@ -141,6 +141,10 @@ drawn = 0
 for state in ("empty", "photos", "running", "error"):
     if state == "photos":
         settings.photos.add().filepath = ARGS["zip"]  # an existing file stands in for a photo
+        cam = bpy.data.objects.new("IMG_1", bpy.data.cameras.new("IMG_1"))
+        cam["vggt_kind"] = "camera"
+        bpy.context.scene.collection.objects.link(cam)
+        bpy.context.view_layer.objects.active = cam  # the panel offers Look Through for it
     job.running = state == "running"
     job.progress, job.stage, job.message = 0.4, "Reconstructing", "frame 2 of 3"
     job.last_error = "broken.jpg: not an image file" if state == "error" else ""
