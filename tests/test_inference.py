@@ -247,3 +247,199 @@ def test_result_summary_is_json(tmp_path, model):
     summary = inference.result_summary(rec, tmp_path / "x.npz")
     assert json.loads(json.dumps(summary))["images"] == 2
     assert summary["points"] == int(rec.valid_mask.sum()) == 2 * 392 * 518
+
+
+# ------------------------------------------------------------------------------------------ fast path
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.fixture(scope="module")
+def fast_setup(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("fast")
+    write_photos(tmp / "photos", count=2)
+    return {"tmp": tmp, "photos": str(tmp / "photos"), "checkpoint": str(write_tiny_checkpoint(tmp))}
+
+
+def _run(setup: dict, fast_path: str, precision: str = "fp32", **more):
+    return inference.reconstruct([setup["photos"]], weights=setup["checkpoint"], config=str(TINY_CONFIG),
+                                 device="cpu", precision=precision, fast_path=fast_path, **more)
+
+
+def test_fast_path_gives_the_standard_reconstruction(fast_setup):
+    from vggt_blender.model.fast_path import FastRunner
+
+    inference.clear_model_cache()
+    try:
+        standard = _run(fast_setup, "off")
+        assert standard.provenance_dict["path"] == "standard"
+        fast = _run(fast_setup, "on")
+        assert fast.provenance_dict["path"] == "fast"
+        assert isinstance(inference._MODEL_CACHE.model, FastRunner)
+        errors = {key: _relative(getattr(fast, key), getattr(standard, key))
+                  for key in ("depth", "world_points", "point_map", "extrinsics", "intrinsics", "depth_conf")}
+        assert max(errors.values()) < 1e-5, errors
+        # bf16 on the CPU (the auto choice stays standard there; "on" forces the fast path): close, not equal.
+        autocast = _run(fast_setup, "auto", "bf16")
+        assert autocast.provenance_dict["path"] == "standard"
+        low = _run(fast_setup, "on", "bf16")
+        runner = inference._MODEL_CACHE.model
+        assert runner.model.aggregator.frame_blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+        assert runner.model.depth_head.projects[0].weight.dtype == torch.float32
+        assert low.provenance_dict["precision"] == "bf16" and low.provenance_dict["path"] == "fast"
+        # Measured: fast bf16 depth 5e-5, points 2e-2, extrinsics 2e-2; autocast bf16 5e-5, 3e-2, 3e-2.
+        for key in ("depth", "world_points", "point_map", "extrinsics"):
+            err_fast = _relative(getattr(low, key), getattr(standard, key))
+            err_autocast = _relative(getattr(autocast, key), getattr(standard, key))
+            assert err_fast < 5e-2 and err_fast <= 2 * err_autocast + 1e-4, (key, err_fast, err_autocast)
+        assert inference.result_summary(low)["inference_path"] == "fast"
+    finally:
+        inference.clear_model_cache()
+
+
+def test_given_model_runs_the_fast_path_on_a_copy(tmp_path, model):
+    write_photos(tmp_path / "photos", count=2)
+    before = {k: v.clone() for k, v in model.aggregator.state_dict().items()}
+    rec = inference.reconstruct([str(tmp_path / "photos")], model=model, config=str(TINY_CONFIG), device="cpu",
+                                precision="bf16", fast_path="on")
+    assert rec.provenance_dict["path"] == "fast"
+    after = model.aggregator.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+    with pytest.raises(RequestError, match="unknown fast_path 'fast'"):
+        inference.reconstruct([str(tmp_path / "photos")], model=model, device="cpu", fast_path="fast")
+
+
+def test_fast_runner_is_cached_and_reports_every_step(fast_setup, monkeypatch):
+    loads = []
+    real_load_fast = inference.load_fast
+
+    def counting_load_fast(*args, **kwargs):
+        loads.append(args[1])
+        return real_load_fast(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "load_fast", counting_load_fast)
+    inference.clear_model_cache()
+    try:
+        runs = []
+        for _ in range(2):
+            events = []
+            _run(fast_setup, "on", progress=lambda s, f, m: events.append((s, f, m)))
+            runs.append((events, inference._MODEL_CACHE.model))
+        assert loads == [fast_setup["checkpoint"]]  # loaded once, then reused
+        assert runs[0][1] is runs[1][1] and runs[1][1].on_step is None
+        for (events, _), message in zip(runs, ["model loaded", "cached model"]):
+            assert [m for s, f, m in events if s == "loading" and f == 1.0] == [message]
+            fractions = [f for s, f, m in events if s == "inference"]
+            # 0, then one report per aggregator step (24 in the tiny model) up to 0.9, then 1.
+            assert fractions[0] == 0.0 and fractions[-1] == 1.0 and len(fractions) == 24 + 2
+            assert fractions[-2] == pytest.approx(0.9) and fractions == sorted(fractions)
+            assert "fast path" in next(m for s, f, m in events if s == "inference")
+    finally:
+        inference.clear_model_cache()
+
+
+def test_cancel_during_fast_inference_leaves_no_output(fast_setup, tmp_path):
+    inference.clear_model_cache()
+    try:
+        seen = []
+        out = tmp_path / "scene.npz"
+        with pytest.raises(CancelledError):
+            inference.reconstruct_to_file(
+                [fast_setup["photos"]], out, weights=fast_setup["checkpoint"], config=str(TINY_CONFIG),
+                device="cpu", fast_path="on", progress=lambda s, f, m: seen.append((s, f)),
+                should_cancel=lambda: any(s == "inference" and f >= 0.3 for s, f in seen))
+        steps = [f for s, f in seen if s == "inference"]
+        assert 0.3 <= steps[-1] < 0.5 and "writing" not in {s for s, _ in seen}  # stopped mid-aggregator
+        assert list(tmp_path.iterdir()) == []
+        # The cached runner is left usable: the next run completes from the cache.
+        runner = inference._MODEL_CACHE.model
+        assert runner.on_step is None
+        messages = []
+        inference.reconstruct_to_file([fast_setup["photos"]], out, weights=fast_setup["checkpoint"],
+                                      config=str(TINY_CONFIG), device="cpu", fast_path="on",
+                                      progress=lambda s, f, m: messages.append(m))
+        assert "cached model" in messages and load_reconstruction(out).provenance_dict["path"] == "fast"
+    finally:
+        inference.clear_model_cache()
+
+
+def test_out_of_memory_on_the_fast_path(fast_setup, monkeypatch):
+    from vggt_blender.model.fast_path import FastRunner
+
+    def out_of_memory(*_args, **_kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 30.00 GiB")
+
+    inference.clear_model_cache()
+    try:
+        monkeypatch.setattr(FastRunner, "aggregate", out_of_memory)
+        with pytest.raises(OutOfMemoryError) as info:
+            _run(fast_setup, "on", "bf16", mode="pad")
+        message = str(info.value)
+        assert info.value.code == "out_of_memory"
+        assert message.startswith("out of GPU memory running 2 image(s) at 518x518 (pad, bf16) on cpu")
+        assert "use fewer images (this run had 2)" in message and "--mode crop" in message
+        assert "--fast-path" not in message  # already on the lean path
+        assert inference._MODEL_CACHE.model.on_step is None
+
+        # Running out while loading names the file and the (smaller) size of the bf16 weights.
+        inference.clear_model_cache()
+        monkeypatch.setattr(inference, "load_fast", out_of_memory)
+        with pytest.raises(OutOfMemoryError, match="bf16 weights alone need about 3 GB") as info:
+            _run(fast_setup, "on", "bf16")
+        assert fast_setup["checkpoint"] in str(info.value) and inference._MODEL_CACHE is None
+    finally:
+        inference.clear_model_cache()
+
+
+def test_standard_path_out_of_memory_on_cuda_suggests_the_fast_path():
+    message = inference._oom_message(400, (518, 392), "crop", "bf16", "cuda:0 NVIDIA H100", "standard")
+    assert "use --fast-path on" in message
+    assert "--fast-path" not in inference._oom_message(400, (518, 392), "crop", "bf16", "cuda:0 X", "fast")
+
+
+def test_auto_choice_of_path():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert inference.use_fast_path("auto", cuda, torch.bfloat16) and inference.use_fast_path("auto", cuda,
+                                                                                              torch.float16)
+    assert not inference.use_fast_path("auto", cuda, torch.float32)
+    assert not inference.use_fast_path("auto", cpu, torch.bfloat16)
+    assert not inference.use_fast_path("auto", torch.device("mps"), torch.float16)
+    assert inference.use_fast_path("on", cpu, torch.float32) and not inference.use_fast_path("off", cuda,
+                                                                                              torch.bfloat16)
+
+
+def test_fast_path_option_in_cli_and_worker_request(fast_setup, tmp_path):
+    import io
+
+    from vggt_blender import cli, worker
+
+    assert cli.build_parser().parse_args(["reconstruct", "x", "-o", "y.npz"]).fast_path == "auto"
+    assert cli.build_parser().parse_args(["reconstruct", "x", "-o", "y.npz", "--fast-path", "on"]).fast_path == "on"
+    base = {"images": ["a.jpg"], "output": "o.npz"}
+    assert worker.parse_request(base)["fast_path"] == "auto"
+    assert worker.parse_request({**base, "fast_path": "off"})["fast_path"] == "off"
+    for bad in ("yes", True, None):
+        with pytest.raises(RequestError, match="fast_path"):
+            worker.parse_request({**base, "fast_path": bad})
+    # The worker passes it on: its result summary names the path that ran.
+    request = worker.parse_request({"images": [fast_setup["photos"]], "output": str(tmp_path / "w.npz"),
+                                    "weights": fast_setup["checkpoint"], "config": str(TINY_CONFIG),
+                                    "device": "cpu", "fast_path": "on"})
+    lines = io.StringIO()
+    try:
+        summary = worker.run_request(request, worker.Emitter(lines))
+    finally:
+        inference.clear_model_cache()
+    assert summary["inference_path"] == "fast" and (tmp_path / "w.npz").is_file()
+    assert '"stage": "inference"' in lines.getvalue()
+    # The CLI's reconstruct command with --fast-path on (in this process): the file records the fast path.
+    out = tmp_path / "scene.npz"
+    try:
+        code = cli.main(["reconstruct", fast_setup["photos"], "-o", str(out), "--weights", fast_setup["checkpoint"],
+                         "--config", str(TINY_CONFIG), "--device", "cpu", "--fast-path", "on", "-q"])
+    finally:
+        inference.clear_model_cache()
+    assert code == 0
+    assert load_reconstruction(out).provenance_dict["path"] == "fast"

@@ -2,11 +2,17 @@
 
 `reconstruct()` returns the in-memory Reconstruction; `reconstruct_to_file()` also writes the .npz (atomically) and
 the upright copies of EXIF-rotated photos, and removes what it created when it fails or is cancelled.
+
+Two execution paths give the same outputs: "standard" (`VGGT.forward`, under autocast for bf16/fp16) and "fast"
+(`model.fast_path.FastRunner`: bf16/fp16 aggregator weights, only the layers the heads read kept, heads per chunk
+of frames, images copied to the device per chunk). `fast_path="auto"` picks the fast one on CUDA in bf16/fp16,
+where the standard path's fp32 tokens run out of memory past a few hundred photos.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import json
 import shutil
@@ -23,6 +29,7 @@ from .errors import CancelledError, OutOfMemoryError, RequestError
 from .geometry import depth_to_world_points, intrinsics_to_photo, pose_encoding_to_extrinsics_intrinsics
 from .image_files import collect_images
 from .model import VGGTConfig
+from .model.fast_path import FastRunner, load_fast, prepare_fast
 from .preprocess import load_image, preprocess_images
 from .reconstruction import Reconstruction, make_provenance, save_reconstruction
 from .weights import load_model, resolve_weights, sha256_file
@@ -32,16 +39,17 @@ CancelCheck = Callable[[], bool]
 WarningCallback = Callable[[str], None]
 
 STAGES = ("preprocessing", "loading", "inference", "writing")  # in the order they run
+FAST_PATH_CHOICES = ("auto", "on", "off")
 
 
 @dataclass
 class _CachedModel:
     key: tuple
-    model: Any
+    model: Any  # a VGGT (standard path) or a FastRunner (fast path)
     checkpoint_sha256: str
 
 
-# One loaded model, kept so a long-lived worker (keep_alive) does not reload 5 GB for every request.
+# One loaded model or fast runner, kept so a long-lived worker (keep_alive) does not reload 5 GB for every request.
 _MODEL_CACHE: _CachedModel | None = None
 
 
@@ -78,25 +86,42 @@ def _check_cancel(should_cancel: CancelCheck | None) -> None:
         raise CancelledError("cancelled by the user")
 
 
+def use_fast_path(choice: str, device: torch.device, dtype: torch.dtype) -> bool:
+    """Resolve the `fast_path` option: "on", "off", or "auto" = fast on CUDA in bf16/fp16, standard otherwise."""
+    choice = (choice or "auto").lower()
+    if choice not in FAST_PATH_CHOICES:
+        raise RequestError(f"unknown fast_path '{choice}': choose one of {', '.join(FAST_PATH_CHOICES)}")
+    if choice == "auto":
+        return device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
+    return choice == "on"
+
+
 def load_cached_model(config: Any, config_name: str, weights_path: str, device: torch.device,
-                      dtype: torch.dtype) -> tuple[Any, str, bool]:
-    """(model, checkpoint sha256, was_cached): reuse the cached model when the key matches."""
+                      dtype: torch.dtype, fast: bool = False) -> tuple[Any, str, bool]:
+    """(model or FastRunner, checkpoint sha256, was_cached): reuse the cached one when the key matches."""
     global _MODEL_CACHE
-    key = (str(Path(weights_path).resolve()), config_name, str(device), str(dtype))
+    key = (str(Path(weights_path).resolve()), config_name, str(device), str(dtype), "fast" if fast else "standard")
     if _MODEL_CACHE is not None and _MODEL_CACHE.key == key:
         return _MODEL_CACHE.model, _MODEL_CACHE.checkpoint_sha256, True
     # Drop the old model before loading a new one: two 5 GB models rarely fit together.
     clear_model_cache()
-    # Weights stay fp32: reduced precision comes from autocast, and the heads run in fp32 by design.
-    model = load_model(config, weights_path, device, torch.float32)
-    model.eval()
+    if fast:
+        # Straight to the device tensor by tensor: aggregator matrices in `dtype`, heads fp32; never an fp32
+        # copy of the aggregator on the GPU.
+        model = load_fast(config, weights_path, device, dtype)
+    else:
+        # Weights stay fp32: reduced precision comes from autocast, and the heads run in fp32 by design.
+        model = load_model(config, weights_path, device, torch.float32)
+        model.eval()
     digest = sha256_file(weights_path)
     _MODEL_CACHE = _CachedModel(key, model, digest)
     return model, digest, False
 
 
 def _forward(model: Any, images: torch.Tensor, device: torch.device, dtype: torch.dtype) -> dict:
-    """The bare model call (the worker's fault hook replaces this in tests)."""
+    """The bare model call on either path (the worker's fault hook replaces this in tests)."""
+    if isinstance(model, FastRunner):
+        return model(images)  # its own dtypes and inference mode; images may be on the host
     if uses_autocast(device, dtype):
         autocast = torch.autocast(device_type=device.type, dtype=dtype)
     else:
@@ -112,10 +137,13 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def _oom_message(count: int, size: tuple[int, int], mode: str, precision: str, device_text: str) -> str:
+def _oom_message(count: int, size: tuple[int, int], mode: str, precision: str, device_text: str,
+                 path: str = "standard") -> str:
     # Memory grows with the number of images (all frames attend to each other) and with the input size;
     # preprocessing fixes the width at 518, so the image count is the main knob.
     advice = [f"use fewer images (this run had {count})"]
+    if path == "standard" and device_text.startswith("cuda"):
+        advice.append("use --fast-path on (the memory-lean path)")
     if mode == "pad":
         advice.append("use --mode crop (pad makes every image 518x518; crop keeps landscape photos shorter)")
     if precision == "fp32":
@@ -163,15 +191,27 @@ def _as_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().float().cpu().numpy()
 
 
+def _loading_oom_message(weights_path: str, device_text: str, fast: bool, precision: str) -> str:
+    # The fast path holds the aggregator (most of the 1.2B parameters) in bf16/fp16, the heads in fp32.
+    lean = fast and precision != "fp32"
+    need = f"the {precision} weights alone need about 3 GB" if lean else "the fp32 weights alone need about 5 GB"
+    return (f"out of GPU memory loading the model from {weights_path} onto {device_text}: {need}; close other "
+            "programs using the GPU, or use --device cpu")
+
+
 def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: str = "auto",
                 precision: str = "auto", mode: str = "crop", config: Any = "vggt-1b",
                 progress: ProgressCallback | None = None, should_cancel: CancelCheck | None = None,
                 model: Any = None, warn: WarningCallback | None = None,
-                display_dir: str | Path | None = None) -> Reconstruction:
+                display_dir: str | Path | None = None, fast_path: str = "auto") -> Reconstruction:
     """Run VGGT on photos (files or folders) and return a Reconstruction.
 
-    `model` skips loading (its weights are then unknown to provenance unless `weights` is given too).
+    `model` skips loading (its weights are then unknown to provenance unless `weights` is given too); a
+    FastRunner always runs the fast path, a VGGT given with the fast path chosen is wrapped by `prepare_fast`
+    on a copy (the caller's model is left as it is).
     `display_dir`: where upright copies of EXIF-rotated photos go (none are written without it).
+    `fast_path`: "auto" (fast on CUDA with bf16/fp16, standard otherwise), "on" (any device, CPU included)
+    or "off" (always `VGGT.forward`).
     """
     report = progress or _noop_progress
     timings: dict[str, float] = {}
@@ -184,6 +224,7 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
     dtype = choose_precision(torch_device, precision)
     device_text = describe_device(torch_device)
     model_config, config_name = _resolve_config(config)
+    fast = isinstance(model, FastRunner) or use_fast_path(fast_path, torch_device, dtype)
 
     weights_path: str | None = None
     if model is None or weights is not None:
@@ -211,16 +252,17 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
         report("loading", 0.0, f"{Path(weights_path).name} on {device_text}")
         try:
             model, checkpoint_sha, cached = load_cached_model(model_config, config_name, weights_path,
-                                                              torch_device, dtype)
+                                                              torch_device, dtype, fast=fast)
         except BaseException as exc:
             if _is_out_of_memory(exc):
                 clear_model_cache()
-                raise OutOfMemoryError(f"out of GPU memory loading the model from {weights_path} onto "
-                                       f"{device_text}: the fp32 weights alone need about 5 GB; close other "
-                                       "programs using the GPU, or use --device cpu") from None
+                raise OutOfMemoryError(_loading_oom_message(weights_path, device_text, fast,
+                                                            precision_name(dtype))) from None
             raise
         report("loading", 1.0, "cached model" if cached else "model loaded")
     else:
+        if fast and not isinstance(model, FastRunner):
+            model = prepare_fast(copy.deepcopy(model), torch_device, dtype)
         report("loading", 1.0, "model given")
     timings["loading"] = time.perf_counter() - start
     _check_cancel(should_cancel)
@@ -228,14 +270,21 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
     start = time.perf_counter()
     count = len(paths)
     width, height = int(prep.model_size[0]), int(prep.model_size[1])
-    report("inference", 0.0, f"{count} image(s) on {device_text}, {precision_name(dtype)}")
+    path_name = "fast" if fast else "standard"
+    report("inference", 0.0, f"{count} image(s) on {device_text}, {precision_name(dtype)}, {path_name} path")
 
     def block_done(fraction: float) -> None:
         report("inference", fraction, f"{count} image(s)")
         _check_cancel(should_cancel)
 
-    hooks = _block_progress_hooks(model, block_done)
-    images = prep.images.to(torch_device, dtype=torch.float32)
+    if isinstance(model, FastRunner):
+        # One step per aggregator block pair, 90 % of the stage like the hooks below; raising cancels.
+        hooks = []
+        model.on_step = lambda done, total: block_done(0.9 * done / total)
+        images = prep.images  # stays on the host: the runner copies one chunk of frames at a time
+    else:
+        hooks = _block_progress_hooks(model, block_done)
+        images = prep.images.to(torch_device, dtype=torch.float32)
     try:
         outputs = _forward(model, images, torch_device, dtype)
         pose_enc = _as_numpy(outputs["pose_enc"])[0].astype(np.float64)
@@ -247,9 +296,11 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
     except BaseException as exc:
         if _is_out_of_memory(exc):
             raise OutOfMemoryError(_oom_message(count, (width, height), mode, precision_name(dtype),
-                                                device_text)) from None
+                                                device_text, path_name)) from None
         raise
     finally:
+        if isinstance(model, FastRunner):
+            model.on_step = None  # the cached runner must not call back into a finished run
         for handle in hooks:
             handle.remove()
         del images
@@ -281,6 +332,7 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
         checkpoint_path=str(Path(weights_path).resolve()) if weights_path else None,
         config=config_name,
         torch_version=torch.__version__,
+        path=path_name,
     )
     return Reconstruction(
         image_paths=source_paths,
@@ -312,8 +364,9 @@ def display_folder_for(output: str | Path) -> Path:
 
 def reconstruct_to_file(image_paths: Iterable[str], output: str | Path, *,
                         progress: ProgressCallback | None = None, **options: Any) -> Reconstruction:
-    """`reconstruct()` then write the .npz atomically. On any failure (cancel included) nothing of this run is
-    left behind: no output file and no display folder it created. Returns the Reconstruction."""
+    """`reconstruct()` (options passed on, `fast_path` included) then write the .npz atomically. On any failure
+    (cancel included) nothing of this run is left behind: no output file and no display folder it created.
+    Returns the Reconstruction."""
     output = Path(output).expanduser().resolve()
     if output.suffix.lower() != ".npz":
         raise RequestError(f"the output must be a .npz file: {output}", file=str(output))
@@ -356,5 +409,6 @@ def result_summary(rec: Reconstruction, path: str | Path | None = None) -> dict:
         "device": provenance.get("device"),
         "precision": provenance.get("precision"),
         "mode": provenance.get("mode"),
+        "inference_path": provenance.get("path"),
         "timings": provenance.get("timings", {}),
     }
