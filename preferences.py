@@ -7,6 +7,7 @@ from bpy.props import EnumProperty, StringProperty
 
 from . import runtime
 from .operators import runtime as runtime_ops
+from .registration import register_classes, unregister_classes
 
 
 class VGGT_AddonPreferences(bpy.types.AddonPreferences):
@@ -112,11 +113,8 @@ classes = (VGGT_AddonPreferences,)
 
 
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    register_classes(classes)
 
 
 def unregister() -> None:
-    for cls in reversed(classes):
-        if getattr(cls, "is_registered", False):
-            bpy.utils.unregister_class(cls)
+    unregister_classes(classes)

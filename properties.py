@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 
 import bpy
 from bpy.props import (
@@ -15,35 +16,22 @@ from bpy.props import (
     StringProperty,
 )
 
+from .registration import register_classes, unregister_classes
 from .vggt_blender.scene_options import SceneOptions
 
 _DEFAULTS = SceneOptions()
 
 
-class VGGT_PG_photo(bpy.types.PropertyGroup):
-    filepath: StringProperty(name="Photo", subtype="FILE_PATH")
+class SceneOptionProperties:
+    """The SceneOptions fields as Blender properties, declared once for the panel's settings and the import
+    operator. A mixin of annotations only: Blender collects properties from the annotations of base classes."""
 
-
-class VGGT_PG_settings(bpy.types.PropertyGroup):
-    """Per-scene: which photos, how to preprocess, what to build."""
-
-    photos: CollectionProperty(type=VGGT_PG_photo)
-    photo_index: IntProperty(default=0, min=0)
-    name: StringProperty(
-        name="Name", default="",
-        description="Name of the new collection and of the reconstruction file (empty: the photos' folder)",
-    )
-    mode: EnumProperty(
-        name="Fit",
-        items=(
-            ("crop", "Crop", "Resize to 518 px wide and centre-crop tall photos (the model's usual input)"),
-            ("pad", "Pad", "Resize the long side to 518 px and pad with white: nothing is cut off"),
-        ),
-        default="crop",
-    )
-    create_cameras: BoolProperty(name="Cameras", default=_DEFAULTS.create_cameras)
-    create_point_cloud: BoolProperty(name="Point Cloud", default=_DEFAULTS.create_point_cloud)
-    create_depth_planes: BoolProperty(name="Depth Planes", default=_DEFAULTS.create_depth_planes)
+    create_cameras: BoolProperty(name="Cameras", default=_DEFAULTS.create_cameras,
+                                 description="Create one camera per photo (and/or an animated camera)")
+    create_point_cloud: BoolProperty(name="Point Cloud", default=_DEFAULTS.create_point_cloud,
+                                     description="Create the point cloud (Geometry Nodes, filtered live)")
+    create_depth_planes: BoolProperty(name="Depth Planes", default=_DEFAULTS.create_depth_planes,
+                                      description="Create one depth-displaced, photo-textured plane per photo")
     camera_mode: EnumProperty(
         name="Camera Mode",
         items=(
@@ -63,10 +51,11 @@ class VGGT_PG_settings(bpy.types.PropertyGroup):
     )
     min_confidence: FloatProperty(
         name="Min Confidence", default=_DEFAULTS.min_confidence, min=1.0, soft_max=20.0,
-        description="Initial confidence threshold (raw model confidence, at least 1); adjustable live later",
+        description="Initial confidence threshold (raw model confidence, at least 1); adjustable live on the "
+                    "modifiers later",
     )
     max_points: IntProperty(
-        name="Max Points", default=_DEFAULTS.max_points, min=1000, soft_max=10_000_000,
+        name="Max Points", default=_DEFAULTS.max_points, min=1, soft_min=1000, soft_max=10_000_000,
         description="Points are randomly thinned to at most this many",
     )
     plane_step: IntProperty(
@@ -77,26 +66,50 @@ class VGGT_PG_settings(bpy.types.PropertyGroup):
         name="Scale", default=_DEFAULTS.scale, min=1e-6, soft_min=0.01, soft_max=100.0,
         description="Scene units per reconstruction unit (VGGT's scale is not metric)",
     )
-    point_radius: FloatProperty(name="Point Radius", default=_DEFAULTS.point_radius, min=0.0, soft_max=0.1)
-    background_images: BoolProperty(name="Photos as Backgrounds", default=_DEFAULTS.background_images)
+    point_radius: FloatProperty(name="Point Radius", default=_DEFAULTS.point_radius, min=0.0, soft_max=0.1,
+                                description="Radius of each point, in scene units")
+    background_images: BoolProperty(name="Photos as Backgrounds", default=_DEFAULTS.background_images,
+                                    description="Show each photo as its camera's background image")
+
+
+# Every SceneOptions field has exactly one property above (checked at import: a new field cannot be forgotten).
+assert set(SceneOptionProperties.__annotations__) == {f.name for f in fields(SceneOptions)}
+
+
+def scene_options_from(props: object) -> SceneOptions:
+    """SceneOptions from anything carrying the SceneOptionProperties (the panel's settings, the operator)."""
+    # Cast through each default's type: Blender hands back its own numbers, the builders want plain Python.
+    return SceneOptions(**{f.name: type(getattr(_DEFAULTS, f.name))(getattr(props, f.name))
+                           for f in fields(SceneOptions)})
+
+
+class VGGT_PG_photo(bpy.types.PropertyGroup):
+    filepath: StringProperty(name="Photo", subtype="FILE_PATH")
+
+
+class VGGT_PG_settings(SceneOptionProperties, bpy.types.PropertyGroup):
+    """Per-scene: which photos, how to preprocess, what to build."""
+
+    photos: CollectionProperty(type=VGGT_PG_photo)
+    photo_index: IntProperty(default=0, min=0)
+    name: StringProperty(
+        name="Name", default="",
+        description="Name of the new collection and of the reconstruction file (empty: the photos' folder)",
+    )
+    mode: EnumProperty(
+        name="Fit",
+        items=(
+            ("crop", "Crop", "Resize to 518 px wide and centre-crop tall photos (the model's usual input)"),
+            ("pad", "Pad", "Resize the long side to 518 px and pad with white: nothing is cut off"),
+        ),
+        default="crop",
+    )
 
     def photo_paths(self) -> list[str]:
         return [bpy.path.abspath(p.filepath) for p in self.photos if p.filepath]
 
     def scene_options(self) -> SceneOptions:
-        return SceneOptions(
-            create_cameras=self.create_cameras,
-            create_point_cloud=self.create_point_cloud,
-            create_depth_planes=self.create_depth_planes,
-            camera_mode=self.camera_mode,
-            point_source=self.point_source,
-            min_confidence=float(self.min_confidence),
-            max_points=int(self.max_points),
-            plane_step=int(self.plane_step),
-            scale=float(self.scale),
-            point_radius=float(self.point_radius),
-            background_images=self.background_images,
-        )
+        return scene_options_from(self)
 
     def reconstruction_name(self) -> str:
         """The user's name, else the folder of the first photo, else "vggt"."""
@@ -126,8 +139,7 @@ classes = (VGGT_PG_photo, VGGT_PG_settings, VGGT_PG_job)
 
 
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    register_classes(classes)
     bpy.types.Scene.vggt = PointerProperty(type=VGGT_PG_settings)
     bpy.types.WindowManager.vggt_job = PointerProperty(type=VGGT_PG_job)
 
@@ -136,6 +148,4 @@ def unregister() -> None:
     for owner, attr in ((bpy.types.WindowManager, "vggt_job"), (bpy.types.Scene, "vggt")):
         if hasattr(owner, attr):
             delattr(owner, attr)
-    for cls in reversed(classes):
-        if getattr(cls, "is_registered", False):
-            bpy.utils.unregister_class(cls)
+    unregister_classes(classes)

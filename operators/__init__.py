@@ -6,6 +6,8 @@ import importlib
 
 import bpy
 
+from ..registration import unregister_classes
+
 # Modules exposing `classes`; the import operator's module may also expose `menu_func_import`.
 _MODULE_NAMES = ("photos", "runtime", "reconstruct", "import_reconstruction", "look_through")
 
@@ -46,7 +48,5 @@ def unregister() -> None:
     for menu_func in reversed(_menu_funcs):
         bpy.types.TOPBAR_MT_file_import.remove(menu_func)
     _menu_funcs.clear()
-    for cls in reversed(_registered):
-        if getattr(cls, "is_registered", False):
-            bpy.utils.unregister_class(cls)
+    unregister_classes(_registered)
     _registered.clear()

@@ -16,6 +16,7 @@ import bpy
 
 from .. import runtime
 from ..vggt_blender.errors import VGGTError
+from ..vggt_blender.weights import resolve_weights  # torch-free: weights.py imports torch only to load
 from ..vggt_blender.worker_client import WorkerJob
 
 STAGE_LABELS = {
@@ -94,6 +95,8 @@ class ReconstructionRun:
         if not Path(python).is_file():
             raise VGGTError(f"{python}: the runtime Python does not exist; install the runtime or fix "
                             "the path in the add-on preferences", file=python)
+        # The worker would find missing weights too, but only after starting, and in command-line words.
+        resolve_weights(runtime.weights_argument(prefs), caller="blender")
         folder = runtime.default_output_dir()
         folder.mkdir(parents=True, exist_ok=True)
         self.output = unique_output_path(folder, self.name)

@@ -6,10 +6,8 @@ into a small module-level task record that the preferences draw, so Blender stay
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import bpy
 from bpy.props import StringProperty
@@ -56,6 +54,21 @@ def draw_task(layout: bpy.types.UILayout, name: str) -> None:
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())[:300]
+
+
+def _poll_modally(operator: bpy.types.Operator, context: bpy.types.Context) -> set[str]:
+    """Run `operator.modal()` four times a second while its background task works."""
+    wm = context.window_manager
+    operator._timer = wm.event_timer_add(0.25, window=context.window)
+    wm.modal_handler_add(operator)
+    return {"RUNNING_MODAL"}
+
+
+def _task_event(name: str, event: bpy.types.Event) -> bool:
+    """ESC asks the task to stop; True for the events that advance a modal task (timer ticks and ESC)."""
+    if event.type == "ESC":
+        TASKS[name].cancel_requested = True
+    return event.type in {"TIMER", "ESC"}
 
 
 class VGGT_OT_check_runtime(bpy.types.Operator):
@@ -145,15 +158,10 @@ class VGGT_OT_install_runtime(bpy.types.Operator):
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         if not self._start(context):
             return {"CANCELLED"}
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.25, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+        return _poll_modally(self, context)
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if event.type == "ESC":
-            TASKS["install"].cancel_requested = True
-        if event.type not in {"TIMER", "ESC"}:
+        if not _task_event("install", event):
             return {"PASS_THROUGH"}
         ended = self._update()
         runtime.tag_redraw_all()
@@ -180,6 +188,10 @@ class VGGT_OT_install_runtime(bpy.types.Operator):
 
 
 # ---- weights download ----
+
+# How the shared downloader tells a Blender user to give a token for a gated checkpoint.
+BLENDER_TOKEN_HINT = "in these add-on preferences (Hugging Face Token) or as HF_TOKEN"
+
 
 def checkpoint_info(name: str) -> dict:
     """The registry entry as plain values for the confirm dialog and the download."""
@@ -254,52 +266,40 @@ class VGGT_OT_download_weights(bpy.types.Operator):
             return {"CANCELLED"}
         prefs = runtime.get_prefs(context)
         info = checkpoint_info(prefs.checkpoint)
-        dest = Path(info["dest"])
-        token = prefs.hf_token.strip() or os.environ.get("HF_TOKEN") or None
         task = TASKS["download"]
-        if info["gated"] and not token and not dest.is_file():
-            task.error = (f"{info['name']} is gated: accept its licence at {info['page_url']}, then set a "
-                          "Hugging Face read token in these preferences (or HF_TOKEN)")
-            self.report({"ERROR"}, task.error)
-            return {"CANCELLED"}
         task.running, task.cancel_requested, task.error, task.message = True, False, "", ""
         task.label, task.fraction, task.log_path = f"Downloading {info['name']}", 0.0, ""
         self._result = {}
         self._thread = threading.Thread(
-            target=self._work, args=(info["url"], dest, token, self._result), daemon=True)
+            target=self._work, args=(info, prefs.hf_token.strip() or None, self._result), daemon=True)
         self._thread.start()
         if bpy.app.background:
             self._thread.join()
             return self._finish(context)
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.25, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+        return _poll_modally(self, context)
 
     @staticmethod
-    def _work(url: str, dest: Path, token: str | None, result: dict) -> None:
-        from ..vggt_blender.download import download_checkpoint
+    def _work(info: dict, token: str | None, result: dict) -> None:
+        # The shared downloader: keeps a finished file, checks the gated token, resumes the .part file.
+        from ..vggt_blender.download import download_named_checkpoint
 
         task = TASKS["download"]
 
-        def progress(done: int, total: int | None) -> None:
-            task.fraction = (done / total) if total else 0.0
-            task.message = f"{done / 1e9:.2f} / {total / 1e9:.2f} GB" if total else f"{done / 1e9:.2f} GB"
+        def progress(fraction: float, message: str) -> None:
+            task.fraction, task.message = fraction, message
 
         try:
-            if dest.is_file():  # a finished download is never fetched again
-                result["path"] = str(dest)
-                return
             # Cancel keeps the .part file: the next download resumes where this one stopped.
-            result["path"] = str(download_checkpoint(
-                url, dest, token=token, progress=progress, should_cancel=lambda: task.cancel_requested))
+            result["path"] = str(download_named_checkpoint(
+                info["name"], info["dest"], token=token, progress=progress,
+                should_cancel=lambda: task.cancel_requested, url=info["url"], token_hint=BLENDER_TOKEN_HINT))
         except VGGTError as exc:
             if getattr(exc, "code", "") == "cancelled" or task.cancel_requested:
                 result["error"] = "Download cancelled (it resumes where it stopped next time)"
             else:
                 result["error"] = _one_line(exc)
         except Exception as exc:  # network errors the downloader did not translate
-            result["error"] = _one_line(f"{url}: download failed ({type(exc).__name__}: {exc})")
+            result["error"] = _one_line(f"{info['url']}: download failed ({type(exc).__name__}: {exc})")
 
     def _finish(self, context: bpy.types.Context) -> set[str]:
         task = TASKS["download"]
@@ -316,9 +316,7 @@ class VGGT_OT_download_weights(bpy.types.Operator):
         return {"CANCELLED"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if event.type == "ESC":
-            TASKS["download"].cancel_requested = True
-        if event.type not in {"TIMER", "ESC"}:
+        if not _task_event("download", event):
             return {"PASS_THROUGH"}
         runtime.tag_redraw_all()
         if self._thread.is_alive():

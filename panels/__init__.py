@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import bpy
-
+from ..registration import register_classes, unregister_classes
 from . import main_panel
 
 classes = main_panel.classes
 
 
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    register_classes(classes)
 
 
 def unregister() -> None:
-    for cls in reversed(classes):
-        if getattr(cls, "is_registered", False):
-            bpy.utils.unregister_class(cls)
+    unregister_classes(classes)

@@ -261,6 +261,25 @@ def test_named_checkpoint_existing_file_and_gated(tmp_path: Path) -> None:
         download_named_checkpoint("vggt-2b")
 
 
+def test_named_checkpoint_reports_licence_fraction_and_resumes(tmp_path: Path, server: FaultyFileServer) -> None:
+    # The one path used by the CLI, the worker and Blender: licence first, then (fraction, message) progress.
+    server.drop_after = 100_000
+    lines: list[str] = []
+    seen: list[tuple[float, str]] = []
+    out = download_named_checkpoint("vggt-1b", dest=f"{tmp_path / 'new'}/", say=lines.append,
+                                    progress=lambda f, m: seen.append((f, m)), url=server.url())
+    assert out == tmp_path / "new" / "model.pt" and out.read_bytes() == DATA
+    assert "CC BY-NC 4.0" in lines[0] and lines[1] == f"downloading {server.url()} to {out}"
+    assert seen[0][0] == 0.0 and seen[-1] == (1.0, "0.00 of 0.00 GB")
+    assert all(0.0 <= f <= 1.0 for f, _ in seen) and len(seen) <= 1001  # throttled to 0.1 % steps
+    assert server.requests[-1]["range"] == "bytes=100000-"  # resumed after the drop
+    # Gated without a token: the caller's own wording of where the token goes.
+    with pytest.raises(DownloadError, match="gated.*VGGT-1B-Commercial.*in the add-on preferences") as info:
+        download_named_checkpoint("vggt-1b-commercial", dest=tmp_path / "c.pt", url=server.url(),
+                                  token_hint="in the add-on preferences")
+    assert info.value.file == str(tmp_path / "c.pt") and len(server.requests) == 2
+
+
 def test_resume_through_redirect_keeps_range_but_not_token(tmp_path: Path, server: FaultyFileServer) -> None:
     server.drop_after = 70_000
     dest = tmp_path / "model.pt"

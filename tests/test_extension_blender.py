@@ -47,6 +47,14 @@ def install():
 def prefs(pkg):
     return bpy.context.preferences.addons[pkg].preferences
 
+def use_test_runtime(p):
+    """Point the preferences at the test runtime, the tiny checkpoint and its config, on the CPU."""
+    p.runtime_source = "CUSTOM"
+    p.python_path = ARGS["python"]
+    p.weights_path = ARGS["weights"]
+    p.model_config = ARGS["config"]
+    p.device = "cpu"
+
 def op_error(callable_):
     """bpy.ops raises RuntimeError carrying the operator's ERROR report; return that text."""
     try:
@@ -164,11 +172,7 @@ DRIVER_RECONSTRUCT = r'''
 import importlib
 pkg = install()
 p = prefs(pkg)
-p.runtime_source = "CUSTOM"
-p.python_path = ARGS["python"]
-p.weights_path = ARGS["weights"]
-p.model_config = ARGS["config"]
-p.device = "cpu"
+use_test_runtime(p)
 p.precision = "fp32"
 settings = bpy.context.scene.vggt
 bpy.ops.vggt.add_photos(directory=ARGS["photos"])
@@ -219,11 +223,7 @@ DRIVER_CANCEL = r'''
 import importlib
 pkg = install()
 p = prefs(pkg)
-p.runtime_source = "CUSTOM"
-p.python_path = ARGS["python"]
-p.weights_path = ARGS["weights"]
-p.model_config = ARGS["config"]
-p.device = "cpu"
+use_test_runtime(p)
 bpy.ops.vggt.add_photos(directory=ARGS["photos"])
 recon = importlib.import_module(pkg + ".operators.reconstruct")
 before = (len(bpy.data.objects), len(bpy.data.collections), len(bpy.data.meshes))
@@ -490,6 +490,8 @@ def test_readable_errors(extension_zip, job_inputs, tmp_path):
     assert r["log_exists"] and r["log_path"] in r["bad_image"]
     assert r["objects"] == 0
     assert "model.pt.missing" in r["no_weights"]
+    # Checked in Blender before the worker starts, in Blender's words (not the command line's --weights).
+    assert "Weights path of the add-on preferences" in r["no_weights"] and "--weights" not in r["no_weights"]
     assert "the inference runtime has no" in r["bare_python"] and "bare/bin/python" in r["bare_python"]
     assert "memory" in r["oom"].lower() and "full log:" in r["oom"]
     assert r["objects_end"] == 0

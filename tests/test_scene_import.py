@@ -70,6 +70,30 @@ def _kinds(collection):
     return kinds
 
 
+def test_panel_settings_and_import_operator_share_one_declaration(operator_registered):
+    # Both get the SceneOptions properties from one mixin: same names, defaults, limits and descriptions.
+    props_module = importlib.import_module(f"{EXT.__name__}.properties")
+    props_module.register()
+    try:
+        panel = bpy.context.scene.vggt.bl_rna.properties
+        operator = bpy.ops.vggt.import_reconstruction.get_rna_type().properties
+        names = [f for f in SceneOptions.__dataclass_fields__]
+        for name in names:
+            a, b = panel[name], operator[name]
+            assert (a.type, a.name, a.description) == (b.type, b.name, b.description), name
+            if a.type in {"INT", "FLOAT"}:
+                assert (a.default, a.hard_min, a.hard_max) == (b.default, b.hard_min, b.hard_max), name
+        assert operator["min_confidence"].hard_min == 1.0 and operator["max_points"].hard_min == 1
+        settings = bpy.context.scene.vggt
+        settings.max_points, settings.camera_mode, settings.create_depth_planes = 1234, "both", False
+        options = props_module.scene_options_from(settings)
+        assert settings.scene_options() == options and type(options.max_points) is int
+        assert (options.max_points, options.camera_mode, options.create_depth_planes) == (1234, "both", False)
+        assert options.point_radius == pytest.approx(SceneOptions().point_radius)
+    finally:
+        props_module.unregister()
+
+
 def test_importing_twice_makes_two_collections_and_shares_groups_and_materials(rec_file, operator_registered):
     path, rec = rec_file
     for _ in range(2):

@@ -113,6 +113,21 @@ def test_missing_weights_message_says_what_and_where(tmp_path: Path) -> None:
         resolve_weights(None, checkpoint="nope")
 
 
+def test_missing_weights_message_in_blenders_words(tmp_path: Path) -> None:
+    with pytest.raises(WeightsNotFoundError) as info:
+        resolve_weights(None, caller="blender")
+    msg = str(info.value)
+    assert "Download Weights in Preferences > Add-ons > VGGT Reconstruction" in msg and "--" not in msg
+    assert f"save it as {tmp_path / 'xdg' / 'vggt_blender' / 'vggt-1b' / 'model.pt'}" in msg
+    with pytest.raises(WeightsNotFoundError, match=r"nope\.pt: the weights file given by the Weights path of the "
+                                                   r"add-on preferences does not exist"):
+        resolve_weights(tmp_path / "nope.pt", caller="blender")
+    assert weights.missing_weights_message("vggt-1b-commercial", "blender").endswith(
+        "accept its licence at https://huggingface.co/facebook/VGGT-1B-Commercial first")
+    with pytest.raises(ValueError, match="caller must be one of cli, blender"):
+        weights.missing_weights_message(caller="gui")
+
+
 def test_registry() -> None:
     ckpt = get_checkpoint("vggt-1b")
     assert ckpt.url == "https://huggingface.co/facebook/VGGT-1B/resolve/main/model.pt" and not ckpt.gated

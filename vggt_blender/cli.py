@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--mode", default="crop", choices=("crop", "pad"),
                      help="crop: width 518, centre-crop tall images; pad: longer side 518, pad to a square")
     rec.add_argument("--config", default="vggt-1b", help="model preset (vggt-1b) or a config .json file")
+    rec.add_argument("--fast-path", default="auto", choices=("auto", "on", "off"),
+                     help="memory-lean inference: auto = on for CUDA with bf16/fp16 (hundreds of photos fit), "
+                          "off elsewhere")
     rec.add_argument("--download", action="store_true",
                      help="download the official checkpoint if none is found (prints its licence first)")
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only warnings and errors")
@@ -103,38 +106,6 @@ def scene_options_from_args(args: argparse.Namespace) -> Any:
     return SceneOptions.from_dict(values)
 
 
-def download_official(checkpoint: str, token: str | None, dest: str | None, say: Callable[[str], None],
-                      progress: Callable[[float, str], None] | None = None) -> Path:
-    """Download an official checkpoint after showing its licence; return the file's path.
-
-    `progress(fraction, message)` follows the bytes received (shared by the CLI and the worker).
-    """
-    from .checkpoints import get_checkpoint
-    from .download import download_checkpoint, token_from_env
-    from .weights import default_weights_path
-
-    entry = get_checkpoint(checkpoint)
-    token = token or token_from_env()
-    target = Path(dest).expanduser() / entry.filename if dest else default_weights_path(checkpoint)
-    say(entry.describe())
-    if entry.gated and not token:
-        raise RequestError(f"checkpoint {entry.name} is gated: accept its licence at {entry.page_url}, then "
-                           "pass a Hugging Face read token with --token (or set HF_TOKEN)")
-    say(f"downloading {entry.url} to {target}")
-
-    last = [-1]
-
-    def bytes_done(done: int, total: int) -> None:
-        # Called per 1 MB chunk: pass on at most one update per 0.1 % (or per 100 MB when the size is unknown).
-        step = int(done * 1000 / total) if total else done >> 27
-        if progress is not None and step != last[0]:
-            last[0] = step
-            fraction = done / total if total else 0.0
-            progress(fraction, f"{done / 1e9:.2f} of {total / 1e9:.2f} GB" if total else f"{done / 1e9:.2f} GB")
-
-    return Path(download_checkpoint(entry.url, str(target), token=token, progress=bytes_done))
-
-
 def _byte_progress(bar: Any) -> Callable[[float, str], None]:
     return lambda fraction, message: bar("downloading", fraction, message)
 
@@ -160,12 +131,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         try:
             resolve_weights(None)
         except WeightsNotFoundError:
-            weights = str(download_official("vggt-1b", None, None, bar.message, _byte_progress(bar)))
+            from .download import download_named_checkpoint
+
+            weights = str(download_named_checkpoint("vggt-1b", say=bar.message, progress=_byte_progress(bar)))
 
     try:
         rec = reconstruct_to_file(args.inputs, output, progress=bar, weights=weights, device=args.device,
                                   precision=args.precision, mode=args.mode, config=args.config,
-                                  warn=lambda line: bar.message(f"warning: {line}"))
+                                  fast_path=args.fast_path, warn=lambda line: bar.message(f"warning: {line}"))
         written = [str(output)]
         if blend is not None:
             bar("writing", 0.0, str(blend))
@@ -204,11 +177,14 @@ def cmd_export_ply(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    from .download import download_named_checkpoint
     from .progress import StageProgress
 
     bar = StageProgress(quiet=args.quiet)
     try:
-        path = download_official(args.checkpoint, args.token, args.dest, bar.message, _byte_progress(bar))
+        # --dest names a folder (created if missing): the trailing "/" tells download_named_checkpoint so.
+        path = download_named_checkpoint(args.checkpoint, f"{args.dest}/" if args.dest else None,
+                                         token=args.token, say=bar.message, progress=_byte_progress(bar))
     except BaseException:
         bar.abort()
         raise

@@ -288,34 +288,80 @@ def _verify(part: Path, dest: Path, url: str, digest: str, expected_sha256: str 
     return digest
 
 
+NamedProgress = Callable[[float, str], None]
+# How the command line asks for a token; the Blender side passes its own wording (its preferences).
+CLI_TOKEN_HINT = "with --token or the HF_TOKEN environment variable"
+
+
+def _named_target(ckpt: Checkpoint, dest: str | os.PathLike[str] | None) -> Path:
+    from .weights import default_weights_path
+
+    if dest is None:
+        return default_weights_path(ckpt.name)
+    target = Path(dest).expanduser()
+    # An existing folder, or a path written with a trailing separator, receives the checkpoint's own file name.
+    if target.is_dir() or str(dest).endswith(("/", os.sep)):
+        target = target / ckpt.filename
+    return target
+
+
+def _fraction_progress(progress: NamedProgress) -> ProgressCallback:
+    """Bytes -> (fraction, "1.23 of 5.03 GB"), passed on at most once per 0.1 % (per 128 MiB if the size is
+    unknown): the downloader calls back per 1 MiB chunk, far more often than a progress bar needs."""
+    last = [-1]
+
+    def bytes_done(done: int, total: int) -> None:
+        step = int(done * 1000 / total) if total else done >> 27
+        if step == last[0]:
+            return
+        last[0] = step
+        if total:
+            progress(done / total, f"{done / 1e9:.2f} of {total / 1e9:.2f} GB")
+        else:
+            progress(0.0, f"{done / 1e9:.2f} GB")
+
+    return bytes_done
+
+
 def download_named_checkpoint(
     name: str = "vggt-1b",
     dest: str | os.PathLike[str] | None = None,
     token: str | None = None,
-    progress: ProgressCallback | None = None,
+    progress: NamedProgress | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    say: Callable[[str], None] | None = None,
+    url: str | None = None,
+    token_hint: str = CLI_TOKEN_HINT,
 ) -> Path:
-    """Download an official checkpoint (see checkpoints.py) to `dest` (a file or folder; default: the cache).
+    """Download an official checkpoint (see checkpoints.py); the one implementation behind
+    `python -m vggt_blender download`, the worker's "download": true and Blender's Download Weights.
 
-    An existing complete file is kept and returned without going online.
+    `dest`: a file, or a folder (existing, or written with a trailing separator); default: the shared cache
+    that `resolve_weights` searches. `say(line)` receives the licence paragraph first (before any check or
+    transfer), then what is downloaded where. An existing complete file is returned without going online.
+    A gated checkpoint without a token (argument, $HF_TOKEN or $HUGGING_FACE_HUB_TOKEN) raises DownloadError
+    saying where to accept the licence; `token_hint` says how the caller takes a token. `progress(fraction,
+    message)` follows the bytes. `url` replaces the registry's address (a mirror; tests use a local server).
     """
-    from .weights import default_weights_path
-
     ckpt: Checkpoint = get_checkpoint(name)
-    if dest is None:
-        target = default_weights_path(name)
-    else:
-        target = Path(dest).expanduser()
-        if target.is_dir() or str(dest).endswith(("/", os.sep)):
-            target = target / ckpt.filename
+    target = _named_target(ckpt, dest)
+    if say is not None:
+        say(ckpt.describe())
     if target.is_file():
+        if say is not None:
+            say(f"{target} already exists; not downloading it again")
         return target
     token = token or token_from_env()
     if ckpt.gated and not token:
-        raise DownloadError(f"{target}: {ckpt.name} is gated: accept its licence at {ckpt.page_url}, create a read "
-                            "token at https://huggingface.co/settings/tokens and pass it with --token or the "
-                            "HF_TOKEN environment variable", file=str(target))
-    return download_checkpoint(ckpt.url, target, token=token, progress=progress, should_cancel=should_cancel)
+        raise DownloadError(f"checkpoint {ckpt.name} is gated: accept its licence at {ckpt.page_url}, create a "
+                            f"read token at https://huggingface.co/settings/tokens and give it {token_hint} "
+                            f"(it would be saved as {target})", file=str(target))
+    source = url or ckpt.url
+    if say is not None:
+        say(f"downloading {source} to {target}")
+    return download_checkpoint(source, target, token=token,
+                               progress=_fraction_progress(progress) if progress is not None else None,
+                               should_cancel=should_cancel)
 
 
-__all__ = ["DownloadError", "download_checkpoint", "download_named_checkpoint", "token_from_env"]
+__all__ = ["CLI_TOKEN_HINT", "DownloadError", "download_checkpoint", "download_named_checkpoint", "token_from_env"]

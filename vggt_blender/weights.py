@@ -66,28 +66,52 @@ def _pick(path: Path, ckpt: Checkpoint, origin: str) -> Path:
     raise WeightsNotFoundError(f"{path}: the weights file given by {origin} does not exist", file=str(path))
 
 
-def missing_weights_message(checkpoint: str = DEFAULT_CHECKPOINT) -> str:
-    """What to download and where to put it, for the no-weights error and the Blender preferences."""
+# How each caller names the explicit weights path, and where its user gets or sets weights.
+_CALLERS = {
+    "cli": {
+        "origin": "--weights",
+        "get": "run `python -m vggt_blender download --checkpoint {name}{token}`, or pass --weights PATH (or set "
+               "{env}) to a checkpoint you already have",
+    },
+    "blender": {
+        "origin": "the Weights path of the add-on preferences",
+        "get": "press Download Weights in Preferences > Add-ons > VGGT Reconstruction, or set its Weights path "
+               "(or {env}) to a checkpoint you already have",
+    },
+}
+
+
+def _caller(caller: str) -> dict[str, str]:
+    if caller not in _CALLERS:
+        raise ValueError(f"caller must be one of {', '.join(_CALLERS)}, not {caller!r}")
+    return _CALLERS[caller]
+
+
+def missing_weights_message(checkpoint: str = DEFAULT_CHECKPOINT, caller: str = "cli") -> str:
+    """What to download and where to put it, for the no-weights error, worded for `caller`: "cli" (the
+    command line and the worker) or "blender" (the add-on's operators and preferences)."""
     ckpt = get_checkpoint(checkpoint)
     dest = default_weights_path(checkpoint)
     token = " --token YOUR_HF_TOKEN" if ckpt.gated else ""
+    how = _caller(caller)["get"].format(name=ckpt.name, token=token, env=WEIGHTS_ENV)
     text = (f"no VGGT weights found. Download {ckpt.url} ({ckpt.size_text}; licence: {ckpt.licence}) and save "
-            f"it as {dest}, or run `python -m vggt_blender download --checkpoint {ckpt.name}{token}`, or pass "
-            f"--weights PATH (or set {WEIGHTS_ENV}) to a checkpoint you already have")
+            f"it as {dest}, or {how}")
     if ckpt.gated:
         text += f". This checkpoint is gated: accept its licence at {ckpt.page_url} first"
     return text
 
 
-def resolve_weights(explicit: str | os.PathLike[str] | None, checkpoint: str = DEFAULT_CHECKPOINT) -> Path:
+def resolve_weights(explicit: str | os.PathLike[str] | None, checkpoint: str = DEFAULT_CHECKPOINT,
+                    caller: str = "cli") -> Path:
     """The checkpoint file to use: `explicit` (--weights), else $VGGT_WEIGHTS, else the default cache.
 
     An explicit path or the environment variable that points nowhere is an error (not silently skipped):
-    the user asked for that file. Folders are accepted when they hold the checkpoint's file.
+    the user asked for that file. Folders are accepted when they hold the checkpoint's file. Error messages
+    are worded for `caller` ("cli" or "blender", see missing_weights_message).
     """
     ckpt = get_checkpoint(checkpoint)
     if explicit is not None and str(explicit) != "":
-        return _pick(Path(explicit).expanduser(), ckpt, "--weights")
+        return _pick(Path(explicit).expanduser(), ckpt, _caller(caller)["origin"])
     env = os.environ.get(WEIGHTS_ENV, "")
     if env:
         return _pick(Path(env).expanduser(), ckpt, f"${WEIGHTS_ENV}")
@@ -95,7 +119,8 @@ def resolve_weights(explicit: str | os.PathLike[str] | None, checkpoint: str = D
     for cand in _candidates_in_folder(folder, ckpt):
         if cand.is_file():
             return cand.resolve()
-    raise WeightsNotFoundError(missing_weights_message(checkpoint), file=str(default_weights_path(checkpoint)))
+    raise WeightsNotFoundError(missing_weights_message(checkpoint, caller),
+                               file=str(default_weights_path(checkpoint)))
 
 
 # ------------------------------------------------------------------------------------------- hashing

@@ -26,7 +26,7 @@ EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
 
 # Request keys and their defaults; "images" and "output" are required.
 DEFAULTS: dict[str, Any] = {"weights": None, "device": "auto", "precision": "auto", "mode": "crop",
-                            "config": "vggt-1b", "download": False, "keep_alive": False}
+                            "config": "vggt-1b", "download": False, "keep_alive": False, "fast_path": "auto"}
 REQUIRED = ("images", "output")
 
 # Test hooks, read only here: a sleep (seconds) at the start of every stage, and a simulated fault.
@@ -75,9 +75,11 @@ def parse_request(data: Any) -> dict:
         raise RequestError("'images' must be a list of paths (files or folders)")
     if not images:
         raise RequestError("'images' is empty")
-    for key in ("output", "device", "precision", "mode", "config"):
+    for key in ("output", "device", "precision", "mode", "config", "fast_path"):
         if not isinstance(request[key], str) or not request[key]:
             raise RequestError(f"'{key}' must be a non-empty string")
+    if request["fast_path"] not in ("auto", "on", "off"):
+        raise RequestError(f"'fast_path' must be \"auto\", \"on\" or \"off\", not {request['fast_path']!r}")
     if request["weights"] is not None and not isinstance(request["weights"], str):
         raise RequestError("'weights' must be a path or null")
     for key in ("download", "keep_alive"):
@@ -98,10 +100,11 @@ def _ensure_weights(request: dict, emit: Emitter) -> None:
         return
     except WeightsNotFoundError:
         pass
-    from .cli import download_official  # shared with `python -m vggt_blender download`
+    from .download import download_named_checkpoint  # shared with the CLI and Blender's Download Weights
 
-    path = download_official("vggt-1b", None, None, emit.log,
-                             lambda fraction, message: emit.progress("loading", 0.5 * fraction, message))
+    path = download_named_checkpoint("vggt-1b", say=emit.log,
+                                     progress=lambda fraction, message: emit.progress("loading", 0.5 * fraction,
+                                                                                      message))
     request["weights"] = str(path)
 
 
@@ -129,7 +132,7 @@ def run_request(request: dict, emit: Emitter) -> dict:
     rec = inference.reconstruct_to_file(
         request["images"], output, progress=progress, weights=request["weights"], device=request["device"],
         precision=request["precision"], mode=request["mode"], config=request["config"],
-        warn=lambda line: emit.log(f"warning: {line}"))
+        fast_path=request["fast_path"], warn=lambda line: emit.log(f"warning: {line}"))
     return inference.result_summary(rec, output)
 
 
