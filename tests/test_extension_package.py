@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,7 +49,8 @@ def test_manifest_validates_with_blenders_tool():
 def test_validator_rejects_a_broken_manifest(tmp_path):
     # The check has teeth: a trailing full stop in a permission reason is refused.
     shutil.copy(ROOT / "__init__.py", tmp_path / "__init__.py")
-    text = (ROOT / "blender_manifest.toml").read_text().replace("(only when asked)", "(only when asked).")
+    text = re.sub(r'^(network = ".*)"$', r'\1."', (ROOT / "blender_manifest.toml").read_text(), flags=re.M)
+    assert 'request."' in text
     (tmp_path / "blender_manifest.toml").write_text(text)
     out = run_tool("validate", str(tmp_path))
     assert out.returncode != 0
