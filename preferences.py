@@ -84,7 +84,7 @@ class VGGT_AddonPreferences(bpy.types.AddonPreferences):
                           icon="INFO")
         runtime_ops.draw_task(box, "install")
         row = box.row(align=True)
-        row.label(text=runtime.status_line(self), icon="CHECKMARK" if _runtime_ok() else "ERROR")
+        row.label(text=runtime.status_line(self), icon="CHECKMARK" if _runtime_ok(self) else "ERROR")
         row.operator("vggt.check_runtime", text="Check", icon="FILE_REFRESH")
 
         box = layout.box()
@@ -104,8 +104,9 @@ class VGGT_AddonPreferences(bpy.types.AddonPreferences):
         box.prop(self, "model_config")
 
 
-def _runtime_ok() -> bool:
-    info = runtime.status_info()
+def _runtime_ok(prefs) -> bool:
+    # Only a probe of the current settings counts (status_line's rule): a stale "ok" must not show a tick.
+    info = runtime.current_status_info(prefs)
     return bool(info) and "error" not in info and "torch_error" not in info and bool(info.get("weights"))
 
 

@@ -67,7 +67,8 @@ class SceneOptionProperties:
         description="Scene units per reconstruction unit (VGGT's scale is not metric)",
     )
     point_radius: FloatProperty(name="Point Radius", default=_DEFAULTS.point_radius, min=0.0, soft_max=0.1,
-                                description="Radius of each point, in scene units")
+                                description="Radius of each point in scene units (after Scale: it is not "
+                                            "multiplied by Scale)")
     background_images: BoolProperty(name="Photos as Backgrounds", default=_DEFAULTS.background_images,
                                     description="Show each photo as its camera's background image")
 

@@ -108,6 +108,14 @@ def status_line(prefs=None) -> str:
     return runtime_setup.probe_summary(info)
 
 
+def current_status_info(prefs=None) -> dict[str, Any] | None:
+    """The probe result, only if it was made for the current preferences (same Python, weights, checkpoint)."""
+    prefs = prefs if prefs is not None else get_prefs()
+    with _status_lock:
+        key, info = _status["key"], _status["info"]
+    return info if info is not None and key == _status_key(prefs) else None
+
+
 def refresh_status(prefs=None, wait: bool = False) -> None:
     """Probe the runtime in the background (a torch import takes seconds); the result lands in the cache."""
     prefs = prefs if prefs is not None else get_prefs()
@@ -128,7 +136,7 @@ def refresh_status(prefs=None, wait: bool = False) -> None:
     thread.start()
     if wait:
         thread.join()
-    else:
+    elif not bpy.app.timers.is_registered(_redraw_when_probed):
         bpy.app.timers.register(_redraw_when_probed, first_interval=0.5)
 
 
@@ -139,20 +147,50 @@ def _redraw_when_probed() -> float | None:
     return None
 
 
+def stop_timers() -> None:
+    """Remove this module's timer (the add-on is being disabled); a probe still running just finishes."""
+    if bpy.app.timers.is_registered(_redraw_when_probed):
+        bpy.app.timers.unregister(_redraw_when_probed)
+
+
 def clear_status() -> None:
     with _status_lock:
         _status.update(key=None, info=None)
 
 
 def tag_redraw_all() -> None:
-    """Redraw the preferences and 3D views so progress shows (no-op without windows, e.g. headless)."""
+    """Redraw the preferences and the sidebars of 3D views so progress shows (no-op headless).
+
+    Only the sidebar region of a 3D view: redrawing the whole viewport would redraw millions of points.
+    """
     wm = bpy.context.window_manager
     if wm is None:
         return
     for window in wm.windows:
         for area in window.screen.areas:
-            if area.type in {"PREFERENCES", "VIEW_3D"}:
+            if area.type == "PREFERENCES":
                 area.tag_redraw()
+            elif area.type == "VIEW_3D":
+                for region in area.regions:
+                    if region.type == "UI":
+                        region.tag_redraw()
+
+
+def clear_status_text() -> None:
+    """Remove our text from the status bar of every window (the run ended or was dropped)."""
+    wm = bpy.context.window_manager
+    if wm is None:
+        return
+    for window in wm.windows:
+        workspace = window.workspace
+        if workspace is None:
+            continue
+        try:
+            # status_text_set acts on the context's window: give it each window in turn.
+            with bpy.context.temp_override(window=window):
+                workspace.status_text_set(None)
+        except (RuntimeError, TypeError, AttributeError):
+            pass
 
 
 def default_output_dir() -> Path:

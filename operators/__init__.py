@@ -8,28 +8,22 @@ import bpy
 
 from ..registration import unregister_classes
 
-# Modules exposing `classes`; the import operator's module may also expose `menu_func_import`.
+# Modules exposing `classes`; a module may also expose `menu_func_import` (File > Import) and its own
+# register()/unregister() for what is not a class (handlers, timers, background tasks).
 _MODULE_NAMES = ("photos", "runtime", "reconstruct", "import_reconstruction", "look_through")
 
 _registered: list[type] = []
 _menu_funcs: list = []
+_hooked: list = []
 
 
-def _load(name: str):
-    try:
-        return importlib.import_module(f".{name}", __package__)
-    except ModuleNotFoundError as exc:
-        # Only tolerate a module of ours that is absent; a missing dependency inside one is a real error.
-        if exc.name == f"{__package__}.{name}":
-            return None
-        raise
+def _modules() -> list:
+    # A missing module is a broken package: let the import error say so.
+    return [importlib.import_module(f".{name}", __package__) for name in _MODULE_NAMES]
 
 
 def register() -> None:
-    for name in _MODULE_NAMES:
-        module = _load(name)
-        if module is None:
-            continue
+    for module in _modules():
         for cls in getattr(module, "classes", ()):
             bpy.utils.register_class(cls)
             _registered.append(cls)
@@ -37,14 +31,17 @@ def register() -> None:
         if menu_func is not None:
             bpy.types.TOPBAR_MT_file_import.append(menu_func)
             _menu_funcs.append(menu_func)
+        hook = getattr(module, "register", None)
+        if hook is not None:
+            hook()
+            _hooked.append(module)
 
 
 def unregister() -> None:
-    import sys
-
-    reconstruct = sys.modules.get(f"{__package__}.reconstruct")
-    if reconstruct is not None:
-        reconstruct.cancel_active()  # never leave a worker process running without its operator
+    # First stop what runs (the worker, installs, downloads, timers), then remove the classes.
+    for module in reversed(_hooked):
+        module.unregister()
+    _hooked.clear()
     for menu_func in reversed(_menu_funcs):
         bpy.types.TOPBAR_MT_file_import.remove(menu_func)
     _menu_funcs.clear()

@@ -9,10 +9,7 @@ from bpy_extras.io_utils import ImportHelper
 from ..properties import SceneOptionProperties, scene_options_from
 from ..vggt_blender.errors import VGGTError
 from ..vggt_blender.scene_options import SceneOptions
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())[:400]
+from .reconstruct import one_line
 
 
 class VGGT_OT_import_reconstruction(SceneOptionProperties, bpy.types.Operator, ImportHelper):
@@ -38,20 +35,20 @@ class VGGT_OT_import_reconstruction(SceneOptionProperties, bpy.types.Operator, I
             collection = import_reconstruction_file(self.filepath, self.scene_options(), context,
                                                     name=self.name.strip() or None)
         except VGGTError as exc:
-            self.report({"ERROR"}, _one_line(exc))
+            self.report({"ERROR"}, one_line(exc))
             return {"CANCELLED"}
         except (OSError, ValueError) as exc:
-            self.report({"ERROR"}, _one_line(f"{self.filepath}: {exc}"))
+            self.report({"ERROR"}, one_line(f"{self.filepath}: {exc}"))
             return {"CANCELLED"}
         except Exception as exc:  # a builder bug: say so in one line, details on the console
             import traceback
 
             traceback.print_exc()
-            self.report({"ERROR"}, _one_line(f"{self.filepath}: building the scene failed: "
+            self.report({"ERROR"}, one_line(f"{self.filepath}: building the scene failed: "
                                              f"{type(exc).__name__}: {exc} (details in the system console)"))
             return {"CANCELLED"}
         for warning in collection.get("vggt_warnings", []):
-            self.report({"WARNING"}, _one_line(warning))
+            self.report({"WARNING"}, one_line(warning))
         self.report({"INFO"}, f"Imported {len(collection.objects)} objects into collection '{collection.name}'")
         return {"FINISHED"}
 

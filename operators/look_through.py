@@ -29,12 +29,15 @@ class VGGT_OT_look_through(bpy.types.Operator):
             return {"CANCELLED"}
         # Resolution and pixel aspect are per scene: a mixed-size photo set needs them per camera.
         activate_camera(context.scene, ob)
-        area = next((a for a in context.screen.areas if a.type == "VIEW_3D"), None) if context.screen else None
+        area = context.area if context.area is not None and context.area.type == "VIEW_3D" else None
+        if area is None and context.screen is not None:
+            area = next((a for a in context.screen.areas if a.type == "VIEW_3D"), None)
         if area is not None:
             space = area.spaces.active
+            # A view-local camera, so this view shows `ob` even when other views follow the scene camera.
+            space.use_local_camera = True
+            space.camera = ob
             space.region_3d.view_perspective = "CAMERA"
-            if hasattr(space, "camera"):
-                space.camera = ob
         return {"FINISHED"}
 
 

@@ -2,13 +2,14 @@
 
 The model runs in another Python (`python -m vggt_blender.worker`), so Blender stays responsive and a crash or
 out-of-memory there cannot take Blender down. Invoked from the UI the operator is modal (a timer polls the
-worker); `execute()` runs the same job blocking (scripts, tests). Cancel (ESC or the panel's button) terminates
-the worker and leaves the scene unchanged.
+worker); `execute()` runs the same job blocking (scripts, tests). Cancel (the panel's ✕ button, opening another
+file, disabling the add-on) terminates the worker and leaves the scene unchanged.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -98,7 +99,11 @@ class ReconstructionRun:
         # The worker would find missing weights too, but only after starting, and in command-line words.
         resolve_weights(runtime.weights_argument(prefs), caller="blender")
         folder = runtime.default_output_dir()
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise VGGTError(f"{folder}: cannot create the output folder ({exc.strerror or exc})",
+                            file=str(folder)) from None
         self.output = unique_output_path(folder, self.name)
         self.log_path = self.output.with_suffix(".log")
         self.request = {
@@ -122,6 +127,7 @@ class ReconstructionRun:
         self.collection = None
         self.cancelled = False
         self.finished = False
+        self._cleanup: threading.Thread | None = None
 
     # ---- progress ----
 
@@ -143,6 +149,8 @@ class ReconstructionRun:
     def step(self) -> bool:
         """Read what the worker said so far; True once the run is over (result, error or cancel)."""
         if self.finished:
+            if self.cancelled and self.job is not None and self.job.done:
+                self._remove_output()
             return True
         for event in self.job.poll():
             self._handle(event)
@@ -191,6 +199,7 @@ class ReconstructionRun:
         from ..vggt_blender.reconstruction import load_reconstruction
 
         rec = load_reconstruction(path)
+        leave_edit_modes(bpy.context)
         # source_path: the collection remembers its reconstruction file ("vggt_reconstruction").
         return build_scene(rec, self.options, self.name, context=bpy.context, source_path=path)
 
@@ -204,16 +213,32 @@ class ReconstructionRun:
             pass
 
     def cancel(self) -> None:
-        """Stop the worker; nothing reaches the scene and no output file is left."""
+        """Stop the worker; nothing reaches the scene and no output file is left.
+
+        Returns at once. The worker may still be renaming its finished file into place (os.replace) as the
+        cancel arrives, so the output is removed again once the worker has exited (a background thread).
+        """
+        if self.finished and self.cancelled:
+            return
         self.cancelled = True
-        if self.job is not None and not self.job.done:
-            self.job.cancel()
         self.finished = True
-        for leftover in (self.output, ):
-            try:
-                leftover.unlink()
-            except OSError:
-                pass
+        self._remove_output()
+        job = self.job
+        if job is not None and not job.done:
+            job.cancel()
+            self._cleanup = threading.Thread(target=self._remove_output_after_exit, args=(job,),
+                                             name="vggt-cancel-cleanup", daemon=True)
+            self._cleanup.start()
+
+    def _remove_output_after_exit(self, job: WorkerJob) -> None:
+        job.wait(60)  # the worker client kills it after a few seconds if SIGTERM is ignored
+        self._remove_output()
+
+    def _remove_output(self) -> None:
+        try:
+            self.output.unlink()
+        except OSError:
+            pass
 
     def wait(self, interval: float = 0.05, timeout: float | None = None) -> None:
         """Block until the run is over, still reading progress (headless use)."""
@@ -233,12 +258,59 @@ class ReconstructionRun:
 ACTIVE: dict[str, ReconstructionRun | None] = {"run": None}
 
 
-def cancel_active() -> None:
-    """Stop a running worker (the add-on is being disabled or Blender is closing)."""
+def leave_edit_modes(context: bpy.types.Context) -> None:
+    """Back to Object mode before the scene is built: in Edit (or a paint) mode the new objects would not
+    be one undo step."""
+    if context.mode == "OBJECT":
+        return
+    try:
+        bpy.ops.object.mode_set(mode="OBJECT")
+    except RuntimeError:
+        pass  # no active object to leave the mode of: nothing to do
+
+
+def _reset_job_state() -> None:
+    """The panel and the status bar no longer show a run."""
+    wm = bpy.context.window_manager
+    job = getattr(wm, "vggt_job", None) if wm is not None else None
+    if job is not None:
+        job.running = False
+    runtime.clear_status_text()
+    runtime.tag_redraw_all()
+
+
+def cancel_active(message: str = "Cancelled") -> None:
+    """Stop a running worker (Cancel, another file being opened, the add-on disabled) and reset the panel."""
     run = ACTIVE["run"]
-    if run is not None and not run.finished:
-        run.cancel()
     ACTIVE["run"] = None
+    if run is None or run.finished:
+        return
+    run.cancel()
+    wm = bpy.context.window_manager
+    job = getattr(wm, "vggt_job", None) if wm is not None else None
+    if job is not None:
+        job.message = message
+    _reset_job_state()
+
+
+@bpy.app.handlers.persistent
+def cancel_on_load(*_args) -> None:
+    """load_pre: opening another file drops the modal operator; its worker must not keep running."""
+    cancel_active()
+
+
+def register_handlers() -> None:
+    if cancel_on_load not in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.append(cancel_on_load)
+
+
+def unregister_handlers() -> None:
+    # Compare by name too: a reloaded module has a new function object.
+    for handler in list(bpy.app.handlers.load_pre):
+        same = (getattr(handler, "__name__", "") == cancel_on_load.__name__
+                and getattr(handler, "__module__", "") == __name__)
+        if handler is cancel_on_load or same:
+            bpy.app.handlers.load_pre.remove(handler)
 
 
 def _publish(context: bpy.types.Context, run: ReconstructionRun) -> None:
@@ -250,9 +322,8 @@ def _publish(context: bpy.types.Context, run: ReconstructionRun) -> None:
     job.message = run.message[:200]
     job.log_path = str(run.log_path)
     workspace = getattr(context, "workspace", None)
-    if workspace is not None:
-        workspace.status_text_set(None if run.finished else f"VGGT: {run.label} {run.fraction * 100:.0f}%"
-                                  f"  (Esc to cancel)")
+    if workspace is not None and context.window is not None:
+        workspace.status_text_set(None if run.finished else f"VGGT: {run.label} {run.fraction * 100:.0f}%")
     runtime.tag_redraw_all()
 
 
@@ -261,7 +332,8 @@ class VGGT_OT_reconstruct(bpy.types.Operator):
 
     bl_idname = "vggt.reconstruct"
     bl_label = "Reconstruct"
-    bl_options = {"REGISTER", "UNDO"}
+    # No REGISTER: a redo panel (or Shift+R) would run the whole reconstruction again, blocking.
+    bl_options = {"UNDO"}
 
     _run: ReconstructionRun | None = None
     _timer = None
@@ -291,7 +363,8 @@ class VGGT_OT_reconstruct(bpy.types.Operator):
 
     def _end(self, context: bpy.types.Context) -> set[str]:
         run = self._run
-        ACTIVE["run"] = None
+        if ACTIVE["run"] is run:
+            ACTIVE["run"] = None
         _publish(context, run)
         job = context.window_manager.vggt_job
         job.running = False
@@ -308,6 +381,14 @@ class VGGT_OT_reconstruct(bpy.types.Operator):
         self.report({"INFO"}, f"VGGT: created collection {job.last_result} from {len(run.photos)} photos")
         return {"FINISHED"}
 
+    def _remove_timer(self, context: bpy.types.Context) -> None:
+        if self._timer is not None:
+            try:
+                context.window_manager.event_timer_remove(self._timer)
+            except (ReferenceError, RuntimeError, AttributeError):
+                pass  # its window is already gone (Blender dropped the handler while closing it)
+            self._timer = None
+
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         if context.window is None:
             return self.execute(context)
@@ -315,26 +396,31 @@ class VGGT_OT_reconstruct(bpy.types.Operator):
             return {"CANCELLED"}
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
-        wm.progress_begin(0, 100)
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        run = self._run
-        if event.type == "ESC" and event.value == "PRESS":
-            run.cancel()
-        elif event.type != "TIMER":
+        # Cancel is the panel's ✕ button only: Esc anywhere in the window would be too easy to hit.
+        if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        elif not run.finished:
+        run = self._run
+        if not run.finished:
             run.step()
-        wm = context.window_manager
         _publish(context, run)
         if not run.finished:
-            wm.progress_update(int(run.fraction * 100))
-            return {"RUNNING_MODAL"}
-        wm.event_timer_remove(self._timer)
-        wm.progress_end()
+            return {"PASS_THROUGH"}
+        self._remove_timer(context)
         return self._end(context)
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender drops the modal handler (a file is opened, the window closes): stop the run with it."""
+        self._remove_timer(context)
+        run = self._run
+        if run is not None and not run.finished:
+            run.cancel()
+        if ACTIVE["run"] is run:
+            ACTIVE["run"] = None
+        _reset_job_state()
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         if not self._begin(context):
@@ -358,10 +444,20 @@ class VGGT_OT_cancel_reconstruction(bpy.types.Operator):
         return run is not None and not run.finished
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        run = ACTIVE["run"]
-        if run is not None:
-            run.cancel()  # the modal operator notices on its next timer tick and cleans up
+        # Resets the panel itself: the modal operator may be gone already (it then never ticks again).
+        cancel_active()
+        self.report({"WARNING"}, "VGGT: reconstruction cancelled")
         return {"FINISHED"}
 
 
 classes = (VGGT_OT_reconstruct, VGGT_OT_cancel_reconstruction)
+
+
+def register() -> None:
+    register_handlers()
+
+
+def unregister() -> None:
+    """Disabling the add-on mid-run: stop the worker and clear the panel/status bar."""
+    unregister_handlers()
+    cancel_active()

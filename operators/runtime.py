@@ -1,13 +1,16 @@
 """Runtime set-up operators: install the private inference runtime, check it, download the weights.
 
-Long work (pip, a 5 GB download) runs in a background thread or subprocess; a modal timer copies its progress
-into a small module-level task record that the preferences draw, so Blender stays responsive.
+Long work (pip, a 5 GB download) runs in a background thread; a `bpy.app.timers` function (not tied to any
+window: users close the Preferences window while pip works) copies its progress into a small module-level task
+record that the preferences draw, and does the finishing work on Blender's main thread.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 import bpy
 from bpy.props import StringProperty
@@ -15,6 +18,7 @@ from bpy.props import StringProperty
 from .. import runtime
 from ..vggt_blender import runtime_setup
 from ..vggt_blender.errors import VGGTError
+from .reconstruct import one_line
 
 
 @dataclass
@@ -29,6 +33,9 @@ class TaskState:
 
 
 TASKS: dict[str, TaskState] = {"install": TaskState(), "download": TaskState()}
+# The timer function of each task in progress (to remove it when the add-on is disabled).
+_TIMERS: dict[str, Callable[[], float | None]] = {}
+_POLL_SECONDS = 0.25
 
 
 def draw_task(layout: bpy.types.UILayout, name: str) -> None:
@@ -52,23 +59,53 @@ def draw_task(layout: bpy.types.UILayout, name: str) -> None:
         layout.label(text=task.message[:200], icon="INFO")
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())[:300]
+def run_task(name: str, work: Callable[[], None], finish: Callable[[], None]) -> None:
+    """Run `work()` on a thread; when it ends, `finish()` runs on Blender's main thread.
+
+    Headless (scripts, tests) this blocks until both are done; with a UI a timer polls the thread.
+    """
+    thread = threading.Thread(target=work, name=f"vggt-{name}", daemon=True)
+    thread.start()
+    if bpy.app.background:
+        thread.join()
+        finish()
+        return
+    tick = task_timer(name, thread, finish)
+    _TIMERS[name] = tick
+    bpy.app.timers.register(tick, first_interval=_POLL_SECONDS)
 
 
-def _poll_modally(operator: bpy.types.Operator, context: bpy.types.Context) -> set[str]:
-    """Run `operator.modal()` four times a second while its background task works."""
-    wm = context.window_manager
-    operator._timer = wm.event_timer_add(0.25, window=context.window)
-    wm.modal_handler_add(operator)
-    return {"RUNNING_MODAL"}
+def task_timer(name: str, thread: threading.Thread, finish: Callable[[], None]) -> Callable[[], float | None]:
+    """The `bpy.app.timers` function that follows `thread`: redraws the progress while it runs, then calls
+    `finish()` once and unregisters itself (returns None)."""
+    def tick() -> float | None:
+        runtime.tag_redraw_all()
+        if thread.is_alive():
+            return _POLL_SECONDS
+        _TIMERS.pop(name, None)
+        try:
+            finish()
+        finally:
+            TASKS[name].running = False
+            runtime.tag_redraw_all()
+        return None
+
+    return tick
 
 
-def _task_event(name: str, event: bpy.types.Event) -> bool:
-    """ESC asks the task to stop; True for the events that advance a modal task (timer ticks and ESC)."""
-    if event.type == "ESC":
-        TASKS[name].cancel_requested = True
-    return event.type in {"TIMER", "ESC"}
+def stop_tasks() -> None:
+    """The add-on is being disabled: ask the threads to stop (pip is terminated, the download keeps its
+    .part file) and remove the timers; nothing finishes in a UI that is gone."""
+    for name, task in TASKS.items():
+        if task.running:
+            task.cancel_requested = True
+            task.running = False
+            task.message = "Stopped: the add-on was disabled"
+    for tick in _TIMERS.values():
+        if bpy.app.timers.is_registered(tick):
+            bpy.app.timers.unregister(tick)
+    _TIMERS.clear()
+    runtime.stop_timers()
 
 
 class VGGT_OT_check_runtime(bpy.types.Operator):
@@ -105,86 +142,70 @@ class VGGT_OT_install_runtime(bpy.types.Operator):
     bl_idname = "vggt.install_runtime"
     bl_label = "Install Inference Runtime"
 
-    _timer = None
-    _job: runtime_setup.CommandSequence | None = None
-
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         return not TASKS["install"].running
 
-    def _start(self, context: bpy.types.Context) -> bool:
+    def execute(self, context: bpy.types.Context) -> set[str]:
         task = TASKS["install"]
         task.error = task.message = ""
         if not bpy.app.online_access:
             task.error = ("Online access is disabled: enable it in Preferences > System > Network, "
                           "or choose an existing Python with torch")
             self.report({"ERROR"}, task.error)
-            return False
-        base_python = runtime_setup.blender_python()
-        try:
-            runtime_setup.check_python_version(base_python)
-        except VGGTError as exc:
-            task.error = str(exc)
-            self.report({"ERROR"}, task.error)
-            return False
-        index_url = runtime_setup.torch_index_url()
-        steps = runtime_setup.install_commands(base_python, runtime.runtime_venv_dir(), index_url)
+            return {"CANCELLED"}
         log_path = runtime.install_log_path()
-        self._job = runtime_setup.CommandSequence(steps, log_path, env=runtime.env_without_blender_python())
-        self._job.start()
         task.running, task.cancel_requested = True, False
-        task.label, task.fraction, task.log_path = steps[0][0], 0.0, str(log_path)
-        return True
-
-    def _update(self) -> bool:
-        """Copy progress into the task record; True when the job has ended."""
-        task, job = TASKS["install"], self._job
-        if task.cancel_requested and not job.done:
-            job.cancel()
-        task.label, task.fraction, task.message = job.label, job.fraction, job.last_line
-        if not job.done:
-            return False
-        task.running = False
-        if job.returncode == 0:
-            task.message = "Runtime installed"
-            task.error = ""
-            runtime.clear_status()
-            runtime.refresh_status(wait=bpy.app.background)
-        else:
-            task.error = _one_line(job.error or f"installation failed (exit code {job.returncode})")
-            task.error += f" (log: {job.log_path})"
-        return True
-
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if not self._start(context):
-            return {"CANCELLED"}
-        return _poll_modally(self, context)
-
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if not _task_event("install", event):
-            return {"PASS_THROUGH"}
-        ended = self._update()
-        runtime.tag_redraw_all()
-        if not ended:
-            return {"RUNNING_MODAL"}
-        context.window_manager.event_timer_remove(self._timer)
-        task = TASKS["install"]
-        if task.error:
+        task.label, task.fraction, task.log_path = "Checking Python", 0.0, str(log_path)
+        # Everything that can take seconds (running Python, nvidia-smi) happens on the task's thread.
+        args = (runtime_setup.blender_python(), runtime.runtime_venv_dir(), log_path,
+                runtime.env_without_blender_python())
+        run_task("install", lambda: _install_work(*args), _install_finish)
+        if bpy.app.background and task.error:
             self.report({"ERROR"}, task.error)
             return {"CANCELLED"}
-        self.report({"INFO"}, "VGGT inference runtime installed")
         return {"FINISHED"}
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        # Blocking variant for scripts.
-        if not self._start(context):
-            return {"CANCELLED"}
-        self._job.wait()
-        self._update()
-        if TASKS["install"].error:
-            self.report({"ERROR"}, TASKS["install"].error)
-            return {"CANCELLED"}
-        return {"FINISHED"}
+
+def _install_work(base_python: str, venv_dir, log_path, env: dict[str, str]) -> None:
+    """On the task thread: check Blender's Python, pick the torch build, run the pip steps."""
+    task = TASKS["install"]
+    try:
+        runtime_setup.check_python_version(base_python)
+        task.label = "Looking for an NVIDIA GPU"
+        index_url = runtime_setup.torch_index_url()
+        steps = runtime_setup.install_commands(base_python, venv_dir, index_url)
+        job = runtime_setup.CommandSequence(steps, log_path, env=env)
+        job.start()
+    except VGGTError as exc:
+        task.error = one_line(exc)
+        return
+    except Exception as exc:  # e.g. the log folder cannot be written: say so instead of "installed"
+        task.error = one_line(f"cannot start the installation: {type(exc).__name__}: {exc}")
+        return
+    cancel_sent = False
+    while not job.done:
+        if task.cancel_requested and not cancel_sent:
+            job.cancel()
+            cancel_sent = True
+        task.label, task.fraction, task.message = job.label, job.fraction, job.last_line
+        time.sleep(0.1)
+    task.label, task.fraction, task.message = job.label, job.fraction, job.last_line
+    if job.returncode == 0:
+        task.message = "Runtime installed"
+    elif task.cancel_requested:
+        task.message, task.error = "", "Installation cancelled"
+    else:
+        task.error = one_line(job.error or f"installation failed (exit code {job.returncode})")
+        task.error += f" (log: {job.log_path})"
+
+
+def _install_finish() -> None:
+    """On the main thread: the new runtime's status is probed (the panel shows it)."""
+    TASKS["install"].running = False
+    if not TASKS["install"].error:
+        runtime.clear_status()
+        runtime.refresh_status(wait=bpy.app.background)
 
 
 # ---- weights download ----
@@ -218,10 +239,6 @@ class VGGT_OT_download_weights(bpy.types.Operator):
     bl_idname = "vggt.download_weights"
     bl_label = "Download Weights"
 
-    _timer = None
-    _thread: threading.Thread | None = None
-    _result: dict | None = None
-
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         return not TASKS["download"].running
@@ -240,7 +257,7 @@ class VGGT_OT_download_weights(bpy.types.Operator):
         try:
             checkpoint_info(runtime.get_prefs(context).checkpoint)
         except Exception as exc:  # registry missing or unknown name
-            self.report({"ERROR"}, f"Unknown checkpoint: {_one_line(exc)}")
+            self.report({"ERROR"}, f"Unknown checkpoint: {one_line(exc)}")
             return {"CANCELLED"}
         # The licence is shown before anything starts: the confirm dialog draws it.
         return context.window_manager.invoke_props_dialog(self, width=560, confirm_text="Accept and Download")
@@ -269,60 +286,54 @@ class VGGT_OT_download_weights(bpy.types.Operator):
         task = TASKS["download"]
         task.running, task.cancel_requested, task.error, task.message = True, False, "", ""
         task.label, task.fraction, task.log_path = f"Downloading {info['name']}", 0.0, ""
-        self._result = {}
-        self._thread = threading.Thread(
-            target=self._work, args=(info, prefs.hf_token.strip() or None, self._result), daemon=True)
-        self._thread.start()
+        result: dict = {}
+        token = prefs.hf_token.strip() or None
+        run_task("download", lambda: _download_work(info, token, result), lambda: _download_finish(result))
         if bpy.app.background:
-            self._thread.join()
-            return self._finish(context)
-        return _poll_modally(self, context)
-
-    @staticmethod
-    def _work(info: dict, token: str | None, result: dict) -> None:
-        # The shared downloader: keeps a finished file, checks the gated token, resumes the .part file.
-        from ..vggt_blender.download import download_named_checkpoint
-
-        task = TASKS["download"]
-
-        def progress(fraction: float, message: str) -> None:
-            task.fraction, task.message = fraction, message
-
-        try:
-            # Cancel keeps the .part file: the next download resumes where this one stopped.
-            result["path"] = str(download_named_checkpoint(
-                info["name"], info["dest"], token=token, progress=progress,
-                should_cancel=lambda: task.cancel_requested, url=info["url"], token_hint=BLENDER_TOKEN_HINT))
-        except VGGTError as exc:
-            if getattr(exc, "code", "") == "cancelled" or task.cancel_requested:
-                result["error"] = "Download cancelled (it resumes where it stopped next time)"
-            else:
-                result["error"] = _one_line(exc)
-        except Exception as exc:  # network errors the downloader did not translate
-            result["error"] = _one_line(f"{info['url']}: download failed ({type(exc).__name__}: {exc})")
-
-    def _finish(self, context: bpy.types.Context) -> set[str]:
-        task = TASKS["download"]
-        task.running = False
-        if "path" in self._result:
-            prefs = runtime.get_prefs(context)
-            prefs.weights_path = self._result["path"]
-            task.message = f"Weights saved to {self._result['path']}"
-            runtime.clear_status()
+            if task.error:
+                self.report({"ERROR"}, task.error)
+                return {"CANCELLED"}
             self.report({"INFO"}, task.message)
-            return {"FINISHED"}
-        task.error = self._result.get("error", "download failed")
-        self.report({"ERROR"}, task.error)
-        return {"CANCELLED"}
+        return {"FINISHED"}
 
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if not _task_event("download", event):
-            return {"PASS_THROUGH"}
-        runtime.tag_redraw_all()
-        if self._thread.is_alive():
-            return {"RUNNING_MODAL"}
-        context.window_manager.event_timer_remove(self._timer)
-        return self._finish(context)
+
+def _download_work(info: dict, token: str | None, result: dict) -> None:
+    # The shared downloader: keeps a finished file, checks the gated token, resumes the .part file.
+    from ..vggt_blender.download import download_named_checkpoint
+
+    task = TASKS["download"]
+
+    def progress(fraction: float, message: str) -> None:
+        task.fraction, task.message = fraction, message
+
+    try:
+        # Cancel keeps the .part file: the next download resumes where this one stopped.
+        result["path"] = str(download_named_checkpoint(
+            info["name"], info["dest"], token=token, progress=progress,
+            should_cancel=lambda: task.cancel_requested, url=info["url"], token_hint=BLENDER_TOKEN_HINT))
+    except VGGTError as exc:
+        if getattr(exc, "code", "") == "cancelled" or task.cancel_requested:
+            result["error"] = "Download cancelled (it resumes where it stopped next time)"
+        else:
+            result["error"] = one_line(exc)
+    except Exception as exc:  # network errors the downloader did not translate
+        result["error"] = one_line(f"{info['url']}: download failed ({type(exc).__name__}: {exc})")
+
+
+def _download_finish(result: dict) -> None:
+    """On the main thread: point the preferences at the new file and re-check the runtime status."""
+    task = TASKS["download"]
+    task.running = False
+    if "path" not in result:
+        task.error = result.get("error", "download failed")
+        return
+    prefs = runtime.get_prefs()
+    if prefs is not None:
+        prefs.weights_path = result["path"]
+    task.message = f"Weights saved to {result['path']}"
+    runtime.clear_status()
+    if runtime.runtime_python(prefs) is not None:
+        runtime.refresh_status(prefs, wait=bpy.app.background)
 
 
 classes = (
@@ -331,3 +342,11 @@ classes = (
     VGGT_OT_install_runtime,
     VGGT_OT_download_weights,
 )
+
+
+def register() -> None:
+    pass
+
+
+def unregister() -> None:
+    stop_tasks()

@@ -8,36 +8,48 @@ import bpy
 
 from .. import runtime
 
-# (path, mtime) -> (bytes, (width, height) or None); the panel redraws often, photos rarely change.
-_photo_info_cache: dict[tuple[str, float], tuple[int, tuple[int, int] | None]] = {}
+# What the panel shows about the photos, read once per photo list: the panel redraws often (every progress
+# tick), and stat()-ing hundreds of photos (maybe on a network drive) each time would make it sluggish.
+_photo_list_key: tuple[str, ...] = ()
+_photo_sizes: dict[str, int] = {}  # bytes, -1 when missing
+_photo_dims: dict[str, tuple[int, int] | None] = {}
+
+
+def _cache_for(paths: list[str]) -> None:
+    """Forget the cached sizes when the photo list changed (photos added, removed, or the list replaced)."""
+    global _photo_list_key
+    key = tuple(paths)
+    if key != _photo_list_key:
+        _photo_list_key = key
+        _photo_sizes.clear()
+        _photo_dims.clear()
 
 
 def photo_file_size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return -1
+    """Bytes of one photo (-1 if missing), read once per photo list."""
+    if path not in _photo_sizes:
+        try:
+            _photo_sizes[path] = os.stat(path).st_size
+        except OSError:
+            _photo_sizes[path] = -1
+    return _photo_sizes[path]
 
 
 def photo_dimensions(path: str) -> tuple[int, int] | None:
     """Pixel size of one photo (decoded once with Blender's image loader, then cached)."""
-    try:
-        mtime = os.stat(path).st_mtime
-    except OSError:
-        return None
-    key = (path, mtime)
-    if key not in _photo_info_cache:
+    if path not in _photo_dims:
         size = None
-        try:
-            import imbuf
+        if photo_file_size(path) >= 0:
+            try:
+                import imbuf
 
-            buf = imbuf.load(path)
-            size = tuple(int(v) for v in buf.size)
-            buf.free()
-        except Exception:
-            size = None
-        _photo_info_cache[key] = (photo_file_size(path), size)
-    return _photo_info_cache[key][1]
+                buf = imbuf.load(path)
+                size = tuple(int(v) for v in buf.size)
+                buf.free()
+            except Exception:
+                size = None
+        _photo_dims[path] = size
+    return _photo_dims[path]
 
 
 def _mb(n: int) -> str:
@@ -48,9 +60,9 @@ class VGGT_UL_photos(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
         path = bpy.path.abspath(item.filepath)
         row = layout.row()
-        exists = os.path.isfile(path)
-        row.label(text=os.path.basename(path), icon="IMAGE_DATA" if exists else "ERROR")
-        row.label(text=_mb(photo_file_size(path)))
+        size = photo_file_size(path)
+        row.label(text=os.path.basename(path), icon="IMAGE_DATA" if size >= 0 else "ERROR")
+        row.label(text=_mb(size))
 
 
 class VGGT_PT_main(bpy.types.Panel):
@@ -65,13 +77,15 @@ class VGGT_PT_main(bpy.types.Panel):
         settings = context.scene.vggt
         job = context.window_manager.vggt_job
 
+        paths = settings.photo_paths()
+        _cache_for(paths)  # before the photo list draws its rows
+
         # Photos
         col = layout.column(align=True)
         row = col.row(align=True)
         row.operator("vggt.add_photos", text="Add Photos / Folder", icon="FILE_FOLDER")
         row.operator("vggt.clear_photos", text="", icon="X")
         col.template_list("VGGT_UL_photos", "", settings, "photos", settings, "photo_index", rows=3)
-        paths = settings.photo_paths()
         if paths:
             total = sum(max(photo_file_size(p), 0) for p in paths)
             col.label(text=f"{len(paths)} photos, {_mb(total)}")

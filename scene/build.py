@@ -67,15 +67,39 @@ def build_scene(rec, options: SceneOptions | None = None, name: str | None = Non
     name = name or default_collection_name(rec, source_path)
 
     t = time.perf_counter()
+    before = _snapshot(scene)
     collection = bpy.data.collections.new(name)  # Blender adds ".001" when the name is taken
     scene.collection.children.link(collection)
     try:
         _fill_collection(rec, options, name, scene, collection, timings, source_path, t)
     except BaseException:
         # A failed import leaves nothing half-built behind.
-        remove_collection(collection)
+        _roll_back(scene, collection, before)
         raise
     return collection
+
+
+# Data-blocks a build may create (besides the collection), removed again when it fails.
+_CREATED_KINDS = ("objects", "meshes", "cameras", "materials", "images", "actions", "node_groups")
+
+
+def _snapshot(scene: bpy.types.Scene) -> dict:
+    state = {kind: {id_.as_pointer() for id_ in getattr(bpy.data, kind)} for kind in _CREATED_KINDS}
+    state["frame_range"] = (scene.frame_start, scene.frame_end)
+    state["camera"] = scene.camera
+    return state
+
+
+def _roll_back(scene: bpy.types.Scene, collection: bpy.types.Collection, before: dict) -> None:
+    """Undo a failed build: its collection, every data-block it created, the frame range and camera."""
+    remove_collection(collection)
+    new_ids = [id_ for kind in _CREATED_KINDS for id_ in getattr(bpy.data, kind)
+               if id_.as_pointer() not in before[kind]]
+    if new_ids:
+        bpy.data.batch_remove(new_ids)
+    scene.frame_start, scene.frame_end = before["frame_range"]
+    if scene.camera != before["camera"]:
+        scene.camera = before["camera"]
 
 
 def remove_collection(collection: bpy.types.Collection) -> None:
@@ -90,6 +114,19 @@ def remove_collection(collection: bpy.types.Collection) -> None:
     bpy.data.collections.remove(collection)
 
 
+def stored_source_path(source_path: str | os.PathLike | None) -> str:
+    """The reconstruction file as the collection stores it: relative ("//vggt/x.npz") when it lies under the
+    saved .blend's folder, so the project folder can move; absolute otherwise."""
+    if not source_path:
+        return ""
+    path = Path(source_path).resolve()
+    if bpy.data.filepath:
+        blend_dir = Path(bpy.data.filepath).resolve().parent
+        if path.is_relative_to(blend_dir):
+            return bpy.path.relpath(str(path), start=str(blend_dir))
+    return str(path)
+
+
 def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, timings: dict, source_path,
                      t: float) -> None:
     def lap(part: str, start: float) -> float:
@@ -97,7 +134,7 @@ def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, t
         timings[part] = timings.get(part, 0.0) + now - start
         return now
 
-    collection["vggt_reconstruction"] = str(Path(source_path).resolve()) if source_path else ""
+    collection["vggt_reconstruction"] = stored_source_path(source_path)
     collection["vggt_scale"] = float(options.scale)
     scene_size = scene_size_estimate(rec) * float(options.scale)
     needs_images = options.create_depth_planes or (options.create_cameras and options.background_images)

@@ -95,7 +95,11 @@ def _fcurves(id_data) -> list:
 
 
 def _key_background_sequence(cam: bpy.types.Camera, images: list) -> None:
-    """One background per photo, its opacity keyed to show only on that photo's frame (CONSTANT keys)."""
+    """One background per photo, shown only on that photo's frame (CONSTANT keys on its visibility).
+
+    Keying visibility rather than opacity matters: Blender uploads every shown background to the GPU, even
+    at zero opacity, which for a long shot is every photo at once.
+    """
     cam.show_background_images = True
     for i, image in enumerate(images):
         if image is None:
@@ -103,11 +107,12 @@ def _key_background_sequence(cam: bpy.types.Camera, images: list) -> None:
         bg = cam.background_images.new()
         bg.image = image
         bg.frame_method = "STRETCH"
-        path = f"background_images[{len(cam.background_images) - 1}].alpha"
+        bg.alpha = 0.8
+        path = f"background_images[{len(cam.background_images) - 1}].show_background_image"
         frame = i + 1
-        for f, alpha in ((frame - 1, 0.0), (frame, 0.8), (frame + 1, 0.0)):
+        for f, shown in ((frame - 1, False), (frame, True), (frame + 1, False)):
             if f >= 1:
-                bg.alpha = alpha
+                bg.show_background_image = shown
                 cam.keyframe_insert(path, frame=f)
 
 
@@ -143,7 +148,7 @@ def create_animated_camera(rec, scale: float, collection: bpy.types.Collection, 
             cam.keyframe_insert(path, frame=frame)
     if images:
         _key_background_sequence(cam, images)
-    # Poses/lenses interpolate linearly between photos; background opacities switch at their frame.
+    # Poses/lenses interpolate linearly between photos; backgrounds switch on and off at their frame.
     for id_data in (ob, cam):
         for fc in _fcurves(id_data):
             interpolation = "CONSTANT" if fc.data_path.startswith("background_images") else "LINEAR"

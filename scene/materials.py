@@ -21,9 +21,10 @@ def _new_node_material(name: str) -> bpy.types.Material:
 
 
 def point_material() -> bpy.types.Material:
-    """Principled BSDF whose Base Color and Emission read the `Col` point attribute (shared, reused)."""
+    """Emission of the `Col` point attribute (shared, reused): points show the photos' colours under any
+    light, like the photo material."""
     for mat in bpy.data.materials:
-        if mat.get(_MARKER_KEY) == "point_color_v1":
+        if mat.get(_MARKER_KEY) == "point_color_v2":
             return mat
     mat = _new_node_material(POINT_MATERIAL)
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
@@ -31,16 +32,14 @@ def point_material() -> bpy.types.Material:
     attr.attribute_type = "GEOMETRY"
     attr.attribute_name = "Col"
     attr.location = (-400, 0)
-    bsdf = nodes.new("ShaderNodeBsdfPrincipled")
-    bsdf.location = (-100, 0)
+    emit = nodes.new("ShaderNodeEmission")
+    emit.inputs["Strength"].default_value = 1.0
+    emit.location = (-100, 0)
     out = nodes.new("ShaderNodeOutputMaterial")
-    out.location = (250, 0)
-    links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
-    links.new(attr.outputs["Color"], bsdf.inputs["Emission Color"])
-    bsdf.inputs["Emission Strength"].default_value = 1.0
-    bsdf.inputs["Roughness"].default_value = 1.0
-    links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
-    mat[_MARKER_KEY] = "point_color_v1"
+    out.location = (150, 0)
+    links.new(attr.outputs["Color"], emit.inputs["Color"])
+    links.new(emit.outputs["Emission"], out.inputs["Surface"])
+    mat[_MARKER_KEY] = "point_color_v2"
     return mat
 
 

@@ -116,7 +116,8 @@ def create_point_cloud(rec, options, collection: bpy.types.Collection, name: str
     mesh.materials.append(mat)
     add_modifier(ob, point_cloud_group(), {
         "Min Confidence": float(options.min_confidence),
-        "Point Radius": float(options.point_radius) * float(options.scale),
+        # Already in scene units (after Scale), as the option says: not multiplied by the scale.
+        "Point Radius": float(options.point_radius),
         "Material": mat,
     })
     return ob

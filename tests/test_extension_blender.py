@@ -95,14 +95,31 @@ def _op_exists(name):
 OUT["installed"] = state()
 OUT["import_menu"] = any("vggt" in getattr(f, "__module__", "") for f in
                          bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize())
+def load_handlers():
+    return sum(1 for h in bpy.app.handlers.load_pre if getattr(h, "__module__", "").startswith(pkg))
 cycles = []
 for i in range(2):
+    # Timers of a probe and of a background task in progress must not outlive the add-on.
+    runtime_mod = importlib.import_module(pkg + ".runtime")
+    runtime_ops_mod = importlib.import_module(pkg + ".operators.runtime")
+    probe_timer = runtime_mod._redraw_when_probed
+    bpy.app.timers.register(probe_timer, first_interval=100)
+    task_timer = lambda: 100.0
+    runtime_ops_mod._TIMERS["download"] = task_timer
+    runtime_ops_mod.TASKS["download"].running = True
+    bpy.app.timers.register(task_timer, first_interval=100)
+    handlers_on = load_handlers()
     bpy.ops.preferences.addon_disable(module=pkg)
     off = state()
+    off_extra = {"load_handlers": load_handlers(), "probe_timer": bpy.app.timers.is_registered(probe_timer),
+                 "task_timer": bpy.app.timers.is_registered(task_timer),
+                 "task_cancelled": runtime_ops_mod.TASKS["download"].cancel_requested,
+                 "task_running": runtime_ops_mod.TASKS["download"].running}
     bpy.ops.preferences.addon_enable(module=pkg)
     on = state()
-    cycles.append({"off": off, "on": on})
+    cycles.append({"off": off, "on": on, "handlers_on": handlers_on, "off_extra": off_extra})
 OUT["cycles"] = cycles
+OUT["handlers_enabled"] = load_handlers()
 # Module-level register/unregister/register in one session, as Blender's reload does.
 mod = importlib.import_module(pkg)
 mod.unregister()
@@ -165,6 +182,18 @@ for state in ("empty", "photos", "running", "error"):
     drawn += 1
 OUT["drawn"] = drawn
 OUT["draw_calls"] = sorted(set(calls))
+# Redraws (every progress tick) do not stat() the photos again; a changed photo list does.
+real_stat, stats = os.stat, []
+os.stat = lambda path, *a, **k: (stats.append(str(path)), real_stat(path, *a, **k))[1]
+try:
+    for _ in range(5):
+        panel.draw(types.SimpleNamespace(layout=CheckLayout()), bpy.context)
+    OUT["stats_on_redraw"] = stats.count(ARGS["zip"])
+    settings.photos.add().filepath = ARGS["zip"] + ".missing"
+    panel.draw(types.SimpleNamespace(layout=CheckLayout()), bpy.context)
+    OUT["stats_after_change"] = stats.count(ARGS["zip"])
+finally:
+    os.stat = real_stat
 emit()
 '''
 
@@ -208,13 +237,21 @@ settings.name = "Shot A"
 settings.create_point_cloud = False
 settings.create_depth_planes = False
 settings.camera_mode = "animated"
+# The user is in Edit Mode when the result arrives: the build leaves it first (one undo step).
+mesh_ob = bpy.data.objects.new("Editing", bpy.data.meshes.new("Editing"))
+bpy.context.scene.collection.objects.link(mesh_ob)
+bpy.context.view_layer.objects.active = mesh_ob
+bpy.ops.object.mode_set(mode="EDIT")
+OUT["mode_before"] = bpy.context.mode
 t0 = time.monotonic()
 OUT["result2"] = sorted(bpy.ops.vggt.reconstruct())
+OUT["mode_after"] = bpy.context.mode
 OUT["seconds2"] = time.monotonic() - t0
 coll2 = bpy.data.collections.get(bpy.context.window_manager.vggt_job.last_result)
 OUT["collection2"] = coll2.name if coll2 else ""
 OUT["kinds2"] = kinds_in(coll2) if coll2 else []
 OUT["reconstruction2"] = coll2.get("vggt_reconstruction", "") if coll2 else ""
+OUT["reconstruction2_abs"] = bpy.path.abspath(OUT["reconstruction2"])
 OUT["frame_end"] = bpy.context.scene.frame_end
 emit()
 '''
@@ -245,8 +282,12 @@ while time.monotonic() - t0 < 60 and not run.finished:
 OUT["stages_seen"] = stages
 OUT["monotonic"] = all(b >= a for a, b in zip(fractions, fractions[1:])) and 0 <= fractions[-1] <= 1
 OUT["poll_before"] = bpy.ops.vggt.cancel_reconstruction.poll()
+job = bpy.context.window_manager.vggt_job
+job.running = True  # as the modal operator publishes it
 bpy.ops.vggt.cancel_reconstruction()
 OUT["cancelled"] = run.cancelled
+OUT["running_after_cancel"] = job.running  # reset by Cancel itself, not by the (maybe gone) modal operator
+OUT["active_after_cancel"] = recon.ACTIVE["run"] is not None
 OUT["worker_exit"] = run.job.wait(30)
 run.step()
 recon.ACTIVE["run"] = None
@@ -254,6 +295,15 @@ OUT["after"] = (len(bpy.data.objects), len(bpy.data.collections), len(bpy.data.m
 OUT["before"] = before
 OUT["output_left"] = run.output.exists()
 OUT["outputs_in_folder"] = sorted(x.name for x in run.output.parent.glob("*.npz"))
+# Opening another file while a run is active stops its worker (load_pre handler).
+run3 = recon.ReconstructionRun(bpy.context)
+run3.start()
+recon.ACTIVE["run"] = run3
+time.sleep(0.5)
+bpy.ops.wm.read_homefile(use_empty=True)
+OUT["load_exit"] = run3.job.wait(30)
+OUT["load_active"] = recon.ACTIVE["run"] is not None
+bpy.ops.vggt.add_photos(directory=ARGS["photos"])
 # Disabling the add-on while a run is active stops its worker too.
 run2 = recon.ReconstructionRun(bpy.context)
 run2.start()
@@ -306,6 +356,12 @@ os.environ["VGGT_BLENDER_TEST_FAULT"] = "oom"
 OUT["oom"] = op_error(lambda: bpy.ops.vggt.reconstruct())
 del os.environ["VGGT_BLENDER_TEST_FAULT"]
 OUT["objects_end"] = len(bpy.data.objects)
+# 7. The output folder cannot be created (a file named "vggt" lies beside the saved .blend).
+blocked = Path(ARGS["tmp"]) / "blocked"
+blocked.mkdir()
+(blocked / "vggt").write_text("in the way")
+bpy.ops.wm.save_as_mainfile(filepath=str(blocked / "scene.blend"))
+OUT["no_folder"] = op_error(lambda: bpy.ops.vggt.reconstruct())
 emit()
 '''
 
@@ -350,6 +406,25 @@ p.python_path = ARGS["python"]
 bpy.ops.vggt.check_runtime()
 OUT["status_line"] = runtime_mod.status_line()
 server.shutdown()
+# Install: the Python check runs in the task (not in the operator's call), and its error reaches the UI.
+runtime_ops.runtime_setup.blender_python = lambda: "/nonexistent/python3"
+OUT["install_bad_python"] = op_error(lambda: bpy.ops.vggt.install_runtime())
+OUT["install_running_after"] = runtime_ops.TASKS["install"].running
+# The timer that follows a task (Blender with a UI): polls while the thread works, then finishes once.
+import threading
+gate = threading.Event()
+thread = threading.Thread(target=gate.wait, daemon=True)
+thread.start()
+finished = []
+runtime_ops.TASKS["download"].running = True
+tick = runtime_ops.task_timer("download", thread, lambda: finished.append(1))
+runtime_ops._TIMERS["download"] = tick
+OUT["tick_while_running"] = tick()
+gate.set()
+thread.join()
+OUT["tick_after"] = tick()
+OUT["tick_finished"] = finished
+OUT["tick_state"] = [runtime_ops.TASKS["download"].running, "download" in runtime_ops._TIMERS]
 emit()
 '''
 
@@ -427,6 +502,11 @@ def test_install_enable_and_register_cycles(extension_zip, tmp_path):
         assert cycle["off"] == {"menu": False, "panel": False, "scene_prop": False, "wm_prop": False, "prefs": False,
                                 "ops": [], "bl_idname": None}
         assert cycle["on"] == full
+        # One load_pre handler while enabled; none, and no timers, once disabled; the running task was stopped.
+        assert cycle["handlers_on"] == 1
+        assert cycle["off_extra"] == {"load_handlers": 0, "probe_timer": False, "task_timer": False,
+                                      "task_cancelled": True, "task_running": False}
+    assert r["handlers_enabled"] == 1
     assert r["after_unregister"]["menu"] is False
     assert r["after_unregister"]["panel"] is False and r["after_unregister"]["ops"] == []
     assert r["after_unregister"]["scene_prop"] is False and r["after_unregister"]["wm_prop"] is False
@@ -437,6 +517,7 @@ def test_install_enable_and_register_cycles(extension_zip, tmp_path):
     assert r["runtime_dir"].startswith(r["home"]) and "extensions" in r["runtime_dir"]
     assert r["import_menu"] is True  # File > Import entry of the import operator
     assert r["drawn"] == 4 and {"prop", "operator", "template_list", "label"} <= set(r["draw_calls"])
+    assert r["stats_on_redraw"] == 0 and r["stats_after_change"] == 1
 
 
 def test_reconstruct_end_to_end(extension_zip, job_inputs, tmp_path):
@@ -455,7 +536,10 @@ def test_reconstruct_end_to_end(extension_zip, job_inputs, tmp_path):
     assert r["result2"] == ["FINISHED"]
     assert r["collection2"].startswith("Shot A")
     assert r["kinds2"] == ["animated_camera"]
-    assert Path(r["reconstruction2"]) == tmp_path / "shot" / "vggt" / "Shot_A.npz"
+    # Under the saved .blend's folder the path is stored relative, so the project folder can move.
+    assert r["reconstruction2"] == "//vggt/Shot_A.npz"
+    assert Path(r["reconstruction2_abs"]) == tmp_path / "shot" / "vggt" / "Shot_A.npz"
+    assert (r["mode_before"], r["mode_after"]) == ("EDIT_MESH", "OBJECT")
     assert r["frame_end"] >= 3
 
 
@@ -472,12 +556,14 @@ def test_cancel_leaves_the_scene_unchanged(extension_zip, job_inputs, tmp_path):
     assert r["worker_exit"] in (130, -15), r  # the worker's cancel exit code (or killed by SIGTERM)
     assert r["after"] == r["before"]
     assert r["output_left"] is False and r["outputs_in_folder"] == []
+    assert r["running_after_cancel"] is False and r["active_after_cancel"] is False
+    assert r["load_exit"] in (130, -15) and r["load_active"] is False
     assert r["disable_exit"] in (130, -15)
 
 
 def test_readable_errors(extension_zip, job_inputs, tmp_path):
     r = run_driver(DRIVER_ERRORS, dict(job_inputs, zip=extension_zip, tmp=str(tmp_path)), tmp_path / "home")
-    keys = ("no_runtime", "missing_python", "bad_image", "no_weights", "bare_python", "oom")
+    keys = ("no_runtime", "missing_python", "bad_image", "no_weights", "bare_python", "oom", "no_folder")
     for key in keys:
         print(f"{key}: {r[key]}")
     for key in keys:
@@ -495,6 +581,7 @@ def test_readable_errors(extension_zip, job_inputs, tmp_path):
     assert "the inference runtime has no" in r["bare_python"] and "bare/bin/python" in r["bare_python"]
     assert "memory" in r["oom"].lower() and "full log:" in r["oom"]
     assert r["objects_end"] == 0
+    assert "cannot create the output folder" in r["no_folder"] and "blocked/vggt" in r["no_folder"]
 
 
 def test_runtime_operators(extension_zip, tmp_path):
@@ -514,3 +601,7 @@ def test_runtime_operators(extension_zip, tmp_path):
     assert r["download_message"].startswith("Weights saved to")
     print("status line:", r["status_line"])
     assert r["status_line"].startswith("torch ") and r["status_line"].endswith("weights found")
+    assert "/nonexistent/python3" in r["install_bad_python"] and "does not exist" in r["install_bad_python"]
+    assert r["install_running_after"] is False
+    assert r["tick_while_running"] == pytest.approx(0.25) and r["tick_after"] is None
+    assert r["tick_finished"] == [1] and r["tick_state"] == [False, False]

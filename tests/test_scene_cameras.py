@@ -133,6 +133,16 @@ def test_look_through_operator_applies_each_cameras_photo_size():
             assert scene.render.pixel_aspect_y == pytest.approx(p.pixel_aspect_y, rel=1e-6)
         with pytest.raises(RuntimeError, match="not a camera"):
             bpy.ops.vggt.look_through(camera="no such camera")
+        # From a 3D view: that view looks through the camera (a view-local camera) in camera perspective.
+        screen = bpy.context.window.screen if bpy.context.window else None
+        area = next((a for a in screen.areas if a.type == "VIEW_3D"), None) if screen else None
+        if area is not None:
+            name = rec.image_names[1]
+            with bpy.context.temp_override(area=area):
+                assert bpy.ops.vggt.look_through(camera=name) == {"FINISHED"}
+            space = area.spaces.active
+            assert space.use_local_camera and space.camera == col.objects[name]
+            assert space.region_3d.view_perspective == "CAMERA"
     finally:
         for cls in reversed(look_through.classes):
             bpy.utils.unregister_class(cls)

@@ -16,6 +16,8 @@ from vggt_blender.scene_options import SceneOptions
 
 EXT = load_extension_package("_vggt_ext_tests")
 importer = importlib.import_module(f"{EXT.__name__}.operators.import_reconstruction")
+cameras_module = importlib.import_module(f"{EXT.__name__}.scene.cameras")
+build_module = importlib.import_module(f"{EXT.__name__}.scene.build")
 
 
 @pytest.fixture(autouse=True)
@@ -112,13 +114,19 @@ def test_importing_twice_makes_two_collections_and_shares_groups_and_materials(r
         assert cam.data.background_images[0].image.filepath == rec.display_paths[0]
         points = next(o for o in col.objects if o["vggt_kind"] == "point_cloud")
         assert len(points.data.vertices) == 500
-    # The animated camera shows each photo on its own frame.
+    # The animated camera shows each photo on its own frame; the others are hidden (not just transparent,
+    # which would still upload every photo to the GPU).
     shot = next(o for o in cols[0].objects if o["vggt_kind"] == "animated_camera")
     backgrounds = shot.data.background_images
     assert [bg.image.filepath for bg in backgrounds] == rec.display_paths
-    for frame in (1, 2, 3):
+    for frame in (1, 2, 3, 2):
         scene.frame_set(frame)
-        assert [round(bg.alpha, 3) for bg in backgrounds] == [0.8 if i == frame - 1 else 0.0 for i in range(3)]
+        assert [bg.show_background_image for bg in backgrounds] == [i == frame - 1 for i in range(3)]
+        assert [round(bg.alpha, 3) for bg in backgrounds] == [0.8] * 3
+    keyed = {fc.data_path: {kp.interpolation for kp in fc.keyframe_points}
+             for fc in cameras_module._fcurves(shot.data) if fc.data_path.startswith("background_images")}
+    assert sorted(keyed) == [f"background_images[{i}].show_background_image" for i in range(3)]
+    assert all(kinds == {"CONSTANT"} for kinds in keyed.values())
     groups = sorted(g.name for g in bpy.data.node_groups)
     assert groups == ["VGGT Depth Plane Filter", "VGGT Point Cloud"]
     mats = sorted(m.name for m in bpy.data.materials)
@@ -140,7 +148,7 @@ def test_name_option_and_scene_options(rec_file, operator_registered):
     ident = {item.name: item.identifier for item in group.interface.items_tree
              if item.item_type == "SOCKET" and item.in_out == "INPUT"}
     assert mod[ident["Min Confidence"]] == pytest.approx(4.0)
-    assert mod[ident["Point Radius"]] == pytest.approx(0.06)
+    assert mod[ident["Point Radius"]] == pytest.approx(0.02)  # scene units: not multiplied by Scale
     assert mod[ident["Material"]].name == "VGGT Point Color"
 
 
@@ -209,7 +217,44 @@ def test_failed_build_leaves_nothing_behind(rec_file, operator_registered, monke
         raise ValueError("plane_step must be >= 1, got 0")
 
     monkeypatch.setattr(depth_planes, "depth_plane_arrays", broken)
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 10, 20
+    kept = bpy.data.materials.new("artist's material")  # existing data-blocks survive the rollback
+    # Depth planes come last: cameras (with actions), images, materials and node groups exist by then.
     with pytest.raises(RuntimeError, match="plane_step must be >= 1"):
-        bpy.ops.vggt.import_reconstruction(filepath=str(path))
+        bpy.ops.vggt.import_reconstruction(filepath=str(path), camera_mode="both")
     assert len(bpy.data.collections) == 0 and len(bpy.data.objects) == 0
     assert len(bpy.data.meshes) == 0 and len(bpy.data.cameras) == 0
+    assert len(bpy.data.actions) == 0 and len(bpy.data.images) == 0 and len(bpy.data.node_groups) == 0
+    assert list(bpy.data.materials) == [kept]
+    assert (scene.frame_start, scene.frame_end) == (10, 20) and scene.camera is None
+
+
+def test_reconstruction_path_is_relative_under_the_saved_blend(rec_file, tmp_path):
+    path, rec = rec_file  # tmp_path/garden.npz
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "project.blend"))
+    inside = build_module.import_reconstruction_file(path, SceneOptions(create_point_cloud=False,
+                                                                        create_depth_planes=False))
+    assert inside["vggt_reconstruction"] == "//" + path.name
+    assert bpy.path.abspath(inside["vggt_reconstruction"]) == str(path)
+    elsewhere = tmp_path / "sub" / "other.blend"
+    elsewhere.parent.mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(elsewhere))
+    outside = build_module.import_reconstruction_file(path, SceneOptions(create_point_cloud=False,
+                                                                         create_depth_planes=False))
+    assert outside["vggt_reconstruction"] == str(path.resolve())  # not under the .blend's folder: absolute
+
+
+def test_point_material_is_emission_only(rec_file, operator_registered):
+    path, _ = rec_file
+    assert bpy.ops.vggt.import_reconstruction(filepath=str(path), create_cameras=False,
+                                              create_depth_planes=False) == {"FINISHED"}
+    mat = bpy.data.materials["VGGT Point Color"]
+    nodes = mat.node_tree.nodes
+    assert sorted(n.bl_idname for n in nodes) == ["ShaderNodeAttribute", "ShaderNodeEmission",
+                                                  "ShaderNodeOutputMaterial"]
+    out = next(n for n in nodes if n.bl_idname == "ShaderNodeOutputMaterial")
+    emit = out.inputs["Surface"].links[0].from_node
+    assert emit.bl_idname == "ShaderNodeEmission" and emit.inputs["Strength"].default_value == 1.0
+    attr = emit.inputs["Color"].links[0].from_node
+    assert attr.attribute_name == "Col" and attr.attribute_type == "GEOMETRY"

@@ -142,7 +142,7 @@ def test_geometry_nodes_filter_counts_match_numpy():
         if expected:
             radius = np.empty(expected, dtype=np.float32)
             cloud.attributes["radius"].data.foreach_get("value", radius)
-            np.testing.assert_allclose(radius, 0.02)
+            np.testing.assert_allclose(radius, 0.01)  # the option, in scene units (not times Scale)
             assert cloud.materials[0].name == "VGGT Point Color"
 
 
