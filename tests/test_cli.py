@@ -175,3 +175,88 @@ def test_export_ply(tiny, tmp_path):
     for row in rows:
         i = index[np.ascontiguousarray(row["xyz"], dtype=np.float32).tobytes()]
         assert tuple(colours[i]) == tuple(row["rgb"])
+
+
+def _no_inference(*_args, **_kwargs):
+    raise AssertionError("inference must not start")
+
+
+def test_blend_without_bpy_fails_before_inference(tmp_path, monkeypatch, capsys):
+    from vggt_blender import inference
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bpy" else real_find_spec(name, *a))
+    monkeypatch.setattr(inference, "reconstruct_to_file", _no_inference)
+    code = cli.main(["reconstruct", str(tmp_path), "--blend", str(tmp_path / "s.blend"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith("error: --blend needs the bpy module") and str(tmp_path / "s.blend") in err[0]
+
+
+@pytest.mark.parametrize("explicit_npz", [False, True])
+def test_failed_blend_step_removes_only_a_byproduct_npz(tmp_path, monkeypatch, capsys, explicit_npz):
+    import types
+
+    from vggt_blender import inference
+    from vggt_blender.errors import RequestError
+
+    def fake_reconstruct(_inputs, output, **_kwargs):
+        Path(output).write_bytes(b"npz")
+        return None
+
+    def broken_blend(*_args):
+        raise RequestError("blend step failed")
+
+    monkeypatch.setattr(inference, "reconstruct_to_file", fake_reconstruct)
+    monkeypatch.setitem(sys.modules, "vggt_blender.blend_file", types.SimpleNamespace(write_blend=broken_blend))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    npz = tmp_path / ("mine.npz" if explicit_npz else "s.npz")
+    args = ["reconstruct", str(tmp_path), "--blend", str(tmp_path / "s.blend"), "-q"]
+    code = cli.main(args + (["-o", str(npz)] if explicit_npz else []))
+    err = capsys.readouterr().err
+    assert code == 1 and err.strip().endswith("error: blend step failed")
+    if explicit_npz:
+        assert npz.is_file() and f"{npz} was written and stays" in err
+    else:
+        assert not npz.exists() and f"removed {npz}" in err
+
+
+def test_os_error_is_one_readable_line(tmp_path, monkeypatch, capsys):
+    def disk_full(_args):
+        raise OSError(28, "No space left on device", str(tmp_path / "points.ply"))
+
+    monkeypatch.setitem(cli.COMMANDS, "info", disk_full)
+    assert cli.main(["info", "x.npz"]) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'points.ply'}: No space left on device\n"
+
+
+def test_download_does_not_paper_over_a_bad_weights_variable(tmp_path, monkeypatch, capsys):
+    from vggt_blender import download, inference
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("VGGT_WEIGHTS", str(tmp_path / "typo.pt"))
+    monkeypatch.setattr(download, "download_named_checkpoint", _no_inference)
+    monkeypatch.setattr(inference, "reconstruct_to_file", _no_inference)
+    code = cli.main(["reconstruct", str(tmp_path), "-o", str(tmp_path / "s.npz"), "--download", "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "typo.pt" in err and "$VGGT_WEIGHTS" in err
+
+
+def test_progress_lines_fit_the_terminal(monkeypatch):
+    import io
+
+    from vggt_blender.progress import StageProgress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("COLUMNS", "40")
+    stream = Tty()
+    bar = StageProgress(stream)
+    bar("inference", 0.5, "a long message " * 10)
+    bar("inference", 1.0, "short")
+    bar.finish()
+    drawn = [part for part in stream.getvalue().replace("\n", "\r").split("\r") if part]
+    assert drawn and all(len(part) == 39 for part in drawn)  # cut and padded to width - 1

@@ -197,6 +197,70 @@ def test_complete_part_file_is_verified_not_refetched(tmp_path: Path, server: Fa
     assert dest.read_bytes() == DATA and len(server.requests) == 1
 
 
+def test_complete_part_verified_against_redirect_headers(tmp_path: Path, server: FaultyFileServer) -> None:
+    # 416 on resume: the sha256/size come from the redirect's X-Linked-* headers captured before the error.
+    dest = tmp_path / "model.pt"
+    (tmp_path / "model.pt.part").write_bytes(DATA)
+    download_checkpoint(server.url("/resolve/file"), dest, chunk_size=CHUNK)
+    assert dest.read_bytes() == DATA and [r["path"] for r in server.requests] == ["/resolve/file", "/cdn/file"]
+
+    # A same-size .part with other bytes is never renamed: it is discarded and the file fetched again.
+    other = tmp_path / "other.pt"
+    (tmp_path / "other.pt.part").write_bytes(b"\0" * len(DATA))
+    download_checkpoint(server.url("/resolve/file"), other, chunk_size=CHUNK, retry_delay=0)
+    assert other.read_bytes() == DATA
+
+
+def test_unverifiable_complete_part_is_not_renamed(tmp_path: Path, server: FaultyFileServer) -> None:
+    # No checksum anywhere (plain URL, no argument): the 416 path must not rename an unchecked .part.
+    dest = tmp_path / "model.pt"
+    (tmp_path / "model.pt.part").write_bytes(b"\0" * len(DATA))
+    download_checkpoint(server.url(), dest, chunk_size=CHUNK, retry_delay=0)
+    assert dest.read_bytes() == DATA  # fetched again from zero, not the zeros renamed
+    assert "range" in server.requests[0] and "range" not in server.requests[1]
+
+
+def test_download_failure_code_and_certificate_wording(tmp_path: Path) -> None:
+    import ssl
+    import urllib.error
+
+    from vggt_blender.download import _network_error
+
+    assert DownloadError("x").code == "download_failed"  # a network failure is not a bad checkpoint
+    cert = urllib.error.URLError(ssl.SSLCertVerificationError(1, "certificate verify failed"))
+    msg = str(_network_error(cert, "https://huggingface.co/x/y/resolve/main/model.pt", tmp_path / "m.pt"))
+    assert "certificate" in msg and "offline" not in msg
+
+
+def test_full_disk_is_one_readable_error(tmp_path: Path, server: FaultyFileServer, monkeypatch) -> None:
+    import builtins
+
+    real_open = builtins.open
+
+    class FullFile:
+        def __init__(self, fh) -> None:
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.fh.close()
+
+        def write(self, data: bytes) -> int:
+            raise OSError(28, "No space left on device")
+
+    def fake_open(path, mode="r", *a, **k):
+        fh = real_open(path, mode, *a, **k)
+        return FullFile(fh) if str(path).endswith(".part") and mode in ("wb", "ab") else fh
+
+    monkeypatch.setattr("vggt_blender.download.open", fake_open, raising=False)
+    dest = tmp_path / "model.pt"
+    with pytest.raises(DownloadError, match="No space left on device") as info:
+        download_checkpoint(server.url(), dest, expected_sha256=SHA, chunk_size=CHUNK)
+    assert "model.pt.part" in str(info.value) and not dest.exists()
+
+
 @pytest.mark.parametrize("token", [None, "hf_bad"])
 def test_forbidden_explains_token_and_licence(tmp_path: Path, server: FaultyFileServer, token) -> None:
     server.status = 403

@@ -6,6 +6,7 @@ The helpers at the top (tiny checkpoint, textured photos) are also used by test_
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from PIL import Image
 from vggt_blender import inference
 from vggt_blender.devices import choose_device, choose_precision, describe_device
 from vggt_blender.errors import CancelledError, OutOfMemoryError, RequestError
+from vggt_blender.preprocess import load_image
 from vggt_blender.reconstruction import load_reconstruction
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -153,15 +155,17 @@ def test_rotated_photo_gets_an_upright_copy_and_run_leaves_nothing_on_failure(tm
                                   config=str(TINY_CONFIG), device="cpu")
     rec = load_reconstruction(out)
     copy = Path(rec.display_paths[2])
-    assert copy.parent == tmp_path / "out" / "scene_images" and copy.suffix == ".png"
-    assert Image.open(copy).size == (120, 160) == tuple(rec.original_sizes[2])
+    assert copy.parent == tmp_path / "out" / "scene_images" and copy.suffix == ".jpg"
+    assert Image.open(copy).format == "JPEG" and Image.open(copy).size == (120, 160) == tuple(rec.original_sizes[2])
     assert rec.display_paths[:2] == rec.image_paths[:2]
     # Crop mode: the portrait fills 518x518 (cropped); the landscapes are padded to it, padding invalid.
     assert rec.model_hw == (518, 518)
     assert rec.valid_mask[2].all() and rec.valid_mask[0].sum() == 518 * 392
     upright = {p.stem: np.asarray(Image.open(p).convert("RGB")) for p in photos}
-    upright["rotated"] = np.asarray(Image.open(copy).convert("RGB"))
+    upright["rotated"] = np.asarray(load_image(str(rotated)))
     check_consistent(rec, upright)
+    # The copy is the upright photo re-encoded at quality 95: close, not bit-exact.
+    assert np.abs(np.asarray(Image.open(copy).convert("RGB"), dtype=float) - upright["rotated"]).mean() < 3
 
     # A run interrupted while writing removes the display folder it created and leaves no file.
     def interrupt_when_writing(stage: str, fraction: float, message: str) -> None:
@@ -178,6 +182,50 @@ def test_rotated_photo_gets_an_upright_copy_and_run_leaves_nothing_on_failure(tm
         inference.reconstruct_to_file([str(rotated)], out2, model=model, config=str(TINY_CONFIG), device="cpu",
                                       should_cancel=lambda: True)
     assert not out2.exists()
+
+
+def test_upright_copies_have_unique_names_and_report_progress(tmp_path, model):
+    # Two rotated photos with the same stem in different folders (plus case variants) get distinct copies.
+    sources = []
+    for folder, stem in (("a", "IMG"), ("b", "IMG"), ("c", "img"), ("d", "IMG_2")):
+        (tmp_path / folder).mkdir()
+        path = tmp_path / folder / f"{stem}.jpg"
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        Image.fromarray(photo_pixels(160, 120, len(sources))).save(path, quality=95, exif=exif)
+        sources.append(str(path))
+    seen = []
+    out = tmp_path / "scene.npz"
+    rec = inference.reconstruct_to_file(sources, out, model=model, config=str(TINY_CONFIG), device="cpu",
+                                        progress=lambda *a: seen.append(a))
+    names = [Path(p).name for p in rec.display_paths]
+    assert len(set(n.lower() for n in names)) == 4 and names[0] == "IMG.jpg"
+    assert all((tmp_path / "scene_images" / n).is_file() for n in names)
+    writing = [f for stage, f, _ in seen if stage == "writing"]
+    assert writing[:1] == [0.0] and writing[-1] == 1.0 and 0.5 in writing and len(writing) >= 6
+    assert writing == sorted(writing)
+
+
+def test_unwritable_output_folder_is_reported_before_inference(tmp_path, model, monkeypatch):
+    write_photos(tmp_path / "photos", count=2)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.name != "posix" or os.geteuid() == 0:  # root ignores the mode bits: refuse the file as the OS would
+        def refuse(*_a, **_k):
+            raise PermissionError(13, "Permission denied", str(locked / ".vggt_tmp_x"))
+
+        monkeypatch.setattr("tempfile.mkstemp", refuse)
+    stages = []
+    try:
+        with pytest.raises(RequestError, match="cannot write to the output folder") as info:
+            inference.reconstruct_to_file([str(tmp_path / "photos")], locked / "scene.npz", model=model,
+                                          config=str(TINY_CONFIG), device="cpu",
+                                          progress=lambda *a: stages.append(a[0]))
+    finally:
+        locked.chmod(0o700)
+    assert str(locked) in str(info.value) and stages == []  # nothing ran
+    assert list(locked.iterdir()) == []
 
 
 def test_out_of_memory_message_says_what_to_change(tmp_path, monkeypatch):
@@ -222,6 +270,8 @@ def test_devices_on_this_machine():
         choose_precision(torch.device("cpu"), "fp16")
     with pytest.raises(RequestError, match="unknown device 'tpu'"):
         choose_device("tpu")
+    with pytest.raises(RequestError, match="unknown device 'cuda:abc'"):
+        choose_device("cuda:abc")
     if not torch.cuda.is_available():
         assert choose_device("auto").type in ("cpu", "mps")
         with pytest.raises(RequestError, match="device 'cuda' was requested"):

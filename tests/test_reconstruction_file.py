@@ -264,3 +264,18 @@ def test_summary_reports_numbers(rec: Reconstruction) -> None:
     assert "depth confidence: p10 2, p50 6, p90 10, max 11" in text
     assert "valid pixels: 1,176 of 1,176" in text
     assert "created: 20" in text
+
+
+def test_written_files_get_the_umask_mode_not_0600(tmp_path: Path, rec: Reconstruction) -> None:
+    import os
+
+    from vggt_blender.exporters import export_ply
+
+    old = os.umask(0o022)
+    try:
+        save_reconstruction(tmp_path / "scene.npz", rec)
+        export_ply(rec, tmp_path / "points.ply")
+    finally:
+        os.umask(old)
+    for name in ("scene.npz", "points.ply"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name

@@ -96,6 +96,41 @@ def test_resolve_order_explicit_env_cache(tmp_path: Path, monkeypatch: pytest.Mo
         resolve_weights(tmp_path / "xdg")
 
 
+def test_cache_lookup_falls_back_to_every_known_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    # Only the commercial checkpoint was downloaded: a plain lookup (default vggt-1b) still finds it.
+    commercial = tmp_path / "xdg" / "vggt_blender" / "vggt-1b-commercial" / "vggt_1B_commercial.pt"
+    commercial.parent.mkdir(parents=True)
+    commercial.write_bytes(b"c")
+    assert resolve_weights(None) == commercial.resolve()
+    # ...but the asked-for checkpoint's folder wins when both are there.
+    plain = tmp_path / "xdg" / "vggt_blender" / "vggt-1b" / "model.pt"
+    plain.parent.mkdir(parents=True)
+    plain.write_bytes(b"p")
+    assert resolve_weights(None) == plain.resolve()
+    assert resolve_weights(None, checkpoint="vggt-1b-commercial") == commercial.resolve()
+    # A $VGGT_WEIGHTS naming nothing is reported before anything else (the CLI/worker download checks it).
+    monkeypatch.setenv("VGGT_WEIGHTS", str(tmp_path / "typo.pt"))
+    with pytest.raises(WeightsNotFoundError, match=r"typo\.pt: the weights file given by \$VGGT_WEIGHTS"):
+        weights.check_weights_env()
+
+
+def test_unreadable_checkpoint_is_one_error(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    real_open = open
+
+    def refuse(file, *a, **k):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *a, **k)
+
+    monkeypatch.setattr("builtins.open", refuse)
+    with pytest.raises(CheckpointError, match=r"model\.pt: cannot read the checkpoint to hash it: Permission denied"):
+        sha256_file(path)
+    with pytest.raises(CheckpointError, match=r"model\.pt: cannot open the checkpoint: Permission denied"):
+        weights.read_state_dict(path)
+
+
 def test_missing_weights_message_says_what_and_where(tmp_path: Path) -> None:
     with pytest.raises(WeightsNotFoundError) as info:
         resolve_weights(None)

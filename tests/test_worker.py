@@ -179,4 +179,63 @@ def test_worker_job_cancel(setup, tmp_path):
     messages += job.poll()
     assert messages[-1]["code"] == "cancelled"
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run.log"]
-    assert "# cancel requested" in (tmp_path / "run.log").read_text()
+    log = (tmp_path / "run.log").read_text()
+    assert "# cancel requested" in log and log.endswith("# exit code 130\n")  # cancel() closed the log
+
+
+def test_end_of_stdin_cancels_a_one_shot_run(setup, tmp_path):
+    # The parent (Blender) holds stdin open; when it dies, stdin ends and the worker cancels itself.
+    out = tmp_path / "scene.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "vggt_blender.worker", "--cancel-on-eof"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path,
+                            env=worker_env(tmp_path, VGGT_BLENDER_TEST_DELAY="0.5"))
+    proc.stdin.write(json.dumps(request(setup, out)) + "\n")
+    proc.stdin.flush()
+    first = json.loads(proc.stdout.readline())
+    assert first["type"] == "progress"
+    proc.stdin.close()
+    rest = [json.loads(line) for line in proc.stdout]
+    assert proc.wait(60) == 130
+    assert rest[-1]["code"] == "cancelled" and not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_protocol_lines_are_ascii_even_for_undecodable_paths():
+    import io
+
+    from vggt_blender.worker import Emitter
+
+    stream = io.StringIO()
+    Emitter(stream).error("bad_image", "cannot open /photos/caf\udce9.jpg", "/photos/caf\udce9.jpg")
+    line = stream.getvalue()
+    assert line.isascii() and line.encode("utf-8")  # no lone surrogate reaches the UTF-8 stream
+    assert json.loads(line)["file"] == "/photos/caf\udce9.jpg"
+
+
+def test_worker_job_hard_kill_cleans_up_and_closes_the_log(tmp_path):
+    # A stand-in "python" that ignores SIGTERM after leaving a temporary file and a display folder behind,
+    # as a worker stuck in native code would: the client kills it and removes what this run created.
+    if os.name != "posix":
+        pytest.skip("uses a shell script as the runtime Python")
+    out = tmp_path / "out" / "scene.npz"
+    out.parent.mkdir()
+    (out.parent / ".vggt_tmp_older.npz").write_bytes(b"not ours")
+    fake = tmp_path / "fakepython"
+    fake.write_text("#!/bin/sh\ntrap '' TERM\n"
+                    f"touch '{out.parent}/.vggt_tmp_abc.npz'\nmkdir '{out.parent}/scene_images'\n"
+                    'echo \'{"type": "progress", "stage": "loading", "fraction": 0, "message": ""}\'\n'
+                    "exec sleep 30\n")  # exec: the kill hits the sleeper itself, no orphan keeps the pipes
+    fake.chmod(0o755)
+    job = WorkerJob(str(fake), {"images": ["x.jpg"], "output": str(out)}, tmp_path / "run.log")
+    job.start()
+    deadline = time.monotonic() + 20
+    messages = []
+    while not messages and time.monotonic() < deadline:
+        messages += job.poll()
+        time.sleep(0.02)
+    job.cancel(kill_after=0.5)
+    assert job.wait(20) is not None and job.done
+    assert sorted(p.name for p in out.parent.iterdir()) == [".vggt_tmp_older.npz"]
+    assert job._log is None  # closed
+    log = (tmp_path / "run.log").read_text()
+    assert "# removed after the kill" in log and "# exit code" in log

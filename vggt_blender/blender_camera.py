@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .geometry import OPENCV_TO_BLENDER_WORLD, opencv_world_to_blender
+
 # Blender's default sensor width (mm); any value works as long as lens is derived from it.
 DEFAULT_SENSOR_WIDTH = 36.0
 
-# OpenCV world (x, y, z) -> Blender world (x, z, -y).
-WORLD_FIX = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+# OpenCV world (x, y, z) -> Blender world (x, z, -y): geometry's matrix, rotation part.
+WORLD_FIX = OPENCV_TO_BLENDER_WORLD[:3, :3].copy()
 
 # OpenCV camera axes (x right, y down, z forward) -> Blender camera axes (x right, y up, -z forward).
 CV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0])
@@ -39,15 +41,9 @@ class BlenderCameraParams:
 
 
 def opencv_to_blender_points(points: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """OpenCV-world points [..., 3] -> Blender-world points (x, z, -y) * scale, float32 when given float32."""
-    pts = np.asarray(points)
-    out = np.empty_like(pts)
-    out[..., 0] = pts[..., 0]
-    out[..., 1] = pts[..., 2]
-    out[..., 2] = -pts[..., 1]
-    if scale != 1.0:
-        out *= scale
-    return out
+    """OpenCV-world points [..., 3] -> Blender-world points (x, z, -y) * scale, float32 when given float32
+    (geometry.opencv_world_to_blender; kept under this name for scene/)."""
+    return opencv_world_to_blender(points, scale)
 
 
 def camera_matrix_world(extrinsic: np.ndarray, scale: float = 1.0) -> np.ndarray:

@@ -6,6 +6,7 @@ User-facing errors print one line `error: ...` on stderr and exit 1; Ctrl-C exit
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -121,13 +122,20 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         raise RequestError(f"--blend must name a .blend file: {blend}", file=str(blend))
     output = Path(args.output).expanduser().resolve() if args.output else blend.with_suffix(".npz")
     options = scene_options_from_args(args)  # check the scene flags before the long run
+    if blend is not None and importlib.util.find_spec("bpy") is None:
+        # Say so now, not after minutes of inference.
+        raise RequestError(f"--blend needs the bpy module (pip install bpy, matching this Python), which this "
+                           f"Python ({sys.executable}) lacks: {blend}", file=str(blend))
+    npz_is_byproduct = blend is not None and not args.output
+    npz_existed = output.exists()
 
     bar = StageProgress(quiet=args.quiet)
     weights = args.weights
     if args.download and weights is None:
         from .errors import WeightsNotFoundError
-        from .weights import resolve_weights
+        from .weights import check_weights_env, resolve_weights
 
+        check_weights_env()  # a $VGGT_WEIGHTS naming a missing file is reported, not "fixed" by a 5 GB download
         try:
             resolve_weights(None)
         except WeightsNotFoundError:
@@ -139,17 +147,27 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         rec = reconstruct_to_file(args.inputs, output, progress=bar, weights=weights, device=args.device,
                                   precision=args.precision, mode=args.mode, config=args.config,
                                   fast_path=args.fast_path, warn=lambda line: bar.message(f"warning: {line}"))
-        written = [str(output)]
-        if blend is not None:
+    except BaseException:
+        bar.abort()
+        raise
+    written = [str(output)]
+    if blend is not None:
+        try:
             bar("writing", 0.0, str(blend))
             from .blend_file import write_blend  # imports bpy: only when asked for
 
             write_blend(str(output), str(blend), options)
             bar("writing", 1.0, str(blend))
-            written.append(str(blend))
-    except BaseException:
-        bar.abort()
-        raise
+        except BaseException:
+            bar.abort()
+            if npz_is_byproduct and not npz_existed:
+                # The user asked for a .blend only: the .npz was a step towards it.
+                Path(output).unlink(missing_ok=True)
+                _err(f"removed {output} (the .blend was not written)")
+            else:
+                _err(f"{output} was written and stays; only the .blend step failed")
+            raise
+        written.append(str(blend))
     bar.finish()
     summary = result_summary(rec, output)
     width, height = summary["model_size"]
@@ -208,3 +226,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # reconstruct_to_file and the atomic writer have already removed what this run created.
         _err("\ninterrupted")
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        # Last resort: a file-system error no module turned into a VGGTError still gets one readable line.
+        _err(f"error: {os_error_line(exc)}")
+        return EXIT_ERROR
+
+
+def os_error_line(exc: OSError) -> str:
+    """'<filename>: <strerror>' for an OSError (falling back to its text when it names no file)."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    return f"{exc.filename}: {what}" if exc.filename else what

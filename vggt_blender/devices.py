@@ -38,12 +38,15 @@ def choose_device(requested: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if base == "cuda":
+        try:
+            device = torch.device(requested)
+        except (RuntimeError, ValueError):
+            raise DeviceError(f"unknown device '{requested}': write cuda or cuda:N (N a GPU number)") from None
         if not torch.cuda.is_available():
             built = torch.version.cuda is not None
             why = ("no CUDA GPU is visible to this PyTorch" if built
                    else "this PyTorch build has no CUDA support (a CPU-only wheel)")
             raise DeviceError(f"device 'cuda' was requested but {why}; use --device auto or cpu")
-        device = torch.device(requested)
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(f"device '{requested}' does not exist: "
                               f"{torch.cuda.device_count()} CUDA device(s) visible")
@@ -91,8 +94,13 @@ def precision_name(dtype: torch.dtype) -> str:
 
 
 def uses_autocast(device: torch.device, dtype: torch.dtype) -> bool:
-    """Reduced precision runs as autocast over fp32 weights (the heads turn it off for themselves)."""
-    return dtype is not torch.float32
+    """Reduced precision runs as autocast over fp32 weights (the heads turn it off for themselves), on the
+    device types autocast supports with that dtype; anything else runs in plain fp32."""
+    if dtype is torch.float32:
+        return False
+    if not hasattr(torch, "autocast") or not hasattr(torch.amp, "is_autocast_available"):
+        return device.type in ("cuda", "cpu", "mps")
+    return bool(torch.amp.is_autocast_available(device.type))
 
 
 def describe_device(device: torch.device) -> str:

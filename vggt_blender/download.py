@@ -14,6 +14,7 @@ import http.client
 import os
 import re
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -31,7 +32,10 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class DownloadError(CheckpointError):
-    """A download that could not be completed (network, HTTP status, verification)."""
+    """A download that could not be completed (network, HTTP status, disk, verification). Its protocol code
+    is "download_failed": the checkpoint itself is not known to be bad."""
+
+    code = "download_failed"
 
 
 def token_from_env() -> str | None:
@@ -157,7 +161,11 @@ def download_checkpoint(
                     + _manual_hint(url, dest), file=str(dest)) from exc
             time.sleep(retry_delay * attempts)
 
-    os.replace(part, dest)
+    try:
+        os.replace(part, dest)
+    except OSError as exc:
+        raise DownloadError(f"{dest}: cannot rename the verified download {part.name} to it: "
+                            f"{exc.strerror or exc}", file=str(dest)) from exc
     # Spare the provenance step from hashing 5 GB again.
     from .weights import remember_sha256
 
@@ -165,9 +173,9 @@ def download_checkpoint(
     return dest
 
 
-def _open(url: str, token: str | None, offset: int, timeout: float) -> tuple[http.client.HTTPResponse, _Redirects]:
-    host = urllib.parse.urlsplit(url).hostname or ""
-    redirects = _Redirects(token, host)
+def _open(url: str, token: str | None, offset: int, timeout: float,
+          redirects: _Redirects) -> http.client.HTTPResponse:
+    """Open `url` (from byte `offset`); `redirects` records the X-Linked-* headers even when this raises."""
     opener = urllib.request.build_opener(redirects)
     req = urllib.request.Request(url, headers={"User-Agent": f"vggt_blender/{__version__}",
                                                "Accept-Encoding": "identity"})
@@ -175,7 +183,7 @@ def _open(url: str, token: str | None, offset: int, timeout: float) -> tuple[htt
         req.add_unredirected_header("Authorization", f"Bearer {token}")
     if offset:
         req.add_header("Range", f"bytes={offset}-")
-    return opener.open(req, timeout=timeout), redirects
+    return opener.open(req, timeout=timeout)
 
 
 def _http_error(exc: urllib.error.HTTPError, url: str, dest: Path, token: str | None) -> DownloadError:
@@ -203,23 +211,18 @@ def _transfer(url: str, part: Path, dest: Path, token: str | None, expected_sha2
     if expected_size is not None and offset > expected_size:
         part.unlink()
         offset = 0
+    redirects = _Redirects(token, urllib.parse.urlsplit(url).hostname or "")
     try:
-        resp, redirects = _open(url, token, offset, timeout)
+        resp = _open(url, token, offset, timeout, redirects)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
-            # Range beyond the end: the .part is already complete (or belongs to another file). Verify it;
-            # a mismatch deletes it and the next attempt starts over.
-            try:
-                return _verify(part, dest, url, _hash_prefix(part, chunk_size).hexdigest(), expected_sha256,
-                               expected_size)
-            except DownloadError as bad:
-                raise _Interrupted("a stale partial file was discarded") from bad
+            # Range beyond the end: the .part may be complete (or belong to another file). Check it against
+            # what the server says the file is; never rename a .part that nothing vouches for.
+            return _verify_complete_part(part, dest, url, exc, redirects, expected_sha256, expected_size,
+                                         chunk_size)
         raise _http_error(exc, url, dest, token) from exc
     except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        host = urllib.parse.urlsplit(url).hostname
-        raise DownloadError(f"{dest}: cannot reach {host} ({reason}); are you offline? "
-                            + _manual_hint(url, dest), file=str(dest)) from exc
+        raise _network_error(exc, url, dest) from exc
 
     with resp:
         status = resp.status
@@ -253,7 +256,11 @@ def _transfer(url: str, part: Path, dest: Path, token: str | None, expected_sha2
         done = offset
         if progress is not None:
             progress(done, grand_total)
-        with open(part, "ab" if offset else "wb") as fh:
+        try:
+            fh = open(part, "ab" if offset else "wb")
+        except OSError as exc:
+            raise DownloadError(f"{part}: cannot write the download: {exc.strerror or exc}", file=str(dest)) from exc
+        with fh:
             while True:
                 if should_cancel is not None and should_cancel():
                     raise CancelledError(f"{dest}: download cancelled; {part.name} keeps {done:,} bytes and "
@@ -264,7 +271,12 @@ def _transfer(url: str, part: Path, dest: Path, token: str | None, expected_sha2
                     raise _Interrupted(f"{type(exc).__name__} after {done:,} bytes") from exc
                 if not chunk:
                     break
-                fh.write(chunk)
+                try:
+                    fh.write(chunk)
+                except OSError as exc:  # a full disk, typically; the .part keeps what was written
+                    raise DownloadError(f"{part}: cannot write the download after {done:,} bytes: "
+                                        f"{exc.strerror or exc}. Free some space and run the download again: "
+                                        "it resumes", file=str(dest)) from exc
                 hasher.update(chunk)
                 done += len(chunk)
                 if progress is not None:
@@ -272,6 +284,43 @@ def _transfer(url: str, part: Path, dest: Path, token: str | None, expected_sha2
     if expected_size is not None and done < expected_size:
         raise _Interrupted(f"connection closed after {done:,} of {expected_size:,} bytes")
     return _verify(part, dest, url, hasher.hexdigest(), expected_sha256, expected_size)
+
+
+def _network_error(exc: BaseException, url: str, dest: Path) -> DownloadError:
+    reason = getattr(exc, "reason", exc)
+    host = urllib.parse.urlsplit(url).hostname
+    if isinstance(reason, ssl.SSLError) or isinstance(exc, ssl.SSLError):
+        # Not an offline machine: a proxy or an outdated certificate store, usually.
+        return DownloadError(f"{dest}: the secure connection to {host} failed ({reason}); the certificate could "
+                             "not be verified (a proxy that intercepts HTTPS, or an outdated certificate store). "
+                             + _manual_hint(url, dest), file=str(dest))
+    return DownloadError(f"{dest}: cannot reach {host} ({reason}); are you offline? " + _manual_hint(url, dest),
+                         file=str(dest))
+
+
+def _verify_complete_part(part: Path, dest: Path, url: str, exc: urllib.error.HTTPError, redirects: _Redirects,
+                          expected_sha256: str | None, expected_size: int | None, chunk_size: int) -> str:
+    """The server answered 416 to a resume: verify `part` against the sha256/size known from the arguments,
+    the redirect's X-Linked-* headers or the 416 response itself. Unverifiable or wrong: discard it and
+    have the next attempt start over (_Interrupted)."""
+    headers = exc.headers if exc.headers is not None else {}
+    sha = expected_sha256 or redirects.linked_etag or _clean_etag(headers.get("X-Linked-Etag"))
+    size = expected_size if expected_size is not None else redirects.linked_size
+    if size is None:
+        linked = (headers.get("X-Linked-Size") or "").strip()
+        if linked.isdigit():
+            size = int(linked)
+        else:
+            m = re.match(r"\s*bytes\s+\*/(\d+)", headers.get("Content-Range") or "")
+            size = int(m.group(1)) if m else None
+    if sha is None:
+        # A size alone does not vouch for the contents.
+        part.unlink(missing_ok=True)
+        raise _Interrupted("the server gave no checksum for a partial file it says is complete; starting over")
+    try:
+        return _verify(part, dest, url, _hash_prefix(part, chunk_size).hexdigest(), sha, size)
+    except DownloadError as bad:
+        raise _Interrupted("a stale partial file was discarded") from bad
 
 
 def _verify(part: Path, dest: Path, url: str, digest: str, expected_sha256: str | None,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RequestError
-from .reconstruction import Reconstruction
+from .reconstruction import TEMP_PREFIX, Reconstruction, make_shareable
 
 POINT_SOURCES = ("depth", "point_map")
 
@@ -55,17 +55,24 @@ def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, confide
               f"element vertex {len(rows)}"]
     header += [f"property {types[kind]} {name}" for name, kind in fields]
     header.append("end_header")
-    fd, tmp = tempfile.mkstemp(prefix=".vggt_tmp_", suffix=".ply", dir=path.parent if str(path.parent) else ".")
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".ply", dir=folder)
+    except OSError as exc:
+        raise RequestError(f"{path}: cannot write in folder {folder}: {exc.strerror or exc}", file=str(path)) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(("\n".join(header) + "\n").encode("ascii"))
             fh.write(rows.tobytes())
+        make_shareable(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise RequestError(f"{path}: cannot write the PLY file: {exc.strerror or exc}", file=str(path)) from exc
         raise
     return path
 

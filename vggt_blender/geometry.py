@@ -242,10 +242,29 @@ def project_points(
 # Axes
 
 
-def opencv_world_to_blender(points: np.ndarray) -> np.ndarray:
-    """OpenCV world points [..., 3] -> Blender world (x, z, -y) [..., 3] (float64)."""
-    p = _f64(points)
-    return np.stack([p[..., 0], p[..., 2], -p[..., 1]], axis=-1)
+def opencv_world_to_blender(points: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """OpenCV world points [..., 3] -> Blender world (x, z, -y) * scale [..., 3]: the one implementation of
+    OPENCV_TO_BLENDER_WORLD for points. Floating input keeps its dtype (float32 stays float32 for meshes),
+    anything else becomes float64."""
+    p = np.asarray(points)
+    if not np.issubdtype(p.dtype, np.floating):
+        p = p.astype(np.float64)
+    out = np.empty_like(p)
+    out[..., 0] = p[..., 0]
+    out[..., 1] = p[..., 2]
+    out[..., 2] = -p[..., 1]
+    if scale != 1.0:
+        out *= scale
+    return out
+
+
+def valid_mask_from_boxes(valid_box: np.ndarray, height: int, width: int) -> np.ndarray:
+    """bool [N,H,W]: True inside each image's half-open box (x0, y0, x1, y1) of model pixels, False on padding."""
+    boxes = np.asarray(valid_box).reshape(-1, 4)
+    mask = np.zeros((len(boxes), height, width), dtype=bool)
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        mask[i, y0:y1, x0:x1] = True
+    return mask
 
 
 def _squeeze_depth(depth: np.ndarray) -> np.ndarray:

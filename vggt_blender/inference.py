@@ -75,10 +75,10 @@ def _resolve_config(config: Any) -> tuple[Any, str]:
     if isinstance(config, VGGTConfig):
         return config, "custom"
     text = str(config)
+    resolved = VGGTConfig.resolve(text)  # the one preset-or-file lookup (model/config.py)
     path = Path(text).expanduser()
-    if text.lower().endswith(".json") or path.is_file():
-        return VGGTConfig.load(path), str(path.resolve())
-    return VGGTConfig.preset(text), text
+    is_file = text.lower().endswith(".json") or path.exists()
+    return resolved, (str(path.resolve()) if is_file else text)
 
 
 def _check_cancel(should_cancel: CancelCheck | None) -> None:
@@ -167,23 +167,43 @@ def _block_progress_hooks(model: Any, report: Callable[[float], None]) -> list:
     return handles
 
 
-def _display_copies(paths: Sequence[str], rotated: Sequence[bool], folder: Path | None) -> list[str]:
-    """Display paths: the source, or an upright PNG copy (written into `folder`) for EXIF-rotated photos."""
+UPRIGHT_JPEG_QUALITY = 95
+
+
+def _unique_stem(stem: str, used: set[str]) -> str:
+    """`stem`, or `stem_2`, `stem_3`...: the first name not taken yet (case-insensitively, for Windows/macOS)."""
+    name, count = stem, 1
+    while name.lower() in used:
+        count += 1
+        name = f"{stem}_{count}"
+    used.add(name.lower())
+    return name
+
+
+def _display_copies(paths: Sequence[str], rotated: Sequence[bool], folder: Path | None,
+                    report: ProgressCallback = _noop_progress) -> list[str]:
+    """Display paths: the source, or an upright JPEG copy (quality 95, written into `folder`) for EXIF-rotated
+    photos. Progress goes to the "writing" stage (its first half)."""
     display = [str(p) for p in paths]
-    if folder is None or not any(bool(r) for r in rotated):
+    todo = [i for i, r in enumerate(rotated) if r]
+    if folder is None or not todo:
         return display
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RequestError(f"{folder}: cannot create the folder for upright copies of rotated photos: "
+                           f"{exc.strerror or exc}", file=str(folder)) from exc
     used: set[str] = set()
-    for index, (path, is_rotated) in enumerate(zip(paths, rotated)):
-        if not is_rotated:
-            continue
-        name = Path(path).stem
-        if name in used:
-            name = f"{name}_{index}"
-        used.add(name)
-        target = folder / f"{name}.png"
-        load_image(str(path)).save(target)
+    report("writing", 0.0, f"upright copies of {len(todo)} rotated photo(s)")
+    for done, index in enumerate(todo, start=1):
+        target = folder / f"{_unique_stem(Path(paths[index]).stem, used)}.jpg"
+        try:
+            load_image(str(paths[index])).save(target, format="JPEG", quality=UPRIGHT_JPEG_QUALITY)
+        except OSError as exc:
+            raise RequestError(f"{target}: cannot write the upright copy of {paths[index]}: "
+                               f"{exc.strerror or exc}", file=str(target)) from exc
         display[index] = str(target.resolve())
+        report("writing", 0.5 * done / len(todo), f"upright copy {done}/{len(todo)}")
     return display
 
 
@@ -320,7 +340,7 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
 
     source_paths = [str(Path(p).resolve()) for p in prep.paths]
     display_paths = _display_copies(source_paths, list(prep.rotated),
-                                       Path(display_dir) if display_dir is not None else None)
+                                    Path(display_dir) if display_dir is not None else None, report)
 
     provenance = make_provenance(
         checkpoint=Path(weights_path).name if weights_path else None,
@@ -362,6 +382,24 @@ def display_folder_for(output: str | Path) -> Path:
     return output.with_name(f"{output.stem}_images")
 
 
+def probe_output_folder(output: Path) -> None:
+    """Create and remove a temporary file beside `output`, so an unwritable folder is reported before the
+    model runs rather than after it."""
+    import os
+    import tempfile
+
+    from .reconstruction import TEMP_PREFIX
+
+    folder = output.parent
+    try:
+        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".probe", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise RequestError(f"{folder}: cannot write to the output folder: {exc.strerror or exc}",
+                           file=str(output)) from exc
+
+
 def reconstruct_to_file(image_paths: Iterable[str], output: str | Path, *,
                         progress: ProgressCallback | None = None, **options: Any) -> Reconstruction:
     """`reconstruct()` (options passed on, `fast_path` included) then write the .npz atomically. On any failure
@@ -372,6 +410,7 @@ def reconstruct_to_file(image_paths: Iterable[str], output: str | Path, *,
         raise RequestError(f"the output must be a .npz file: {output}", file=str(output))
     if not output.parent.is_dir():
         raise RequestError(f"the output folder does not exist: {output.parent}", file=str(output))
+    probe_output_folder(output)
     report = progress or _noop_progress
     folder = display_folder_for(output)
     folder_existed = folder.exists()
@@ -379,7 +418,8 @@ def reconstruct_to_file(image_paths: Iterable[str], output: str | Path, *,
     try:
         rec = reconstruct(image_paths, progress=report, display_dir=folder, **options)
         start = time.perf_counter()
-        report("writing", 0.0, str(output))
+        copies = any(d != i for d, i in zip(rec.display_paths, rec.image_paths))
+        report("writing", 0.5 if copies else 0.0, str(output))
         save_reconstruction(str(output), rec)
         elapsed = time.perf_counter() - start
         report("writing", 1.0, str(output))

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError, RequestError
+from .geometry import valid_mask_from_boxes
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -71,12 +72,9 @@ class PreprocessResult:
     @property
     def valid_mask(self) -> np.ndarray:
         """bool [N,H,W]: True on model pixels that show the photo, False on padding."""
-        n = len(self.paths)
         width, height = self.model_size
-        mask = np.zeros((n, height, width), dtype=bool)
-        for i, (x0, y0, x1, y1) in enumerate(self.valid_box):
-            mask[i, y0:y1, x0:x1] = True
-        return mask
+        return valid_mask_from_boxes(np.asarray(self.valid_box, dtype=np.int64).reshape(len(self.paths), 4),
+                                     int(height), int(width))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -46,9 +47,12 @@ class StageProgress:
     def _draw(self, now: float) -> None:
         filled = int(round(self._last_fraction * BAR_WIDTH))
         bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-        line = (f"\r{self._stage:<13} [{bar}] {self._last_fraction * 100:5.1f}% "
+        line = (f"{self._stage:<13} [{bar}] {self._last_fraction * 100:5.1f}% "
                 f"{now - self._started:6.1f}s {self._last_message}")
-        self.stream.write(line[:160].ljust(100))
+        # Exactly one column short of the terminal: a full-width line would wrap and break the redraw, and
+        # the padding wipes what a longer previous line left behind.
+        width = max(20, shutil.get_terminal_size().columns - 1)
+        self.stream.write("\r" + line[:width].ljust(width))
         self.stream.flush()
 
     def finish(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import ReconstructionFileError
-from .geometry import depth_to_world_points
+from .geometry import depth_to_world_points, pixel_map_matrix, valid_mask_from_boxes
 
 SCHEMA = "vggt_blender.reconstruction"
 SCHEMA_VERSION = 1
@@ -183,6 +183,13 @@ def _check_fields(arrays: dict[str, np.ndarray], file: str) -> None:
 # ------------------------------------------------------------------------------------------- save/load
 
 
+def make_shareable(path: str | os.PathLike[str]) -> None:
+    """Give a file made by mkstemp (mode 0600) the mode a plain open() would: 0o666 minus the umask."""
+    mask = os.umask(0)
+    os.umask(mask)  # reading the umask means setting it; put it straight back
+    os.chmod(path, 0o666 & ~mask)
+
+
 def save_reconstruction(path: str | os.PathLike[str], rec: Reconstruction, compress: bool = False) -> Path:
     """Write `rec` to `path` atomically and return the path.
 
@@ -218,6 +225,7 @@ def save_reconstruction(path: str | os.PathLike[str], rec: Reconstruction, compr
             (np.savez_compressed if compress else np.savez)(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
+        make_shareable(tmp_name)
         os.replace(tmp_name, path)
     except BaseException as exc:
         try:
@@ -375,12 +383,8 @@ def make_reconstruction(
     valid_box = np.asarray(valid_box, dtype=np.int32)
     if original_sizes is None:
         original_sizes = np.tile(np.array([w, h], dtype=np.int32), (n, 1))
-    affine = np.zeros((n, 3, 3))
-    affine[:, 0, 0], affine[:, 1, 1] = pixel_map[:, 0], pixel_map[:, 1]
-    affine[:, 0, 2], affine[:, 1, 2], affine[:, 2, 2] = pixel_map[:, 2], pixel_map[:, 3], 1.0
-    valid_mask = np.zeros((n, h, w), dtype=bool)
-    for i, (x0, y0, x1, y1) in enumerate(valid_box):
-        valid_mask[i, y0:y1, x0:x1] = True
+    affine = pixel_map_matrix(pixel_map)
+    valid_mask = valid_mask_from_boxes(valid_box, h, w)
     world_points = depth_to_world_points(depth, extrinsics, intrinsics_model, dtype=np.float32)
     if isinstance(provenance, dict):
         provenance = json.dumps(provenance, sort_keys=True)

@@ -32,6 +32,13 @@ class RuntimeSetupError(VGGTError):
     code = "no_runtime"
 
 
+
+def _no_window() -> dict:
+    """Popen keyword arguments that keep a console window from popping up on Windows (as worker_client does)."""
+    from .worker_client import NO_WINDOW_FLAGS
+
+    return {"creationflags": NO_WINDOW_FLAGS} if NO_WINDOW_FLAGS else {}
+
 def venv_python(venv_dir: str | os.PathLike, system: str | None = None) -> Path:
     """The interpreter inside a virtual environment folder (Scripts\\python.exe on Windows)."""
     system = system or platform.system()
@@ -47,7 +54,8 @@ def has_nvidia_gpu(timeout: float = 10.0) -> bool:
     if exe is None:
         return False
     try:
-        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=timeout,
+                             **_no_window())
     except (OSError, subprocess.SubprocessError):
         return False
     return out.returncode == 0 and "GPU" in out.stdout
@@ -108,7 +116,7 @@ def check_python_version(python_exe: str | os.PathLike, timeout: float = 30.0) -
     try:
         out = subprocess.run(
             [python_exe, "-c", "import sys; print(sys.version_info[0], sys.version_info[1])"],
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True, text=True, timeout=timeout, **_no_window(),
         )
         major, minor = (int(v) for v in out.stdout.split())
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
@@ -188,7 +196,7 @@ class CommandSequence:
                 try:
                     proc = subprocess.Popen(
                         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                        errors="replace", env=self.env, bufsize=1,
+                        errors="replace", env=self.env, bufsize=1, **_no_window(),
                     )
                 except OSError as exc:
                     self.error = f"{label} failed: cannot start {argv[0]} ({exc})"
@@ -272,7 +280,7 @@ def probe_runtime(
     try:
         out = subprocess.run(
             [python_exe, "-c", PROBE_CODE, weights or "", checkpoint],
-            capture_output=True, text=True, timeout=timeout, env=env,
+            capture_output=True, text=True, timeout=timeout, env=env, **_no_window(),
         )
     except subprocess.TimeoutExpired:
         return {"error": f"{python_exe}: the runtime did not answer within {timeout:.0f} s"}

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
-from .checkpoints import DEFAULT_CHECKPOINT, Checkpoint, get_checkpoint
+from .checkpoints import CHECKPOINTS, DEFAULT_CHECKPOINT, Checkpoint, get_checkpoint
 from .errors import CheckpointError, WeightsNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,9 +101,30 @@ def missing_weights_message(checkpoint: str = DEFAULT_CHECKPOINT, caller: str = 
     return text
 
 
+def check_weights_env(checkpoint: str = DEFAULT_CHECKPOINT, caller: str = "cli") -> Path | None:
+    """The file $VGGT_WEIGHTS names (None when unset); raise WeightsNotFoundError when it names nothing usable,
+    so that a caller about to download does not fetch 5 GB to paper over a mistyped variable."""
+    env = os.environ.get(WEIGHTS_ENV, "")
+    if not env:
+        return None
+    return _pick(Path(env).expanduser(), get_checkpoint(checkpoint), f"${WEIGHTS_ENV}")
+
+
+def _cached_checkpoint(preferred: Checkpoint) -> Path | None:
+    """A downloaded checkpoint in the cache: `preferred`'s folder first, then every other known checkpoint's
+    (registry order, vggt-1b first), so a user who downloaded only the commercial weights is found too."""
+    order = [preferred] + [c for c in CHECKPOINTS.values() if c.name != preferred.name]
+    for ckpt in order:
+        for cand in _candidates_in_folder(default_cache_dir() / ckpt.name, ckpt):
+            if cand.is_file():
+                return cand.resolve()
+    return None
+
+
 def resolve_weights(explicit: str | os.PathLike[str] | None, checkpoint: str = DEFAULT_CHECKPOINT,
                     caller: str = "cli") -> Path:
-    """The checkpoint file to use: `explicit` (--weights), else $VGGT_WEIGHTS, else the default cache.
+    """The checkpoint file to use: `explicit` (--weights), else $VGGT_WEIGHTS, else the default cache
+    (`checkpoint`'s folder first, then the other known checkpoints' folders).
 
     An explicit path or the environment variable that points nowhere is an error (not silently skipped):
     the user asked for that file. Folders are accepted when they hold the checkpoint's file. Error messages
@@ -112,13 +133,12 @@ def resolve_weights(explicit: str | os.PathLike[str] | None, checkpoint: str = D
     ckpt = get_checkpoint(checkpoint)
     if explicit is not None and str(explicit) != "":
         return _pick(Path(explicit).expanduser(), ckpt, _caller(caller)["origin"])
-    env = os.environ.get(WEIGHTS_ENV, "")
-    if env:
-        return _pick(Path(env).expanduser(), ckpt, f"${WEIGHTS_ENV}")
-    folder = default_cache_dir() / ckpt.name
-    for cand in _candidates_in_folder(folder, ckpt):
-        if cand.is_file():
-            return cand.resolve()
+    from_env = check_weights_env(checkpoint, caller)
+    if from_env is not None:
+        return from_env
+    cached = _cached_checkpoint(ckpt)
+    if cached is not None:
+        return cached
     raise WeightsNotFoundError(missing_weights_message(checkpoint, caller),
                                file=str(default_weights_path(checkpoint)))
 
@@ -169,12 +189,16 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 8 << 20,
             return data["sha256"]
     h = hashlib.sha256()
     done = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            h.update(chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, key["size"])
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(chunk_size):
+                h.update(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, key["size"])
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the checkpoint to hash it: {exc.strerror or exc}",
+                              file=str(path)) from exc
     digest = h.hexdigest()
     remember_sha256(path, digest)
     return digest
@@ -224,7 +248,10 @@ def read_state_dict(path: str | os.PathLike[str], map_location: str | Any = "cpu
         raise CheckpointError(f"{file}: checkpoint file not found", file=file)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{file}: the checkpoint file is empty (an interrupted download?)", file=file)
-    kind = _file_kind(path)
+    try:
+        kind = _file_kind(path)
+    except OSError as exc:
+        raise CheckpointError(f"{file}: cannot open the checkpoint: {exc.strerror or exc}", file=file) from exc
     if kind == "safetensors" or (kind == "unknown" and path.suffix == ".safetensors"):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -327,7 +354,7 @@ def _resolve_config(config: Any) -> Any:
     if isinstance(config, VGGTConfig):
         return config
     if isinstance(config, (str, os.PathLike)):
-        return VGGTConfig.resolve(os.fspath(config))
+        return VGGTConfig.resolve(os.fspath(config))  # the one preset-or-file lookup
     if isinstance(config, Mapping):
         return VGGTConfig.from_dict(dict(config))
     raise TypeError(f"config must be a VGGTConfig, a preset name, a JSON path or a dict, not {type(config).__name__}")
@@ -376,6 +403,7 @@ def load_model(config: Any, path: str | os.PathLike[str], device: Any = "cpu", d
 
 
 __all__ = [
-    "WEIGHTS_ENV", "default_cache_dir", "default_weights_path", "resolve_weights", "missing_weights_message",
+    "WEIGHTS_ENV", "default_cache_dir", "default_weights_path", "resolve_weights", "check_weights_env",
+    "missing_weights_message",
     "sha256_file", "remember_sha256", "read_state_dict", "check_state_dict", "load_model",
 ]

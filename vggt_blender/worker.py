@@ -20,8 +20,8 @@ from typing import Any, TextIO
 
 from .errors import CancelledError, RequestError, VGGTError
 
-PROTOCOL_CODES = {"no_weights", "bad_checkpoint", "bad_image", "out_of_memory", "cancelled", "bad_request",
-                  "internal"}
+PROTOCOL_CODES = {"no_weights", "bad_checkpoint", "download_failed", "bad_image", "out_of_memory", "cancelled",
+                  "bad_request", "internal"}
 EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
 
 # Request keys and their defaults; "images" and "output" are required.
@@ -45,7 +45,8 @@ class Emitter:
         self.stream = stream
 
     def send(self, obj: dict) -> None:
-        self.stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        # ASCII only: a path with undecodable bytes (lone surrogates) cannot break the line's encoding.
+        self.stream.write(json.dumps(obj, ensure_ascii=True) + "\n")
         self.stream.flush()
 
     def progress(self, stage: str, fraction: float, message: str) -> None:
@@ -93,8 +94,9 @@ def _ensure_weights(request: dict, emit: Emitter) -> None:
     if not request["download"] or request["weights"] is not None:
         return
     from .errors import WeightsNotFoundError
-    from .weights import resolve_weights
+    from .weights import check_weights_env, resolve_weights
 
+    check_weights_env()  # a $VGGT_WEIGHTS naming a missing file is reported, not "fixed" by a 5 GB download
     try:
         resolve_weights(None)
         return
@@ -147,6 +149,12 @@ def handle(data: Any, emit: Emitter) -> int:
     except VGGTError as exc:
         emit.error(exc.code, exc.message, exc.file)
         return EXIT_ERROR
+    except OSError as exc:
+        # Last resort for a file-system error no module turned into a VGGTError: one readable line.
+        from .cli import os_error_line
+
+        emit.error("internal", os_error_line(exc), exc.filename if isinstance(exc.filename, str) else None)
+        return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - reported as "internal"; the traceback goes to stderr
         traceback.print_exc(file=sys.stderr)
         emit.error("internal", f"{type(exc).__name__}: {exc}")
@@ -187,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vggt_blender.worker",
                                      description="Run VGGT on a JSON request; JSON lines on stdout.")
     parser.add_argument("--request", help="JSON request file (default: read the request from stdin)")
+    parser.add_argument("--cancel-on-eof", action="store_true",
+                        help="one-line request on stdin, no keep_alive: end of input on stdin (the parent closed "
+                             "it or died) cancels the run")
     args = parser.parse_args(argv)
 
     emit = Emitter(_protocol_stream())
@@ -203,13 +214,49 @@ def main(argv: list[str] | None = None) -> int:
         # A single request may span several lines; a keep-alive session sends one request per line.
         first = sys.stdin.readline()
         try:
-            json.loads(first)
+            data = json.loads(first)
         except ValueError:
             return _serve(first + sys.stdin.read(), None, emit)
+        if args.cancel_on_eof and not (isinstance(data, dict) and data.get("keep_alive") is True):
+            # One-shot with the parent holding stdin open: its end means the parent is gone.
+            watcher = _StdinWatcher(sys.stdin)
+            try:
+                return _serve(first, None, emit)
+            finally:
+                watcher.stop()
         return _serve(first, sys.stdin, emit)
     except (Cancelled, KeyboardInterrupt):
         emit.error("cancelled", "cancelled")
         return EXIT_CANCELLED
+
+
+class _StdinWatcher:
+    """Reads stdin on a daemon thread; end of input (or a read error) while the run is active delivers SIGTERM
+    to the main thread, which cancels the run like a real signal (cleanup, exit 130)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        import threading
+
+        self._stream = stream
+        self._active = True
+        self._lock = threading.Lock()
+        threading.Thread(target=self._watch, daemon=True, name="stdin-eof").start()
+
+    def _watch(self) -> None:
+        import _thread
+
+        try:
+            while self._stream.readline():
+                pass  # the parent has nothing more to say in one-shot mode; anything sent is ignored
+        except (OSError, ValueError):
+            pass
+        with self._lock:
+            if self._active:
+                _thread.interrupt_main(signal.SIGTERM)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._active = False
 
 
 def _serve(text: str, more: TextIO | None, emit: Emitter) -> int:
