@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic_file import atomic_write
 from .errors import RequestError
-from .reconstruction import TEMP_PREFIX, Reconstruction, make_shareable
+from .reconstruction import Reconstruction
 
 POINT_SOURCES = ("depth", "point_map")
 
@@ -55,25 +55,9 @@ def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, confide
               f"element vertex {len(rows)}"]
     header += [f"property {types[kind]} {name}" for name, kind in fields]
     header.append("end_header")
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".ply", dir=folder)
-    except OSError as exc:
-        raise RequestError(f"{path}: cannot write in folder {folder}: {exc.strerror or exc}", file=str(path)) from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(("\n".join(header) + "\n").encode("ascii"))
-            fh.write(rows.tobytes())
-        make_shareable(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise RequestError(f"{path}: cannot write the PLY file: {exc.strerror or exc}", file=str(path)) from exc
-        raise
+    with atomic_write(path, RequestError, "the PLY file") as fh:
+        fh.write(("\n".join(header) + "\n").encode("ascii"))
+        fh.write(rows.tobytes())
     return path
 
 

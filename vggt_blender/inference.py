@@ -388,7 +388,7 @@ def probe_output_folder(output: Path) -> None:
     import os
     import tempfile
 
-    from .reconstruction import TEMP_PREFIX
+    from .atomic_file import TEMP_PREFIX
 
     folder = output.parent
     try:

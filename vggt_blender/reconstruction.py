@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .atomic_file import TEMP_PREFIX, atomic_write
 from .errors import ReconstructionFileError
 from .geometry import depth_to_world_points, pixel_map_matrix, valid_mask_from_boxes
 
@@ -23,7 +23,6 @@ SCHEMA = "vggt_blender.reconstruction"
 SCHEMA_VERSION = 1
 # Prefix of the temporary file a save writes before renaming it into place. Readers and folder scans can
 # skip names that start with it: such a file is a save that never finished.
-TEMP_PREFIX = ".vggt_tmp_"
 
 # key -> (dtype, shape template). Shape letters: N images, H/W model input, digits are literal.
 # "U" means a numpy unicode string array of any width.
@@ -183,13 +182,6 @@ def _check_fields(arrays: dict[str, np.ndarray], file: str) -> None:
 # ------------------------------------------------------------------------------------------- save/load
 
 
-def make_shareable(path: str | os.PathLike[str]) -> None:
-    """Give a file made by mkstemp (mode 0600) the mode a plain open() would: 0o666 minus the umask."""
-    mask = os.umask(0)
-    os.umask(mask)  # reading the umask means setting it; put it straight back
-    os.chmod(path, 0o666 & ~mask)
-
-
 def save_reconstruction(path: str | os.PathLike[str], rec: Reconstruction, compress: bool = False) -> Path:
     """Write `rec` to `path` atomically and return the path.
 
@@ -214,28 +206,8 @@ def save_reconstruction(path: str | os.PathLike[str], rec: Reconstruction, compr
             raise ReconstructionFileError(f"{path}: extra array '{name}' holds Python objects", file=str(path))
         arrays[name] = arr
 
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".npz", dir=folder)
-    except OSError as exc:
-        raise ReconstructionFileError(f"{path}: cannot write in folder {folder}: {exc.strerror or exc}",
-                                      file=str(path)) from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            (np.savez_compressed if compress else np.savez)(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        make_shareable(tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise ReconstructionFileError(f"{path}: cannot write the file: {exc.strerror or exc}",
-                                          file=str(path)) from exc
-        raise
+    with atomic_write(path, ReconstructionFileError, "the file", fsync=True) as fh:
+        (np.savez_compressed if compress else np.savez)(fh, **arrays)
     return path
 
 

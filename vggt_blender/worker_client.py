@@ -1,6 +1,7 @@
 """Start the worker subprocess, collect its JSON lines without blocking, cancel it (stdlib only).
 
-Used by the Blender operator from a modal timer: `start()`, then `poll()` on every tick, `cancel()` from the panel's cancel button.
+Used by the Blender operator from a modal timer: `start()`, then `poll()` on every tick, and `cancel()`
+from the panel's cancel button.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from .atomic_file import TEMP_PREFIX  # stdlib only: this client stays import-light
+
 # The folder that holds the `vggt_blender` package (the extension folder): put on the worker's PYTHONPATH.
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 CANCELLED_EXIT_CODE = 130
-TEMP_PREFIX = ".vggt_tmp_"  # reconstruction.TEMP_PREFIX (not imported: this module must stay import-light)
 # No console window for the worker on Windows (runtime_setup uses the same flags).
 NO_WINDOW_FLAGS = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
 
