@@ -408,8 +408,11 @@ def reconstruct_to_file(image_paths: Iterable[str], output: str | Path, *,
     output = Path(output).expanduser().resolve()
     if output.suffix.lower() != ".npz":
         raise RequestError(f"the output must be a .npz file: {output}", file=str(output))
-    if not output.parent.is_dir():
-        raise RequestError(f"the output folder does not exist: {output.parent}", file=str(output))
+    try:  # a pipeline naming a fresh output folder expects it to be made
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RequestError(f"{output.parent}: cannot create the output folder ({exc.strerror or exc})",
+                           file=str(output)) from exc
     probe_output_folder(output)
     report = progress or _noop_progress
     folder = display_folder_for(output)
