@@ -12,12 +12,26 @@ POINT_MATERIAL = "VGGT Point Color"
 _MARKER_KEY = "vggt_material"
 
 
-def _new_node_material(name: str) -> bpy.types.Material:
+def _emission_material(name: str, source_type: str) -> tuple[bpy.types.Material, bpy.types.Node]:
+    """A material whose surface is Emission (strength 1) of a new `source_type` node's Color output.
+
+    Emission, not a lit BSDF: points and planes show the photos' own colours under any light.
+    """
     mat = bpy.data.materials.new(name)
     if bpy.app.version < (5, 0, 0):
         mat.use_nodes = True  # deprecated (always on) in 5.0
-    mat.node_tree.nodes.clear()
-    return mat
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    nodes.clear()
+    source = nodes.new(source_type)
+    source.location = (-400, 0)
+    emit = nodes.new("ShaderNodeEmission")
+    emit.inputs["Strength"].default_value = 1.0
+    emit.location = (-100, 0)
+    out = nodes.new("ShaderNodeOutputMaterial")
+    out.location = (150, 0)
+    links.new(source.outputs["Color"], emit.inputs["Color"])
+    links.new(emit.outputs["Emission"], out.inputs["Surface"])
+    return mat, source
 
 
 def point_material() -> bpy.types.Material:
@@ -26,19 +40,9 @@ def point_material() -> bpy.types.Material:
     for mat in bpy.data.materials:
         if mat.get(_MARKER_KEY) == "point_color_v2":
             return mat
-    mat = _new_node_material(POINT_MATERIAL)
-    nodes, links = mat.node_tree.nodes, mat.node_tree.links
-    attr = nodes.new("ShaderNodeAttribute")
+    mat, attr = _emission_material(POINT_MATERIAL, "ShaderNodeAttribute")
     attr.attribute_type = "GEOMETRY"
     attr.attribute_name = "Col"
-    attr.location = (-400, 0)
-    emit = nodes.new("ShaderNodeEmission")
-    emit.inputs["Strength"].default_value = 1.0
-    emit.location = (-100, 0)
-    out = nodes.new("ShaderNodeOutputMaterial")
-    out.location = (150, 0)
-    links.new(attr.outputs["Color"], emit.inputs["Color"])
-    links.new(emit.outputs["Emission"], out.inputs["Surface"])
     mat[_MARKER_KEY] = "point_color_v2"
     return mat
 
@@ -48,20 +52,10 @@ def photo_material(image: bpy.types.Image, name: str) -> bpy.types.Material:
     for mat in bpy.data.materials:
         if mat.get(_MARKER_KEY) == "photo_v1" and mat.get("vggt_image") == image.name:
             return mat
-    mat = _new_node_material(name)
-    nodes, links = mat.node_tree.nodes, mat.node_tree.links
-    tex = nodes.new("ShaderNodeTexImage")
+    mat, tex = _emission_material(name, "ShaderNodeTexImage")
     tex.image = image
     tex.interpolation = "Linear"
     tex.extension = "EXTEND"
-    tex.location = (-400, 0)
-    emit = nodes.new("ShaderNodeEmission")
-    emit.inputs["Strength"].default_value = 1.0
-    emit.location = (-100, 0)
-    out = nodes.new("ShaderNodeOutputMaterial")
-    out.location = (150, 0)
-    links.new(tex.outputs["Color"], emit.inputs["Color"])
-    links.new(emit.outputs["Emission"], out.inputs["Surface"])
     mat[_MARKER_KEY] = "photo_v1"
     mat["vggt_image"] = image.name
     return mat

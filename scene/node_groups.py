@@ -103,23 +103,35 @@ def _input_by_identifier(node, identifier: str):
     raise KeyError(identifier)
 
 
+def _new_confidence_filter(name: str, marker: str, interface: tuple):
+    """A new group whose input Geometry loses every vertex (and the faces using it) with conf < Min Confidence.
+
+    Returns (group, group input node, group output node, the Delete Geometry node to chain from).
+    """
+    group = _new_group(name, marker, interface)
+    g_in, g_out = _io_nodes(group)
+    compare = _confidence_below(group, g_in)
+    delete = group.nodes.new("GeometryNodeDeleteGeometry")
+    delete.domain = "POINT"
+    delete.mode = "ALL"
+    delete.location = (-150, 0)
+    group.links.new(_output_by_identifier(g_in, socket_identifier(group, "Geometry")), delete.inputs["Geometry"])
+    group.links.new(compare.outputs["Result"], delete.inputs["Selection"])
+    return group, g_in, g_out, delete
+
+
+def _link_to_output(group: bpy.types.NodeTree, g_out, socket) -> None:
+    group.links.new(socket, _input_by_identifier(g_out, socket_identifier(group, "Geometry", "OUTPUT")))
+
+
 def point_cloud_group() -> bpy.types.NodeTree:
     """conf < Min Confidence -> Delete Geometry -> Mesh to Points -> Set Point Radius -> Set Material."""
     marker = "point_cloud_v1"
     found = _find_reusable(POINT_CLOUD_GROUP, marker, _POINT_CLOUD_INTERFACE)
     if found is not None:
         return found
-    group = _new_group(POINT_CLOUD_GROUP, marker, _POINT_CLOUD_INTERFACE)
+    group, g_in, g_out, delete = _new_confidence_filter(POINT_CLOUD_GROUP, marker, _POINT_CLOUD_INTERFACE)
     nodes, links = group.nodes, group.links
-    g_in, g_out = _io_nodes(group)
-    geo_in = _output_by_identifier(g_in, socket_identifier(group, "Geometry"))
-    compare = _confidence_below(group, g_in)
-
-    delete = nodes.new("GeometryNodeDeleteGeometry")
-    delete.domain = "POINT"
-    delete.location = (-150, 0)
-    links.new(geo_in, delete.inputs["Geometry"])
-    links.new(compare.outputs["Result"], delete.inputs["Selection"])
 
     to_points = nodes.new("GeometryNodeMeshToPoints")
     to_points.mode = "VERTICES"
@@ -136,8 +148,7 @@ def point_cloud_group() -> bpy.types.NodeTree:
     links.new(radius.outputs["Points"], set_mat.inputs["Geometry"])
     links.new(_output_by_identifier(g_in, socket_identifier(group, "Material")), set_mat.inputs["Material"])
 
-    links.new(set_mat.outputs["Geometry"],
-              _input_by_identifier(g_out, socket_identifier(group, "Geometry", "OUTPUT")))
+    _link_to_output(group, g_out, set_mat.outputs["Geometry"])
     return group
 
 
@@ -147,18 +158,8 @@ def depth_plane_group() -> bpy.types.NodeTree:
     found = _find_reusable(DEPTH_PLANE_GROUP, marker, _DEPTH_PLANE_INTERFACE)
     if found is not None:
         return found
-    group = _new_group(DEPTH_PLANE_GROUP, marker, _DEPTH_PLANE_INTERFACE)
-    nodes, links = group.nodes, group.links
-    g_in, g_out = _io_nodes(group)
-    compare = _confidence_below(group, g_in)
-    delete = nodes.new("GeometryNodeDeleteGeometry")
-    delete.domain = "POINT"
-    delete.mode = "ALL"
-    delete.location = (100, 0)
-    links.new(_output_by_identifier(g_in, socket_identifier(group, "Geometry")), delete.inputs["Geometry"])
-    links.new(compare.outputs["Result"], delete.inputs["Selection"])
-    links.new(delete.outputs["Geometry"],
-              _input_by_identifier(g_out, socket_identifier(group, "Geometry", "OUTPUT")))
+    group, _, g_out, delete = _new_confidence_filter(DEPTH_PLANE_GROUP, marker, _DEPTH_PLANE_INTERFACE)
+    _link_to_output(group, g_out, delete.outputs["Geometry"])
     return group
 
 
