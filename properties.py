@@ -17,7 +17,7 @@ from bpy.props import (
 )
 
 from .registration import register_classes, unregister_classes
-from .vggt_blender.scene_options import SceneOptions
+from .vggt_blender.options import SceneOptions
 
 _DEFAULTS = SceneOptions()
 

@@ -1,7 +1,7 @@
 """Blender-side runtime discovery: where the inference runtime and per-user files live, and its cached status.
 
 The model never runs inside Blender: a separate Python with torch (installed privately by the add-on, or one
-the user points to) runs `python -m vggt_blender.worker`. This module finds that Python and remembers what a
+the user points to) runs `python -m vggt_blender.jobs.worker`. This module finds that Python and remembers what a
 small probe subprocess reported about it (torch version, GPU, weights), without blocking the UI.
 """
 

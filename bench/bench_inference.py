@@ -102,7 +102,7 @@ def random_state_dict(cfg: VGGTConfig, seed: int, device: torch.device) -> dict[
 
 
 def checkpoint_state_dict(path: str) -> dict[str, torch.Tensor]:
-    from vggt_blender.weights import read_state_dict
+    from vggt_blender.weights.loading import read_state_dict
 
     return {k: v.float() for k, v in read_state_dict(path).items() if not k.startswith("track_head.")}
 
@@ -495,7 +495,7 @@ def _read_through(path: str) -> None:
 
 
 def run_load_checkpoint(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
-    from vggt_blender.weights import load_model
+    from vggt_blender.weights.loading import load_model
 
     _read_through(args.load_checkpoint)
     if device.type == "cuda":
@@ -525,7 +525,7 @@ def run_load_checkpoint(args: argparse.Namespace, device: torch.device, dtype: t
 
 def run_fidelity(args: argparse.Namespace, cfg: VGGTConfig, sd: dict, device: torch.device,
                  dtype: torch.dtype) -> None:
-    from vggt_blender.image_files import collect_images
+    from vggt_blender.io.photo_paths import collect_images
     from vggt_blender.preprocess import preprocess_images
 
     paths, _ = collect_images([args.fidelity])

@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 import bpy  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from vggt_blender.blend_file import load_extension_package  # noqa: E402
-from vggt_blender.reconstruction import Reconstruction  # noqa: E402
-from vggt_blender.scene_options import SceneOptions  # noqa: E402
+from vggt_blender.extension_package import load_extension_package  # noqa: E402
+from vggt_blender.io.reconstruction import Reconstruction  # noqa: E402
+from vggt_blender.options import SceneOptions  # noqa: E402
 
 
 def synthetic(n: int, w: int, h: int, photo_dir: Path) -> Reconstruction:

@@ -8,7 +8,7 @@ from bpy_extras.io_utils import ImportHelper
 
 from ..properties import SceneOptionProperties, scene_options_from
 from ..vggt_blender.errors import VGGTError
-from ..vggt_blender.scene_options import SceneOptions
+from ..vggt_blender.options import SceneOptions
 from .reconstruct import one_line
 
 

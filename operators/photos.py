@@ -9,7 +9,7 @@ from bpy.props import BoolProperty, CollectionProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
 from ..vggt_blender.errors import VGGTError
-from ..vggt_blender.image_files import collect_images
+from ..vggt_blender.io.photo_paths import collect_images
 
 
 class VGGT_OT_add_photos(bpy.types.Operator, ImportHelper):

@@ -1,6 +1,6 @@
 """`vggt.reconstruct`: photos -> worker subprocess (inference runtime) -> reconstruction file -> scene.
 
-The model runs in another Python (`python -m vggt_blender.worker`), so Blender stays responsive and a crash or
+The model runs in another Python (`python -m vggt_blender.jobs.worker`), so Blender stays responsive and a crash or
 out-of-memory there cannot take Blender down. Invoked from the UI the operator is modal (a timer polls the
 worker); `execute()` runs the same job blocking (scripts, tests). Cancel (the panel's ✕ button, opening another
 file, disabling the add-on) terminates the worker and leaves the scene unchanged.
@@ -17,8 +17,8 @@ import bpy
 
 from .. import runtime
 from ..vggt_blender.errors import VGGTError
-from ..vggt_blender.weights import resolve_weights  # torch-free: weights.py imports torch only to load
-from ..vggt_blender.worker_client import WorkerJob
+from ..vggt_blender.weights.discovery import resolve_weights  # torch-free: weights.py imports torch only to load
+from ..vggt_blender.jobs.local import WorkerJob
 
 STAGE_LABELS = {
     "starting": "Starting",
@@ -196,7 +196,7 @@ class ReconstructionRun:
 
     def _build_scene(self, path: str):
         from ..scene.build import build_scene
-        from ..vggt_blender.reconstruction import load_reconstruction
+        from ..vggt_blender.io.reconstruction import load_reconstruction
 
         rec = load_reconstruction(path)
         leave_edit_modes(bpy.context)

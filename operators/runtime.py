@@ -216,8 +216,8 @@ BLENDER_TOKEN_HINT = "in these add-on preferences (Hugging Face Token) or as HF_
 
 def checkpoint_info(name: str) -> dict:
     """The registry entry as plain values for the confirm dialog and the download."""
-    from ..vggt_blender.checkpoints import get_checkpoint
-    from ..vggt_blender.weights import default_weights_path  # torch-free: imports torch only to load
+    from ..vggt_blender.weights.registry import get_checkpoint
+    from ..vggt_blender.weights.discovery import default_weights_path  # torch-free: imports torch only to load
 
     ckpt = get_checkpoint(name)
     return {
@@ -299,7 +299,7 @@ class VGGT_OT_download_weights(bpy.types.Operator):
 
 def _download_work(info: dict, token: str | None, result: dict) -> None:
     # The shared downloader: keeps a finished file, checks the gated token, resumes the .part file.
-    from ..vggt_blender.download import download_named_checkpoint
+    from ..vggt_blender.weights.download import download_named_checkpoint
 
     task = TASKS["download"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import bpy
 
-from ..vggt_blender.reconstruction import load_reconstruction
-from ..vggt_blender.scene_options import SceneOptions
+from ..vggt_blender.io.reconstruction import load_reconstruction
+from ..vggt_blender.options import SceneOptions
 from .cameras import activate_camera, create_animated_camera, create_photo_cameras, scene_size_estimate
 from .depth_planes import create_depth_plane
 from .point_cloud import create_point_cloud

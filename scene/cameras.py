@@ -10,7 +10,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ..vggt_blender.blender_camera import BlenderCameraParams, blender_camera_params
+from ..vggt_blender.geometry.blender_camera import BlenderCameraParams, blender_camera_params
 
 
 def camera_params_for_view(rec, i: int, scale: float) -> BlenderCameraParams:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from ..vggt_blender.blender_camera import opencv_to_blender_points
+from ..vggt_blender.geometry.blender_camera import opencv_to_blender_points
 from .attributes import write_attribute, write_positions
 from .materials import photo_material
 from .node_groups import add_modifier, depth_plane_group

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from vggt_blender.blender_camera import (
+from vggt_blender.geometry.blender_camera import (
     blender_camera_params,
     camera_matrix_world,
     opencv_project,

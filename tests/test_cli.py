@@ -15,7 +15,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared helpers importable
 from test_inference import TINY_CONFIG, check_consistent, write_photos, write_tiny_checkpoint  # noqa: E402
 from vggt_blender import cli  # noqa: E402
-from vggt_blender.reconstruction import load_reconstruction
+from vggt_blender.io.reconstruction import load_reconstruction
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,7 +121,7 @@ def test_scene_flags_map_onto_scene_options():
 
 
 def test_ctrl_c_exits_130_without_output(tmp_path, monkeypatch, capsys):
-    from vggt_blender import inference
+    from vggt_blender.engine import inference
 
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
@@ -182,7 +182,7 @@ def _no_inference(*_args, **_kwargs):
 
 
 def test_blend_without_bpy_fails_before_inference(tmp_path, monkeypatch, capsys):
-    from vggt_blender import inference
+    from vggt_blender.engine import inference
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -198,7 +198,7 @@ def test_blend_without_bpy_fails_before_inference(tmp_path, monkeypatch, capsys)
 def test_failed_blend_step_removes_only_a_byproduct_npz(tmp_path, monkeypatch, capsys, explicit_npz):
     import types
 
-    from vggt_blender import inference
+    from vggt_blender.engine import inference
     from vggt_blender.errors import RequestError
 
     def fake_reconstruct(_inputs, output, **_kwargs):
@@ -209,7 +209,7 @@ def test_failed_blend_step_removes_only_a_byproduct_npz(tmp_path, monkeypatch, c
         raise RequestError("blend step failed")
 
     monkeypatch.setattr(inference, "reconstruct_to_file", fake_reconstruct)
-    monkeypatch.setitem(sys.modules, "vggt_blender.blend_file", types.SimpleNamespace(write_blend=broken_blend))
+    monkeypatch.setitem(sys.modules, "_vggt_blender_extension.scene.blend_file", types.SimpleNamespace(write_blend=broken_blend))
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     npz = tmp_path / ("mine.npz" if explicit_npz else "s.npz")
     args = ["reconstruct", str(tmp_path), "--blend", str(tmp_path / "s.blend"), "-q"]
@@ -232,7 +232,8 @@ def test_os_error_is_one_readable_line(tmp_path, monkeypatch, capsys):
 
 
 def test_download_does_not_paper_over_a_bad_weights_variable(tmp_path, monkeypatch, capsys):
-    from vggt_blender import download, inference
+    from vggt_blender.engine import inference
+    from vggt_blender.weights import download
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("VGGT_WEIGHTS", str(tmp_path / "typo.pt"))

@@ -12,9 +12,9 @@ from typing import Iterator
 
 import pytest
 
-from vggt_blender.download import DownloadError, download_checkpoint, download_named_checkpoint
+from vggt_blender.weights.download import DownloadError, download_checkpoint, download_named_checkpoint
 from vggt_blender.errors import CancelledError, CheckpointError
-from vggt_blender.weights import sha256_file
+from vggt_blender.weights.discovery import sha256_file
 
 DATA = hashlib.sha256(b"seed").digest() * 9000  # 288,000 bytes, deterministic
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -224,7 +224,7 @@ def test_download_failure_code_and_certificate_wording(tmp_path: Path) -> None:
     import ssl
     import urllib.error
 
-    from vggt_blender.download import _network_error
+    from vggt_blender.weights.download import _network_error
 
     assert DownloadError("x").code == "download_failed"  # a network failure is not a bad checkpoint
     cert = urllib.error.URLError(ssl.SSLCertVerificationError(1, "certificate verify failed"))
@@ -254,7 +254,7 @@ def test_full_disk_is_one_readable_error(tmp_path: Path, server: FaultyFileServe
         fh = real_open(path, mode, *a, **k)
         return FullFile(fh) if str(path).endswith(".part") and mode in ("wb", "ab") else fh
 
-    monkeypatch.setattr("vggt_blender.download.open", fake_open, raising=False)
+    monkeypatch.setattr("vggt_blender.weights.download.open", fake_open, raising=False)
     dest = tmp_path / "model.pt"
     with pytest.raises(DownloadError, match="No space left on device") as info:
         download_checkpoint(server.url(), dest, expected_sha256=SHA, chunk_size=CHUNK)

@@ -69,7 +69,7 @@ def test_build_script_makes_a_clean_zip(tmp_path):
     for required in ("blender_manifest.toml", "__init__.py", "preferences.py", "properties.py", "runtime.py",
                      "operators/__init__.py", "operators/reconstruct.py", "operators/runtime.py",
                      "panels/main_panel.py", "vggt_blender/__init__.py", "vggt_blender/runtime_setup.py",
-                     "vggt_blender/worker_client.py"):
+                     "vggt_blender/jobs/local.py"):
         assert required in names, required
     forbidden = ("tests/", "bench/", "scripts/", "docs/", ".ci/", ".venv", "fixtures", "__pycache__", ".pyc",
                  "requirements/", "pytest.ini", ".git")

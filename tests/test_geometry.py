@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vggt_blender import geometry as g
+from vggt_blender.geometry import cameras as g
 from vggt_blender.preprocess import preprocess_images
 
 RNG = np.random.default_rng(1234)

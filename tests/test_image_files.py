@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vggt_blender.errors import ImageLoadError
-from vggt_blender.image_files import collect_images, is_image_file, natural_key
+from vggt_blender.io.photo_paths import collect_images, is_image_file, natural_key
 
 
 def _touch(folder: Path, *names: str) -> None:
@@ -77,7 +77,7 @@ def test_extensions_and_natural_key() -> None:
 def test_extensions_are_readable_by_pillow() -> None:
     from PIL import Image
 
-    from vggt_blender.image_files import IMAGE_EXTENSIONS
+    from vggt_blender.io.photo_paths import IMAGE_EXTENSIONS
 
     registered = set(Image.registered_extensions())
     assert IMAGE_EXTENSIONS <= registered, IMAGE_EXTENSIONS - registered

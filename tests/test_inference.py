@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vggt_blender import inference
-from vggt_blender.devices import choose_device, choose_precision, describe_device
+from vggt_blender.engine import inference
+from vggt_blender.engine.devices import choose_device, choose_precision, describe_device
 from vggt_blender.errors import CancelledError, OutOfMemoryError, RequestError
 from vggt_blender.preprocess import load_image
-from vggt_blender.reconstruction import load_reconstruction
+from vggt_blender.io.reconstruction import load_reconstruction
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_CONFIG = FIXTURES / "parity" / "tiny" / "config.json"
@@ -280,7 +280,7 @@ def test_devices_on_this_machine():
 
 
 def test_auto_precision_follows_compute_capability(monkeypatch):
-    from vggt_blender import devices
+    from vggt_blender.engine import devices
 
     monkeypatch.setattr(devices, "_compute_capability", lambda device: (7, 5))
     assert choose_precision(torch.device("cuda"), "auto") is torch.float16
@@ -463,7 +463,8 @@ def test_auto_choice_of_path():
 def test_fast_path_option_in_cli_and_worker_request(fast_setup, tmp_path):
     import io
 
-    from vggt_blender import cli, worker
+    from vggt_blender import cli
+    from vggt_blender.jobs import worker
 
     assert cli.build_parser().parse_args(["reconstruct", "x", "-o", "y.npz"]).fast_path == "auto"
     assert cli.build_parser().parse_args(["reconstruct", "x", "-o", "y.npz", "--fast-path", "on"]).fast_path == "on"

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vggt_blender import reconstruction as recfile
+from vggt_blender.io import reconstruction as recfile
 from vggt_blender.errors import ReconstructionFileError, VGGTError
-from vggt_blender.reconstruction import (
+from vggt_blender.io.reconstruction import (
     FIELDS,
     SCHEMA,
     Reconstruction,
@@ -269,7 +269,7 @@ def test_summary_reports_numbers(rec: Reconstruction) -> None:
 def test_written_files_get_the_umask_mode_not_0600(tmp_path: Path, rec: Reconstruction) -> None:
     import os
 
-    from vggt_blender.exporters import export_ply
+    from vggt_blender.io.ply import export_ply
 
     old = os.umask(0o022)
     try:

@@ -10,10 +10,10 @@ import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
-from vggt_blender.blend_file import load_extension_package
-from vggt_blender.blender_camera import blender_camera_params, opencv_to_blender_points
-from vggt_blender.reconstruction import make_reconstruction
-from vggt_blender.scene_options import SceneOptions
+from vggt_blender.extension_package import load_extension_package
+from vggt_blender.geometry.blender_camera import blender_camera_params, opencv_to_blender_points
+from vggt_blender.io.reconstruction import make_reconstruction
+from vggt_blender.options import SceneOptions
 
 EXT = load_extension_package("_vggt_ext_tests")
 build = importlib.import_module(f"{EXT.__name__}.scene.build")

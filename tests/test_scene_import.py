@@ -9,12 +9,14 @@ import bpy
 import numpy as np
 import pytest
 
-from vggt_blender.blend_file import BPY_MISSING, load_extension_package, write_blend
+from vggt_blender.extension_package import load_extension_package
 from vggt_blender.errors import VGGTError
-from vggt_blender.reconstruction import save_reconstruction, synthetic_reconstruction
-from vggt_blender.scene_options import SceneOptions
+from vggt_blender.io.reconstruction import save_reconstruction, synthetic_reconstruction
+from vggt_blender.options import SceneOptions
 
 EXT = load_extension_package("_vggt_ext_tests")
+BLEND_FILE = importlib.import_module("_vggt_ext_tests.scene.blend_file")
+BPY_MISSING, write_blend = BLEND_FILE.BPY_MISSING, BLEND_FILE.write_blend
 importer = importlib.import_module(f"{EXT.__name__}.operators.import_reconstruction")
 cameras_module = importlib.import_module(f"{EXT.__name__}.scene.cameras")
 build_module = importlib.import_module(f"{EXT.__name__}.scene.build")

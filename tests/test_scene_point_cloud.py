@@ -8,10 +8,10 @@ import bpy
 import numpy as np
 import pytest
 
-from vggt_blender.blend_file import load_extension_package
-from vggt_blender.blender_camera import opencv_to_blender_points
-from vggt_blender.reconstruction import synthetic_reconstruction
-from vggt_blender.scene_options import SceneOptions
+from vggt_blender.extension_package import load_extension_package
+from vggt_blender.geometry.blender_camera import opencv_to_blender_points
+from vggt_blender.io.reconstruction import synthetic_reconstruction
+from vggt_blender.options import SceneOptions
 
 EXT = load_extension_package("_vggt_ext_tests")
 attributes = importlib.import_module(f"{EXT.__name__}.scene.attributes")

@@ -12,18 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vggt_blender import weights
-from vggt_blender.checkpoints import CHECKPOINTS, get_checkpoint
+from vggt_blender.weights import discovery, loading
+from vggt_blender.weights.registry import CHECKPOINTS, get_checkpoint
 from vggt_blender.errors import CheckpointError, WeightsNotFoundError
 from vggt_blender.model import VGGT, VGGTConfig
-from vggt_blender.weights import (
-    check_state_dict,
-    default_cache_dir,
-    load_model,
-    read_state_dict,
-    resolve_weights,
-    sha256_file,
-)
+from vggt_blender.weights.discovery import default_cache_dir, resolve_weights, sha256_file
+from vggt_blender.weights.loading import check_state_dict, load_model, read_state_dict
 
 TINY = Path(__file__).parent / "fixtures" / "parity" / "tiny"
 torch.set_num_threads(1)
@@ -111,7 +105,7 @@ def test_cache_lookup_falls_back_to_every_known_checkpoint(tmp_path: Path, monke
     # A $VGGT_WEIGHTS naming nothing is reported before anything else (the CLI/worker download checks it).
     monkeypatch.setenv("VGGT_WEIGHTS", str(tmp_path / "typo.pt"))
     with pytest.raises(WeightsNotFoundError, match=r"typo\.pt: the weights file given by \$VGGT_WEIGHTS"):
-        weights.check_weights_env()
+        discovery.check_weights_env()
 
 
 def test_unreadable_checkpoint_is_one_error(tmp_path: Path, monkeypatch) -> None:
@@ -128,7 +122,7 @@ def test_unreadable_checkpoint_is_one_error(tmp_path: Path, monkeypatch) -> None
     with pytest.raises(CheckpointError, match=r"model\.pt: cannot read the checkpoint to hash it: Permission denied"):
         sha256_file(path)
     with pytest.raises(CheckpointError, match=r"model\.pt: cannot open the checkpoint: Permission denied"):
-        weights.read_state_dict(path)
+        loading.read_state_dict(path)
 
 
 def test_missing_weights_message_says_what_and_where(tmp_path: Path) -> None:
@@ -157,10 +151,10 @@ def test_missing_weights_message_in_blenders_words(tmp_path: Path) -> None:
     with pytest.raises(WeightsNotFoundError, match=r"nope\.pt: the weights file given by the Weights path of the "
                                                    r"add-on preferences does not exist"):
         resolve_weights(tmp_path / "nope.pt", caller="blender")
-    assert weights.missing_weights_message("vggt-1b-commercial", "blender").endswith(
+    assert discovery.missing_weights_message("vggt-1b-commercial", "blender").endswith(
         "accept its licence at https://huggingface.co/facebook/VGGT-1B-Commercial first")
     with pytest.raises(ValueError, match="caller must be one of cli, blender"):
-        weights.missing_weights_message(caller="gui")
+        discovery.missing_weights_message(caller="gui")
 
 
 def test_registry() -> None:
@@ -358,7 +352,7 @@ def _rss_mib() -> float:
 
 def test_building_the_1b_model_allocates_no_weights() -> None:
     before = _rss_mib()
-    with weights._parameters_on_meta():
+    with loading._parameters_on_meta():
         model = VGGT(VGGTConfig.vggt_1b())
     grown_mib = _rss_mib() - before
     params = list(model.parameters())

@@ -1,4 +1,4 @@
-"""`python -m vggt_blender.worker` and WorkerJob: real subprocesses, the JSON-lines protocol, cancellation."""
+"""`python -m vggt_blender.jobs.worker` and WorkerJob: real subprocesses, the JSON-lines protocol, cancellation."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared helpers importable
 from test_inference import TINY_CONFIG, photo_pixels, write_photos, write_tiny_checkpoint  # noqa: E402
-from vggt_blender.reconstruction import load_reconstruction  # noqa: E402
-from vggt_blender.worker_client import WorkerJob  # noqa: E402
+from vggt_blender.io.reconstruction import load_reconstruction  # noqa: E402
+from vggt_blender.jobs.local import WorkerJob  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = {"loading", "preprocessing", "inference", "writing"}
@@ -34,7 +34,7 @@ def worker_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 def run_worker(stdin: str, tmp: Path, args: tuple[str, ...] = (), **extra: str) -> tuple[int, list[dict], str]:
-    result = subprocess.run([sys.executable, "-m", "vggt_blender.worker", *args], input=stdin, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "vggt_blender.jobs.worker", *args], input=stdin, capture_output=True,
                             text=True, env=worker_env(tmp, **extra), timeout=180, cwd=tmp)
     # Every stdout line is one JSON object: anything else would break the protocol.
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -123,7 +123,7 @@ def test_out_of_memory_is_reported_with_advice(setup, tmp_path):
 def test_sigterm_while_writing_leaves_nothing(setup, tmp_path):
     out = tmp_path / "scene.npz"
     req = request(setup, out, images=setup["photos"] + [setup["rotated"]])
-    proc = subprocess.Popen([sys.executable, "-m", "vggt_blender.worker"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "vggt_blender.jobs.worker"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env=worker_env(tmp_path, VGGT_BLENDER_TEST_DELAY="1.0"))
     proc.stdin.write(json.dumps(req) + "\n")
@@ -186,7 +186,7 @@ def test_worker_job_cancel(setup, tmp_path):
 def test_end_of_stdin_cancels_a_one_shot_run(setup, tmp_path):
     # The parent (Blender) holds stdin open; when it dies, stdin ends and the worker cancels itself.
     out = tmp_path / "scene.npz"
-    proc = subprocess.Popen([sys.executable, "-m", "vggt_blender.worker", "--cancel-on-eof"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "vggt_blender.jobs.worker", "--cancel-on-eof"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path,
                             env=worker_env(tmp_path, VGGT_BLENDER_TEST_DELAY="0.5"))
     proc.stdin.write(json.dumps(request(setup, out)) + "\n")
@@ -203,7 +203,7 @@ def test_end_of_stdin_cancels_a_one_shot_run(setup, tmp_path):
 def test_protocol_lines_are_ascii_even_for_undecodable_paths():
     import io
 
-    from vggt_blender.worker import Emitter
+    from vggt_blender.jobs.worker import Emitter
 
     stream = io.StringIO()
     Emitter(stream).error("bad_image", "cannot open /photos/caf\udce9.jpg", "/photos/caf\udce9.jpg")

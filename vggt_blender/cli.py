@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def scene_options_from_args(args: argparse.Namespace) -> Any:
     """Map the scene flags onto SceneOptions; flags left out keep SceneOptions' defaults."""
-    from .scene_options import SceneOptions
+    from .options import SceneOptions
 
     values: dict[str, Any] = {}
     if args.no_cameras:
@@ -112,7 +112,7 @@ def _byte_progress(bar: Any) -> Callable[[float, str], None]:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from .inference import reconstruct_to_file, result_summary
+    from .engine.inference import reconstruct_to_file, result_summary
     from .progress import StageProgress
 
     if not args.output and not args.blend:
@@ -133,13 +133,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     weights = args.weights
     if args.download and weights is None:
         from .errors import WeightsNotFoundError
-        from .weights import check_weights_env, resolve_weights
+        from .weights.discovery import check_weights_env, resolve_weights
 
         check_weights_env()  # a $VGGT_WEIGHTS naming a missing file is reported, not "fixed" by a 5 GB download
         try:
             resolve_weights(None)
         except WeightsNotFoundError:
-            from .download import download_named_checkpoint
+            from .weights.download import download_named_checkpoint
 
             weights = str(download_named_checkpoint("vggt-1b", say=bar.message, progress=_byte_progress(bar)))
 
@@ -154,7 +154,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if blend is not None:
         try:
             bar("writing", 0.0, str(blend))
-            from .blend_file import write_blend  # imports bpy: only when asked for
+            from .extension_package import scene_module
+
+            write_blend = scene_module("blend_file").write_blend  # imports bpy: only when asked for
 
             write_blend(str(output), str(blend), options)
             bar("writing", 1.0, str(blend))
@@ -178,15 +180,15 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .reconstruction import load_reconstruction, summarize
+    from .io.reconstruction import load_reconstruction, summarize
 
     print(summarize(load_reconstruction(args.file)))
     return EXIT_OK
 
 
 def cmd_export_ply(args: argparse.Namespace) -> int:
-    from .exporters import export_ply
-    from .reconstruction import load_reconstruction
+    from .io.ply import export_ply
+    from .io.reconstruction import load_reconstruction
 
     count = export_ply(load_reconstruction(args.file), args.ply, args.point_source, args.min_confidence,
                        args.max_points)
@@ -195,7 +197,7 @@ def cmd_export_ply(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .download import download_named_checkpoint
+    from .weights.download import download_named_checkpoint
     from .progress import StageProgress
 
     bar = StageProgress(quiet=args.quiet)

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError, RequestError
-from .geometry import valid_mask_from_boxes
+from .geometry.cameras import valid_mask_from_boxes
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -35,7 +35,7 @@ class RuntimeSetupError(VGGTError):
 
 def _no_window() -> dict:
     """Popen keyword arguments that keep a console window from popping up on Windows (as worker_client does)."""
-    from .worker_client import NO_WINDOW_FLAGS
+    from .jobs.local import NO_WINDOW_FLAGS
 
     return {"creationflags": NO_WINDOW_FLAGS} if NO_WINDOW_FLAGS else {}
 
@@ -254,7 +254,7 @@ for mod in ("numpy", "PIL", "safetensors"):
 weights_arg = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] else None
 checkpoint = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else "vggt-1b"
 try:
-    from vggt_blender.weights import default_cache_dir, resolve_weights
+    from vggt_blender.weights.discovery import default_cache_dir, resolve_weights
     info["cache_dir"] = str(default_cache_dir())
     info["weights"] = str(resolve_weights(weights_arg, checkpoint))
 except Exception as exc:

@@ -489,7 +489,7 @@ def load_fast(
     **runner_options: Any,
 ) -> FastRunner:
     """Read a checkpoint (checked against the model) and build the runner with `fast_from_state_dict`."""
-    from ..weights import check_state_dict, read_state_dict
+    from ..weights.loading import check_state_dict, read_state_dict
 
     cfg = _config(config)
     with torch.device("meta"):

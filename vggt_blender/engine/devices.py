@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import RequestError
+from ..errors import RequestError
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 PRECISION_CHOICES = ("auto", "bf16", "fp16", "fp32")

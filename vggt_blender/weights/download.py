@@ -22,9 +22,9 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from . import __version__
-from .checkpoints import Checkpoint, get_checkpoint
-from .errors import CancelledError, CheckpointError
+from .. import __version__
+from .registry import Checkpoint, get_checkpoint
+from ..errors import CancelledError, CheckpointError
 
 ProgressCallback = Callable[[int, int], None]
 TOKEN_ENVS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -167,7 +167,7 @@ def download_checkpoint(
         raise DownloadError(f"{dest}: cannot rename the verified download {part.name} to it: "
                             f"{exc.strerror or exc}", file=str(dest)) from exc
     # Spare the provenance step from hashing 5 GB again.
-    from .weights import remember_sha256
+    from .discovery import remember_sha256
 
     remember_sha256(dest, digest)
     return dest
@@ -343,7 +343,7 @@ CLI_TOKEN_HINT = "with --token or the HF_TOKEN environment variable"
 
 
 def _named_target(ckpt: Checkpoint, dest: str | os.PathLike[str] | None) -> Path:
-    from .weights import default_weights_path
+    from .discovery import default_weights_path
 
     if dest is None:
         return default_weights_path(ckpt.name)

@@ -9,7 +9,7 @@ import os
 import re
 from typing import Iterable
 
-from .errors import ImageLoadError
+from ..errors import ImageLoadError
 
 # Extensions Pillow decodes out of the box (compared lower-case). Deliberately no RAW, HEIC or EXR:
 # Pillow cannot read them without plug-ins, so they are reported rather than failing later.

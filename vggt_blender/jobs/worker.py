@@ -1,4 +1,4 @@
-"""`python -m vggt_blender.worker [--request FILE]`: one JSON request in, JSON lines out (docs/WORKER_PROTOCOL.md).
+"""`python -m vggt_blender.jobs.worker [--request FILE]`: one JSON request in, JSON lines out (docs/WORKER_PROTOCOL.md).
 
 Stdout carries only protocol lines (progress, log, error, result), one JSON object per line, flushed at once;
 everything else (Python warnings, tracebacks) goes to stderr. SIGTERM/SIGINT cancel the run: what the run
@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import CancelledError, RequestError, VGGTError
+from ..errors import CancelledError, RequestError, VGGTError
 
 PROTOCOL_CODES = {"no_weights", "bad_checkpoint", "download_failed", "bad_image", "out_of_memory", "cancelled",
                   "bad_request", "internal"}
@@ -93,8 +93,8 @@ def _ensure_weights(request: dict, emit: Emitter) -> None:
     """With "download": true and no checkpoint found, fetch the official one (its licence is logged first)."""
     if not request["download"] or request["weights"] is not None:
         return
-    from .errors import WeightsNotFoundError
-    from .weights import check_weights_env, resolve_weights
+    from ..errors import WeightsNotFoundError
+    from ..weights.discovery import check_weights_env, resolve_weights
 
     check_weights_env()  # a $VGGT_WEIGHTS naming a missing file is reported, not "fixed" by a 5 GB download
     try:
@@ -102,7 +102,7 @@ def _ensure_weights(request: dict, emit: Emitter) -> None:
         return
     except WeightsNotFoundError:
         pass
-    from .download import download_named_checkpoint  # shared with the CLI and Blender's Download Weights
+    from ..weights.download import download_named_checkpoint  # shared with the CLI and Blender's Download Weights
 
     path = download_named_checkpoint("vggt-1b", say=emit.log,
                                      progress=lambda fraction, message: emit.progress("loading", 0.5 * fraction,
@@ -112,7 +112,7 @@ def _ensure_weights(request: dict, emit: Emitter) -> None:
 
 def run_request(request: dict, emit: Emitter) -> dict:
     """Run one checked request; return the result line's summary."""
-    from . import inference
+    from ..engine import inference
 
     delay = float(os.environ.get(DELAY_ENV, "0") or 0)
 
@@ -151,7 +151,7 @@ def handle(data: Any, emit: Emitter) -> int:
         return EXIT_ERROR
     except OSError as exc:
         # Last resort for a file-system error no module turned into a VGGTError: one readable line.
-        from .cli import os_error_line
+        from ..cli import os_error_line
 
         emit.error("internal", os_error_line(exc), exc.filename if isinstance(exc.filename, str) else None)
         return EXIT_ERROR
@@ -192,7 +192,7 @@ def _protocol_stream() -> TextIO:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vggt_blender.worker",
+    parser = argparse.ArgumentParser(prog="python -m vggt_blender.jobs.worker",
                                      description="Run VGGT on a JSON request; JSON lines on stdout.")
     parser.add_argument("--request", help="JSON request file (default: read the request from stdin)")
     parser.add_argument("--cancel-on-eof", action="store_true",

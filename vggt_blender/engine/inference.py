@@ -25,14 +25,15 @@ import numpy as np
 import torch
 
 from .devices import choose_device, choose_precision, describe_device, precision_name, uses_autocast
-from .errors import CancelledError, OutOfMemoryError, RequestError
-from .geometry import depth_to_world_points, intrinsics_to_photo, pose_encoding_to_extrinsics_intrinsics
-from .image_files import collect_images
-from .model import VGGTConfig
-from .model.fast_path import FastRunner, load_fast, prepare_fast
-from .preprocess import load_image, preprocess_images
-from .reconstruction import Reconstruction, make_provenance, save_reconstruction
-from .weights import load_model, resolve_weights, sha256_file
+from ..errors import CancelledError, OutOfMemoryError, RequestError
+from ..geometry.cameras import depth_to_world_points, intrinsics_to_photo, pose_encoding_to_extrinsics_intrinsics
+from ..io.photo_paths import collect_images
+from ..model import VGGTConfig
+from ..model.fast_path import FastRunner, load_fast, prepare_fast
+from ..preprocess import load_image, preprocess_images
+from ..io.reconstruction import Reconstruction, make_provenance, save_reconstruction
+from ..weights.discovery import resolve_weights, sha256_file
+from ..weights.loading import load_model
 
 ProgressCallback = Callable[[str, float, str], None]
 CancelCheck = Callable[[], bool]
@@ -388,7 +389,7 @@ def probe_output_folder(output: Path) -> None:
     import os
     import tempfile
 
-    from .atomic_file import TEMP_PREFIX
+    from ..io.atomic import TEMP_PREFIX
 
     folder = output.parent
     try:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from .errors import VGGTError
+from ..errors import VGGTError
 
 TEMP_PREFIX = ".vggt_tmp_"
 

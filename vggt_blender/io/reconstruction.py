@@ -15,9 +15,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .atomic_file import TEMP_PREFIX, atomic_write
-from .errors import ReconstructionFileError
-from .geometry import depth_to_world_points, pixel_map_matrix, valid_mask_from_boxes
+from .atomic import TEMP_PREFIX, atomic_write
+from ..errors import ReconstructionFileError
+from ..geometry.cameras import depth_to_world_points, pixel_map_matrix, valid_mask_from_boxes
 
 SCHEMA = "vggt_blender.reconstruction"
 SCHEMA_VERSION = 1
@@ -299,7 +299,7 @@ def make_provenance(
     `timings` maps a stage name ("loading", "preprocessing", "inference", "writing", ...) to seconds.
     `package_version` and `created` (ISO 8601, UTC) are filled in; extra keyword arguments are kept.
     """
-    from . import __version__
+    from .. import __version__
 
     record: dict[str, Any] = {
         "checkpoint": checkpoint,

@@ -16,17 +16,17 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from .atomic_file import TEMP_PREFIX  # stdlib only: this client stays import-light
+from ..io.atomic import TEMP_PREFIX  # stdlib only: this client stays import-light
 
 # The folder that holds the `vggt_blender` package (the extension folder): put on the worker's PYTHONPATH.
-PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 CANCELLED_EXIT_CODE = 130
 # No console window for the worker on Windows (runtime_setup uses the same flags).
 NO_WINDOW_FLAGS = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
 
 
 class WorkerJob:
-    """One run of `python -m vggt_blender.worker` with `request` (a dict, see docs/WORKER_PROTOCOL.md).
+    """One run of `python -m vggt_blender.jobs.worker` with `request` (a dict, see docs/WORKER_PROTOCOL.md).
 
     stdout lines are parsed as JSON (a line that is not JSON becomes a "log" message); stdout and stderr are
     both copied to `log_path`. After the process ends, `returncode` and `done` are set.
@@ -77,7 +77,7 @@ class WorkerJob:
             # --cancel-on-eof: stdin stays open for the whole run; if Blender dies, the worker sees end of
             # input and cancels itself instead of running on as an orphan.
             self.process = subprocess.Popen(
-                [self.python_exe, "-m", "vggt_blender.worker", "--cancel-on-eof"], stdin=subprocess.PIPE,
+                [self.python_exe, "-m", "vggt_blender.jobs.worker", "--cancel-on-eof"], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.environment(), **kwargs)
         except OSError as exc:
             self._write_log(f"# cannot start {self.python_exe}: {exc}\n")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic_file import atomic_write
-from .errors import RequestError
+from .atomic import atomic_write
+from ..errors import RequestError
 from .reconstruction import Reconstruction
 
 POINT_SOURCES = ("depth", "point_map")

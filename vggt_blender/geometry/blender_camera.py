@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import OPENCV_TO_BLENDER_WORLD, opencv_world_to_blender
+from .cameras import OPENCV_TO_BLENDER_WORLD, opencv_world_to_blender
 
 # Blender's default sensor width (mm); any value works as long as lens is derived from it.
 DEFAULT_SENSOR_WIDTH = 36.0

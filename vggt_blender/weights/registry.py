@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 # 1,256,537,516 fp32 parameters (spec §8) + a little pickle/zip overhead.
 VGGT_1B_PARAMETERS = 1_256_537_516

@@ -1,0 +1,1 @@
+"""The inference engine (torch, Pillow): device choice and photos -> reconstruction. Never imported by Blender."""
