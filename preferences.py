@@ -6,6 +6,7 @@ import bpy
 from bpy.props import EnumProperty, StringProperty
 
 from . import runtime
+from .vggt_blender import options as opt
 from .operators import runtime as runtime_ops
 from .registration import register_classes, unregister_classes
 
@@ -31,40 +32,32 @@ class VGGT_AddonPreferences(bpy.types.AddonPreferences):
     )
     checkpoint: EnumProperty(
         name="Checkpoint",
-        items=(
-            ("vggt-1b", "VGGT-1B", "Official VGGT-1B (CC BY-NC 4.0: non-commercial)"),
-            ("vggt-1b-commercial", "VGGT-1B Commercial",
-             "Official VGGT-1B-Commercial (gated: needs a Hugging Face token and accepting its licence)"),
-        ),
-        default="vggt-1b",
+        items=opt.CHECKPOINT_ITEMS,
+        default=opt.DEFAULT_CHECKPOINT,
     )
     hf_token: StringProperty(
         name="Hugging Face Token", subtype="PASSWORD",
         description="Only for the gated commercial checkpoint (or set HF_TOKEN)",
     )
     model_config: StringProperty(
-        name="Model Config", default="vggt-1b",
+        name="Model Config", default=opt.DEFAULT_CONFIG,
         description="Model configuration preset name or JSON file (advanced; tests use a tiny model)",
     )
     device: EnumProperty(
         name="Device",
-        items=(
-            ("auto", "Auto", "CUDA if available, else Apple MPS, else CPU"),
-            ("cuda", "CUDA", "NVIDIA GPU"),
-            ("mps", "Apple MPS", "Apple silicon GPU"),
-            ("cpu", "CPU", "Slow, but works everywhere"),
-        ),
-        default="auto",
+        items=opt.DEVICE_ITEMS,
+        default=opt.DEFAULT_DEVICE,
     )
     precision: EnumProperty(
         name="Precision",
-        items=(
-            ("auto", "Auto", "bf16 on recent NVIDIA GPUs, fp16 on older ones, fp32 on MPS and CPU"),
-            ("bf16", "bfloat16", "Half the memory; needs compute capability 8.0+"),
-            ("fp16", "float16", "Half the memory"),
-            ("fp32", "float32", "Full precision (most memory)"),
-        ),
-        default="auto",
+        items=opt.PRECISION_ITEMS,
+        default=opt.DEFAULT_PRECISION,
+    )
+    fast_path: EnumProperty(
+        name="Memory-Lean Path",
+        items=opt.FAST_PATH_ITEMS,
+        default=opt.DEFAULT_FAST_PATH,
+        description="The memory-lean inference path (bf16/fp16 weights, layers the heads read, heads per chunk)",
     )
 
     def draw(self, context: bpy.types.Context) -> None:
@@ -101,6 +94,7 @@ class VGGT_AddonPreferences(bpy.types.AddonPreferences):
         box.label(text="Inference", icon="SETTINGS")
         box.prop(self, "device")
         box.prop(self, "precision")
+        box.prop(self, "fast_path")
         box.prop(self, "model_config")
 
 

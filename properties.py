@@ -17,6 +17,7 @@ from bpy.props import (
 )
 
 from .registration import register_classes, unregister_classes
+from .vggt_blender import options as opt
 from .vggt_blender.options import SceneOptions
 
 _DEFAULTS = SceneOptions()
@@ -34,19 +35,12 @@ class SceneOptionProperties:
                                       description="Create one depth-displaced, photo-textured plane per photo")
     camera_mode: EnumProperty(
         name="Camera Mode",
-        items=(
-            ("per_photo", "Per Photo", "One camera per photo"),
-            ("animated", "Animated", "One camera keyed per frame (a shot or image sequence)"),
-            ("both", "Both", "Cameras per photo and one animated camera"),
-        ),
+        items=opt.CAMERA_MODE_ITEMS,
         default=_DEFAULTS.camera_mode,
     )
     point_source: EnumProperty(
         name="Points From",
-        items=(
-            ("depth", "Depth + Camera", "Unproject predicted depth with the predicted cameras (more accurate)"),
-            ("point_map", "Point Map", "The point head's direct prediction"),
-        ),
+        items=opt.POINT_SOURCE_ITEMS,
         default=_DEFAULTS.point_source,
     )
     min_confidence: FloatProperty(
@@ -99,11 +93,8 @@ class VGGT_PG_settings(SceneOptionProperties, bpy.types.PropertyGroup):
     )
     mode: EnumProperty(
         name="Fit",
-        items=(
-            ("crop", "Crop", "Resize to 518 px wide and centre-crop tall photos (the model's usual input)"),
-            ("pad", "Pad", "Resize the long side to 518 px and pad with white: nothing is cut off"),
-        ),
-        default="crop",
+        items=opt.MODE_ITEMS,
+        default=opt.DEFAULT_MODE,
     )
 
     def photo_paths(self) -> list[str]:

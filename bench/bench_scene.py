@@ -53,14 +53,12 @@ def synthetic(n: int, w: int, h: int, photo_dir: Path) -> Reconstruction:
         path = photo_dir / f"photo_{i:03d}.jpg"
         Image.fromarray(colors[i]).save(path, quality=80)
         paths.append(str(path))
-    A = np.diag([1.0, 1.0, 1.0])
     return Reconstruction(
         image_paths=paths, display_paths=paths, image_names=[Path(p).stem for p in paths],
         original_sizes=np.tile([w, h], (n, 1)).astype(np.int32), model_size=np.array([w, h], np.int32),
         pixel_map=np.tile([1.0, 1.0, 0.0, 0.0], (n, 1)), valid_box=np.tile([0, 0, w, h], (n, 1)).astype(np.int32),
-        extrinsics=E, intrinsics=np.repeat((A @ K)[None], n, 0), intrinsics_model=np.repeat(K[None], n, 0),
-        depth=depth, depth_conf=conf, world_points=world, point_map=world, point_map_conf=conf,
-        colors=colors, valid_mask=np.ones((n, h, w), bool),
+        extrinsics=E, intrinsics_model=np.repeat(K[None], n, 0),
+        depth=depth, depth_conf=conf, point_map=world, point_map_conf=conf, colors=colors,
     )
 
 

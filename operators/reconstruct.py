@@ -115,6 +115,7 @@ class ReconstructionRun:
             "mode": settings.mode,
             "config": (prefs.model_config.strip() or "vggt-1b") if prefs else "vggt-1b",
             "download": False,
+            "fast_path": getattr(prefs, "fast_path", "auto") if prefs else "auto",
         }
         self.python = python
         self.job: WorkerJob | None = None

@@ -11,6 +11,7 @@ import bpy
 import numpy as np
 
 from ..vggt_blender.geometry.blender_camera import opencv_to_blender_points
+from ..vggt_blender.geometry.derive import unproject_pixels
 from .attributes import write_attribute, write_positions
 from .materials import photo_material
 from .node_groups import add_modifier, depth_plane_group
@@ -47,13 +48,8 @@ def depth_plane_arrays(rec, i: int, step: int, scale: float) -> dict[str, np.nda
     rows_idx, v = _grid_samples(y0, y1, step)
     depth = np.asarray(rec.depth[i], dtype=np.float64)[np.ix_(rows_idx, cols_idx)]
     conf = np.asarray(rec.depth_conf[i], dtype=np.float32)[np.ix_(rows_idx, cols_idx)]
-    K = np.asarray(rec.intrinsics_model[i], dtype=np.float64)
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     uu, vv = np.meshgrid(u, v)
-    cam = np.stack([(uu - cx) / fx * depth, (vv - cy) / fy * depth, depth], axis=-1).reshape(-1, 3)
-    E = np.asarray(rec.extrinsics[i], dtype=np.float64)
-    R, t = E[:, :3], E[:, 3]
-    world = (cam - t) @ R  # R^T (X_cam - t)
+    world = unproject_pixels(uu, vv, depth, rec.extrinsics[i], rec.intrinsics_model[i]).reshape(-1, 3)
     positions = opencv_to_blender_points(world, scale).astype(np.float32)
 
     sx, sy, ox, oy = (float(a) for a in rec.pixel_map[i])

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared helpers importable
-from test_inference import TINY_CONFIG, check_consistent, write_photos, write_tiny_checkpoint  # noqa: E402
-from vggt_blender import cli  # noqa: E402
+from tests.helpers import TINY_CONFIG, check_consistent, write_photos, write_tiny_checkpoint
+from vggt_blender import cli
 from vggt_blender.io.reconstruction import load_reconstruction
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -236,3 +236,23 @@ def test_opencv_to_blender_world() -> None:
     # The camera's forward (+z) becomes Blender +Y and image-down (+y) becomes Blender -Z.
     np.testing.assert_allclose(g.opencv_world_to_blender([0, 0, 1.0]), [0, 1, 0])
     np.testing.assert_allclose(g.opencv_world_to_blender([0, 1.0, 0]), [0, 0, -1])
+
+
+def test_unproject_pixels_matches_the_grid_derivation_at_pixel_centres() -> None:
+    from vggt_blender.geometry import derive
+
+    rng = np.random.default_rng(3)
+    depth = rng.uniform(1.0, 3.0, (2, 5, 7))
+    ext = np.zeros((2, 3, 4))
+    ext[:, :, :3] = g.quat_to_mat(rng.normal(size=(2, 4)))
+    ext[:, :, 3] = rng.normal(size=(2, 3))
+    k = np.array([[[6.0, 0, 3.5], [0, 6.5, 2.5], [0, 0, 1]]] * 2)
+    grid = derive.world_points(depth, ext, k)
+    vv, uu = np.mgrid[0:5, 0:7] + 0.5
+    for i in range(2):
+        pts = derive.unproject_pixels(uu, vv, depth[i], ext[i], k[i])
+        np.testing.assert_allclose(pts, grid[i], rtol=1e-5, atol=1e-5)
+        # and each point projects back to the pixel it came from, at its depth
+        px, z = g.project_points(pts.reshape(-1, 3), ext[i], k[i], return_depth=True)
+        np.testing.assert_allclose(px, np.stack([uu.ravel(), vv.ravel()], -1), atol=1e-9)
+        np.testing.assert_allclose(z, depth[i].ravel(), rtol=1e-12)

@@ -1,6 +1,6 @@
 """The inference pipeline end to end with a tiny VGGT: numbers consistent across the stored arrays.
 
-The helpers at the top (tiny checkpoint, textured photos) are also used by test_cli.py and test_worker.py.
+The tiny checkpoint and textured photos come from tests/helpers.py (shared with test_cli.py and test_worker.py).
 """
 
 from __future__ import annotations
@@ -19,99 +19,12 @@ from vggt_blender.engine.devices import choose_device, choose_precision, describ
 from vggt_blender.errors import CancelledError, OutOfMemoryError, RequestError
 from vggt_blender.preprocess import load_image
 from vggt_blender.io.reconstruction import load_reconstruction
+from tests.helpers import (TINY_CONFIG, check_consistent, photo_pixels, tiny_model, write_photos,
+                           write_tiny_checkpoint)
 
-FIXTURES = Path(__file__).parent / "fixtures"
-TINY_CONFIG = FIXTURES / "parity" / "tiny" / "config.json"
 ROOT = Path(__file__).resolve().parent.parent
 
 torch.set_num_threads(1)
-
-
-def tiny_model() -> torch.nn.Module:
-    from vggt_blender.model import VGGT, VGGTConfig
-
-    torch.manual_seed(0)
-    model = VGGT(VGGTConfig.load(TINY_CONFIG)).eval()
-    # Random weights predict any field of view (0 after the ReLU, or beyond pi): pin both FoV outputs to
-    # 1 radian (4 refinement iterations each add 0.25) so the cameras are usable.
-    with torch.no_grad():
-        model.camera_head.pose_branch.fc2.weight[7:9] = 0.0
-        model.camera_head.pose_branch.fc2.bias[7:9] = 0.25
-    return model
-
-
-def write_tiny_checkpoint(folder: Path) -> Path:
-    path = folder / "model.pt"
-    torch.save(tiny_model().state_dict(), path)
-    return path
-
-
-def photo_pixels(width: int, height: int, shift: int) -> np.ndarray:
-    """Smooth, position-coded colours (R from x, G from y) plus a little texture that moves with `shift`."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    red = 20 + 200 * (xx + 0.5) / width
-    green = 20 + 200 * (yy + 0.5) / height
-    blue = 128 + 60 * np.sin((xx + shift) / 5.0) * np.cos(yy / 7.0)
-    return np.clip(np.stack([red, green, blue], axis=-1), 0, 255).round().astype(np.uint8)
-
-
-def write_photos(folder: Path, count: int = 3, size: tuple[int, int] = (160, 120)) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in range(count):
-        path = folder / f"view_{index}.png"
-        Image.fromarray(photo_pixels(size[0], size[1], 6 * index)).save(path)
-        paths.append(path)
-    return paths
-
-
-def unproject(depth: np.ndarray, extrinsics: np.ndarray, k_model: np.ndarray) -> np.ndarray:
-    """Independent reference: rays through pixel centres, camera -> world with the inverted [R|t]."""
-    n, h, w = depth.shape
-    v, u = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
-    out = np.empty((n, h, w, 3))
-    for i in range(n):
-        k = k_model[i]
-        cam = np.stack([(u - k[0, 2]) * depth[i] / k[0, 0], (v - k[1, 2]) * depth[i] / k[1, 1], depth[i]], -1)
-        rot, t = extrinsics[i, :, :3], extrinsics[i, :, 3]
-        out[i] = (cam - t) @ rot
-    return out
-
-
-def check_consistent(rec, photos: dict[str, np.ndarray]) -> None:
-    """The stored arrays agree with each other and with the photos."""
-    n = rec.num_images
-    h, w = rec.model_hw
-    assert rec.depth.shape == (n, h, w) and np.all(rec.depth > 0)
-    assert np.all(rec.depth_conf >= 1.0) and np.all(rec.point_map_conf >= 1.0)
-    # Unprojecting depth with the stored cameras gives the stored world points.
-    np.testing.assert_allclose(rec.world_points, unproject(rec.depth, rec.extrinsics, rec.intrinsics_model),
-                               rtol=1e-4, atol=1e-5)
-    for i in range(n):
-        k = rec.intrinsics_model[i]
-        assert k[0, 2] == pytest.approx(w / 2) and k[1, 2] == pytest.approx(h / 2)
-        # Photo intrinsics send a camera point to the photo pixel that the pixel map gives for its model pixel.
-        x0, y0, x1, y1 = rec.valid_box[i]
-        ys, xs = np.mgrid[y0:y1:17, x0:x1:23].reshape(2, -1)
-        centre = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs, dtype=float)])
-        ray = np.linalg.inv(k) @ centre * 2.5
-        model_px = (k @ ray)[:2] / (k @ ray)[2]
-        photo_px = (rec.intrinsics[i] @ ray)[:2] / (rec.intrinsics[i] @ ray)[2]
-        sx, sy, ox, oy = rec.pixel_map[i]
-        np.testing.assert_allclose(photo_px[0], sx * model_px[0] + ox, atol=1e-6)
-        np.testing.assert_allclose(photo_px[1], sy * model_px[1] + oy, atol=1e-6)
-        # ... and that photo pixel has the model pixel's colour (R encodes x, G encodes y in the test photos).
-        photo = photos[rec.image_names[i]]
-        ph, pw = photo.shape[:2]
-        assert tuple(rec.original_sizes[i]) == (pw, ph)
-        px = np.clip(np.floor(photo_px[0]).astype(int), 0, pw - 1)
-        py = np.clip(np.floor(photo_px[1]).astype(int), 0, ph - 1)
-        inner = (px > 2) & (px < pw - 3) & (py > 2) & (py < ph - 3)
-        got = rec.colors[i, ys, xs][inner].astype(int)
-        want = photo[py, px][inner].astype(int)
-        assert np.abs(got[:, :2] - want[:, :2]).max() <= 4
-        # Padding is marked invalid, the rest valid.
-        assert rec.valid_mask[i].sum() == (x1 - x0) * (y1 - y0)
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,16 @@ from vggt_blender.io import reconstruction as recfile
 from vggt_blender.errors import ReconstructionFileError, VGGTError
 from vggt_blender.io.reconstruction import (
     FIELDS,
+    PRIMARY_FIELDS,
     SCHEMA,
     Reconstruction,
     load_reconstruction,
     make_provenance,
     make_reconstruction,
     save_reconstruction,
-    summarize,
-    synthetic_reconstruction,
 )
+from vggt_blender.io.summary import summarize
+from tests.helpers import synthetic_reconstruction
 
 
 @pytest.fixture()
@@ -114,6 +115,63 @@ def test_synthetic_points_reproject_onto_their_pixel_centres(rec: Reconstruction
     np.testing.assert_allclose(u, uu.ravel() + 0.5, atol=1e-4)
     np.testing.assert_allclose(v, vv.ravel() + 0.5, atol=1e-4)
     np.testing.assert_allclose(cam[:, 2], rec.depth[i].ravel(), rtol=1e-5)
+
+
+def _project(points: np.ndarray, ext: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    cam = points.reshape(-1, 3).astype(np.float64) @ ext[:, :3].T + ext[:, 3]
+    uvw = cam @ k.T
+    return np.stack([uvw[:, 0] / uvw[:, 2], uvw[:, 1] / uvw[:, 2]], -1), cam[:, 2]
+
+
+def test_refined_cameras_move_the_points_and_photo_intrinsics(rec: Reconstruction) -> None:
+    before = rec.world_points.copy()
+    # A "refinement": camera 1 moves 0.3 along x and its focal length grows by 10 %.
+    ext = rec.extrinsics.copy()
+    ext[1, 0, 3] += 0.3
+    k = rec.intrinsics_model.copy()
+    k[1, :2, :2] *= 1.1
+    rec.extrinsics, rec.intrinsics_model = ext, k
+    np.testing.assert_array_equal(rec.world_points[[0, 2]], before[[0, 2]])
+    assert np.abs(rec.world_points[1] - before[1]).max() > 0.1
+    uv, z = _project(rec.world_points[1], ext[1], k[1])
+    vv, uu = np.mgrid[0:14, 0:28]
+    np.testing.assert_allclose(uv, np.stack([uu.ravel() + 0.5, vv.ravel() + 0.5], -1), atol=1e-4)
+    np.testing.assert_allclose(z, rec.depth[1].ravel(), rtol=1e-5)
+    np.testing.assert_allclose(rec.intrinsics[1, 0, 0], 1.1 * 0.9 * 28, rtol=1e-12)  # pixel map is identity
+
+
+def test_primaries_cannot_be_edited_in_place(rec: Reconstruction) -> None:
+    for name in ("depth", "extrinsics", "intrinsics_model", "pixel_map", "valid_box"):
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(rec, name)[0] += 1
+    with pytest.raises(ValueError, match="read-only"):
+        rec.world_points[0] = 0.0
+    with pytest.raises(AttributeError):
+        rec.world_points = np.zeros_like(rec.world_points)
+
+
+def test_caller_arrays_stay_writable() -> None:
+    depth = np.full((1, 4, 6), 2.0, dtype=np.float32)
+    make_reconstruction(depth, np.eye(3, 4)[None], np.array([[[5.0, 0, 3], [0, 5, 2], [0, 0, 1]]]))
+    depth[0, 0, 0] = 1.0  # the Reconstruction holds a read-only view, not the caller's array
+
+
+def test_load_recomputes_derived_arrays_instead_of_trusting_them(tmp_path: Path, rec: Reconstruction) -> None:
+    good = save_reconstruction(tmp_path / "good.npz", rec)
+    with np.load(good) as z:
+        stored = {k: z[k] for k in ("world_points", "intrinsics", "valid_mask")}
+    np.testing.assert_array_equal(stored["world_points"], rec.world_points)  # written for older readers
+    # Stale derived entries (as a tool that refined the cameras but not the points would leave them).
+    stale = _rewrite(good, tmp_path / "stale.npz", world_points=stored["world_points"] + 1.0,
+                     intrinsics=stored["intrinsics"] * 2.0, valid_mask=np.zeros_like(stored["valid_mask"]))
+    loaded = load_reconstruction(stale)
+    np.testing.assert_array_equal(loaded.world_points, rec.world_points)
+    np.testing.assert_array_equal(loaded.intrinsics, rec.intrinsics)
+    assert loaded.valid_mask.all()
+    # Their dtype and shape are still schema-checked.
+    bad = _rewrite(good, tmp_path / "bad.npz", world_points=stored["world_points"][..., :2])
+    with pytest.raises(ReconstructionFileError, match="'world_points' has shape"):
+        load_reconstruction(bad)
 
 
 def test_other_schema_version_is_refused_with_both_versions(tmp_path: Path, rec: Reconstruction) -> None:
@@ -238,7 +296,7 @@ def test_invalid_reconstruction_is_not_written(tmp_path: Path, rec: Reconstructi
 
 
 def test_constructor_coerces_lossless_dtypes(rec: Reconstruction) -> None:
-    r = Reconstruction(**{**{k: getattr(rec, k) for k in FIELDS}, "depth": rec.depth.astype(np.float64),
+    r = Reconstruction(**{**{k: getattr(rec, k) for k in PRIMARY_FIELDS}, "depth": rec.depth.astype(np.float64),
                           "original_sizes": rec.original_sizes.astype(np.int64),
                           "image_paths": [Path(p) for p in rec.image_paths],
                           "provenance": {"checkpoint": "x"}})
@@ -251,8 +309,9 @@ def test_summary_reports_numbers(rec: Reconstruction) -> None:
     rec.provenance = json.dumps(make_provenance(
         checkpoint="vggt-1b", checkpoint_sha256="ab" * 32, mode="pad", precision="bf16", device="cuda:0",
         timings={"loading": 3.25, "inference": 1.5}))
-    rec.depth[:] = 2.0
-    rec.depth[0, 0, 0], rec.depth[2, 5, 5] = 0.5, 7.0
+    depth = np.full_like(rec.depth, 2.0)
+    depth[0, 0, 0], depth[2, 5, 5] = 0.5, 7.0
+    rec.depth = depth  # the primaries are read-only: a new depth is assigned, never edited in place
     rec.depth_conf[:] = np.linspace(1, 11, rec.depth_conf.size, dtype=np.float32).reshape(rec.depth.shape)
     text = summarize(rec)
     assert "3 images, model input 28x14" in text

@@ -12,6 +12,7 @@ import pytest
 from vggt_blender.extension_package import load_extension_package
 from vggt_blender.geometry.blender_camera import opencv_project
 from vggt_blender.io.reconstruction import make_reconstruction
+from tests.helpers import save_png
 from vggt_blender.options import SceneOptions
 
 EXT = load_extension_package("_vggt_ext_tests")
@@ -26,19 +27,6 @@ build = importlib.import_module(f"{EXT.__name__}.scene.build")
 def empty_file():
     bpy.ops.wm.read_homefile(use_empty=True)
     yield
-
-
-def save_png(path, rgb_u8):
-    """Write an 8-bit RGB PNG with Blender itself (no Pillow needed in the Blender 4.2 test env)."""
-    h, w = rgb_u8.shape[:2]
-    img = bpy.data.images.new("png_writer", w, h, alpha=False)
-    rgba = np.ones((h, w, 4), dtype=np.float32)
-    rgba[..., :3] = rgb_u8 / 255.0
-    img.pixels.foreach_set(rgba[::-1].reshape(-1))  # Blender stores the bottom row first
-    img.filepath_raw = str(path)
-    img.file_format = "PNG"
-    img.save()
-    bpy.data.images.remove(img)
 
 
 def load_png(path):

@@ -11,7 +11,8 @@ import pytest
 
 from vggt_blender.extension_package import load_extension_package
 from vggt_blender.errors import VGGTError
-from vggt_blender.io.reconstruction import save_reconstruction, synthetic_reconstruction
+from vggt_blender.io.reconstruction import save_reconstruction
+from tests.helpers import save_png, synthetic_reconstruction
 from vggt_blender.options import SceneOptions
 
 EXT = load_extension_package("_vggt_ext_tests")
@@ -35,19 +36,6 @@ def operator_registered():
     yield
     for cls in reversed(importer.classes):
         bpy.utils.unregister_class(cls)
-
-
-def save_png(path, rgb_u8):
-    """Write an 8-bit RGB PNG with Blender itself (no Pillow needed in the Blender 4.2 test env)."""
-    h, w = rgb_u8.shape[:2]
-    img = bpy.data.images.new("png_writer", w, h, alpha=False)
-    rgba = np.ones((h, w, 4), dtype=np.float32)
-    rgba[..., :3] = rgb_u8 / 255.0
-    img.pixels.foreach_set(rgba[::-1].reshape(-1))
-    img.filepath_raw = str(path)
-    img.file_format = "PNG"
-    img.save()
-    bpy.data.images.remove(img)
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from vggt_blender.extension_package import load_extension_package
-from vggt_blender.geometry.blender_camera import opencv_to_blender_points
-from vggt_blender.io.reconstruction import synthetic_reconstruction
+from tests.helpers import synthetic_reconstruction
 from vggt_blender.options import SceneOptions
 
 EXT = load_extension_package("_vggt_ext_tests")
@@ -80,20 +79,6 @@ def test_srgb_to_linear_table():
     np.testing.assert_allclose(lin, [0.0, 10 / 255 / 12.92, ((128 / 255 + 0.055) / 1.055) ** 2.4, 1.0], rtol=1e-6)
 
 
-def test_subsample_is_exact_deterministic_and_within_valid():
-    rng = np.random.default_rng(5)
-    valid = rng.random((7, 40, 50)) > 0.3
-    idx = point_cloud.subsample_mask(valid, 4000)
-    assert len(idx) == 4000 and len(np.unique(idx)) == 4000
-    assert np.all(np.diff(idx) > 0) and valid.reshape(-1)[idx].all()
-    np.testing.assert_array_equal(idx, point_cloud.subsample_mask(valid, 4000))
-    # Roughly uniform over the views.
-    per_view = np.bincount(idx // (40 * 50), minlength=7) / 4000
-    np.testing.assert_allclose(per_view, valid.sum(axis=(1, 2)) / valid.sum(), atol=0.03)
-    np.testing.assert_array_equal(point_cloud.subsample_mask(valid, 10**9), np.flatnonzero(valid))
-    assert len(point_cloud.subsample_mask(valid, 0)) == 0
-
-
 @pytest.mark.parametrize("source", ["depth", "point_map"])
 def test_point_cloud_attributes_match_reconstruction(source):
     rec = synthetic_reconstruction(num_images=3, height=28, width=42)
@@ -101,16 +86,28 @@ def test_point_cloud_attributes_match_reconstruction(source):
     col = build.build_scene(rec, opts, "pc")
     (ob,) = [o for o in col.objects if o.get("vggt_kind") == "point_cloud"]
     mesh = ob.data
-    idx = point_cloud.subsample_mask(rec.valid_mask, 2000)
     points = rec.world_points if source == "depth" else rec.point_map
     conf = rec.depth_conf if source == "depth" else rec.point_map_conf
-    np.testing.assert_allclose(attributes.read_positions(mesh),
-                               opencv_to_blender_points(points.reshape(-1, 3)[idx], 2.0), atol=1e-5)
-    np.testing.assert_array_equal(attributes.read_attribute(mesh, "conf"), conf.reshape(-1)[idx])
-    np.testing.assert_array_equal(attributes.read_attribute(mesh, "view_index"), idx // (28 * 42))
+    # Expected without the code under test: Blender world is (x, z, -y) times the scale, and each vertex must
+    # be one distinct pixel's point carrying that pixel's confidence, photo index and (linearised) colour.
+    table = np.stack([points[..., 0], points[..., 2], -points[..., 1]], axis=-1).reshape(-1, 3).astype(np.float32)
+    table *= np.float32(2.0)  # exact in float32, like the builder's own scaling
+    where = {row.tobytes(): i for i, row in enumerate(table)}
+    assert len(where) == len(table)  # every point is distinct, so a position names its pixel
+    positions = np.ascontiguousarray(attributes.read_positions(mesh), dtype=np.float32)
+    assert len(positions) == 2000  # every pixel of the synthetic file is valid and finite: exactly max_points
+    pixel = np.array([where[row.tobytes()] for row in positions])
+    assert len(np.unique(pixel)) == 2000
+    assert np.all(np.diff(pixel) > 0)  # kept in pixel order
+    np.testing.assert_array_equal(attributes.read_attribute(mesh, "conf"), conf.reshape(-1)[pixel])
+    np.testing.assert_array_equal(attributes.read_attribute(mesh, "view_index"), pixel // (28 * 42))
     col_attr = attributes.read_attribute(mesh, "Col")
-    np.testing.assert_allclose(col_attr[:, :3], attributes.srgb_to_linear_u8(rec.colors.reshape(-1, 3)[idx]))
+    srgb = rec.colors.reshape(-1, 3)[pixel] / 255.0
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    np.testing.assert_allclose(col_attr[:, :3], linear, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(col_attr[:, 3], 1.0)
+    # The sample is spread over the photos roughly in proportion (each has the same number of pixels).
+    assert np.abs(np.bincount(pixel // (28 * 42), minlength=3) / 2000 - 1 / 3).max() < 0.05
 
 
 def evaluated_point_cloud(ob):
@@ -144,13 +141,3 @@ def test_geometry_nodes_filter_counts_match_numpy():
             cloud.attributes["radius"].data.foreach_get("value", radius)
             np.testing.assert_allclose(radius, 0.01)  # the option, in scene units (not times Scale)
             assert cloud.materials[0].name == "VGGT Point Color"
-
-
-@pytest.mark.parametrize("n,k", [(50, 20), (50, 40)])  # both the direct and the complement path
-def test_random_subset_is_uniform(n, k):
-    counts = np.zeros(n)
-    for seed in range(2000):
-        picked = point_cloud._random_subset(n, k, np.random.default_rng(seed))
-        assert len(picked) == k and len(np.unique(picked)) == k
-        counts[picked] += 1
-    np.testing.assert_allclose(counts / 2000, k / n, atol=0.05)

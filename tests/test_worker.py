@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared helpers importable
-from test_inference import TINY_CONFIG, photo_pixels, write_photos, write_tiny_checkpoint  # noqa: E402
-from vggt_blender.io.reconstruction import load_reconstruction  # noqa: E402
-from vggt_blender.jobs.local import WorkerJob  # noqa: E402
+from tests.helpers import TINY_CONFIG, photo_pixels, write_photos, write_tiny_checkpoint
+from vggt_blender.io.reconstruction import load_reconstruction
+from vggt_blender.jobs.local import WorkerJob
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = {"loading", "preprocessing", "inference", "writing"}

@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from . import options as opt
 from .errors import RequestError, VGGTError
+from .options import EXIT_ERROR, EXIT_OK
 
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_INTERRUPTED = opt.EXIT_CANCELLED  # Ctrl-C
 
 
 def _err(line: str) -> None:
@@ -45,12 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("inputs", nargs="+", metavar="PHOTOS_OR_FOLDERS")
     rec.add_argument("-o", "--output", help="reconstruction file to write (.npz); default: beside --blend")
     rec.add_argument("--weights", help="checkpoint file (.pt or .safetensors); default: search the usual places")
-    rec.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
-    rec.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
-    rec.add_argument("--mode", default="crop", choices=("crop", "pad"),
+    rec.add_argument("--device", default=opt.DEFAULT_DEVICE, choices=opt.DEVICES)
+    rec.add_argument("--precision", default=opt.DEFAULT_PRECISION, choices=opt.PRECISIONS)
+    rec.add_argument("--mode", default=opt.DEFAULT_MODE, choices=opt.MODES,
                      help="crop: width 518, centre-crop tall images; pad: longer side 518, pad to a square")
-    rec.add_argument("--config", default="vggt-1b", help="model preset (vggt-1b) or a config .json file")
-    rec.add_argument("--fast-path", default="auto", choices=("auto", "on", "off"),
+    rec.add_argument("--config", default=opt.DEFAULT_CONFIG, help="model preset (vggt-1b) or a config .json file")
+    rec.add_argument("--fast-path", default=opt.DEFAULT_FAST_PATH, choices=opt.FAST_PATH_CHOICES,
                      help="memory-lean inference: auto = on for CUDA with bf16/fp16 (hundreds of photos fit), "
                           "off elsewhere")
     rec.add_argument("--download", action="store_true",
@@ -66,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     scene.add_argument("--max-points", type=_positive_int, help="subsample the point cloud to at most N points")
     scene.add_argument("--min-confidence", type=float, help="initial confidence threshold (raw confidence >= 1)")
     scene.add_argument("--scale", type=_positive_float, help="scene units per reconstruction unit")
-    scene.add_argument("--camera-mode", choices=("per_photo", "animated", "both"))
-    scene.add_argument("--point-source", choices=("depth", "point_map"))
+    scene.add_argument("--camera-mode", choices=opt.CAMERA_MODES)
+    scene.add_argument("--point-source", choices=opt.POINT_SOURCES)
 
     info = sub.add_parser("info", help="describe a reconstruction file")
     info.add_argument("file")
@@ -75,12 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     ply = sub.add_parser("export-ply", help="write a reconstruction's points to a PLY file")
     ply.add_argument("file", help="reconstruction file (.npz)")
     ply.add_argument("ply", help="PLY file to write")
-    ply.add_argument("--point-source", default="depth", choices=("depth", "point_map"))
+    ply.add_argument("--point-source", default=opt.SceneOptions.point_source, choices=opt.POINT_SOURCES)
     ply.add_argument("--min-confidence", type=float, default=1.0, help="drop points below this confidence")
     ply.add_argument("--max-points", type=_positive_int, help="random subset of at most N points")
 
     dl = sub.add_parser("download", help="download an official checkpoint")
-    dl.add_argument("--checkpoint", default="vggt-1b", choices=("vggt-1b", "vggt-1b-commercial"))
+    dl.add_argument("--checkpoint", default=opt.DEFAULT_CHECKPOINT, choices=opt.CHECKPOINT_NAMES)
     dl.add_argument("--token", help="Hugging Face access token (needed for the gated commercial checkpoint)")
     dl.add_argument("--dest", help="folder to save it in (default: the standard weights folder)")
     dl.add_argument("-q", "--quiet", action="store_true")
@@ -89,8 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def scene_options_from_args(args: argparse.Namespace) -> Any:
     """Map the scene flags onto SceneOptions; flags left out keep SceneOptions' defaults."""
-    from .options import SceneOptions
-
     values: dict[str, Any] = {}
     if args.no_cameras:
         values["create_cameras"] = False
@@ -104,7 +104,7 @@ def scene_options_from_args(args: argparse.Namespace) -> Any:
         value = getattr(args, flag)
         if value is not None:
             values[field] = value
-    return SceneOptions.from_dict(values)
+    return opt.SceneOptions.from_dict(values)
 
 
 def _byte_progress(bar: Any) -> Callable[[float, str], None]:
@@ -180,7 +180,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .io.reconstruction import load_reconstruction, summarize
+    from .io.reconstruction import load_reconstruction
+    from .io.summary import summarize
 
     print(summarize(load_reconstruction(args.file)))
     return EXIT_OK

@@ -1,6 +1,25 @@
-"""User-facing error types. Each message names the file (when there is one) and the problem."""
+"""User-facing error types. Each message names the file (when there is one) and the problem.
+
+Every VGGTError subclass carries a `code` from ERROR_CODES: the code, not the message text, is what travels
+(worker protocol line, Blender's job state) and what callers branch on. `code_of` gives it for any exception.
+"""
 
 from __future__ import annotations
+
+
+# code -> what it means (the worker protocol documents the same list).
+ERROR_CODES: dict[str, str] = {
+    "internal": "a bug or an unexpected failure (the traceback goes to the log)",
+    "bad_request": "the request or an option is wrong (unknown device, output not writable, ...)",
+    "bad_image": "a photo cannot be read",
+    "bad_checkpoint": "the weights file is not a usable checkpoint",
+    "no_weights": "no weights file was found",
+    "download_failed": "the checkpoint download did not complete",
+    "bad_file": "a reconstruction file is damaged or not one",
+    "out_of_memory": "the device ran out of memory",
+    "cancelled": "the user cancelled",
+    "no_runtime": "no Python with torch to run the model in",
+}
 
 
 class VGGTError(Exception):
@@ -43,3 +62,13 @@ class CancelledError(VGGTError):
 
 class RequestError(VGGTError):
     code = "bad_request"
+
+
+def code_of(exc: BaseException) -> str:
+    """The protocol code for an exception: its own for a VGGTError, "cancelled" for KeyboardInterrupt,
+    "internal" otherwise (and for a code missing from ERROR_CODES)."""
+    if isinstance(exc, VGGTError):
+        return exc.code if exc.code in ERROR_CODES else "internal"
+    if isinstance(exc, KeyboardInterrupt):
+        return "cancelled"
+    return "internal"

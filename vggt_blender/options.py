@@ -1,19 +1,112 @@
-"""What the scene builders create, as plain data shared by the panel, the CLI (`--blend`) and the builders."""
+"""Every choice, enum and default that the command line, the worker request, the preferences and the panel share.
+
+Standard library only (the import-tier test enforces it): Blender's Python imports this module without torch,
+and the engine validates against the same tuples the UI offers. Each choice list is written once as
+(value, label, description) triples, the shape Blender's EnumProperty `items` takes; `values()` gives the bare
+values for argparse `choices` and request checks.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .weights.registry import CHECKPOINTS, DEFAULT_CHECKPOINT
+
+Items = tuple[tuple[str, str, str], ...]
+
+
+def values(items: Items) -> tuple[str, ...]:
+    """The bare values of a choice list, in order."""
+    return tuple(item[0] for item in items)
+
+
+DEVICE_ITEMS: Items = (
+    ("auto", "Auto", "CUDA if available, else Apple MPS, else CPU"),
+    ("cuda", "CUDA", "NVIDIA GPU"),
+    ("mps", "Apple MPS", "Apple silicon GPU"),
+    ("cpu", "CPU", "Slow, but works everywhere"),
+)
+PRECISION_ITEMS: Items = (
+    ("auto", "Auto", "bf16 on recent NVIDIA GPUs, fp16 on older ones, fp32 on MPS and CPU"),
+    ("bf16", "bfloat16", "Half the memory; needs compute capability 8.0+"),
+    ("fp16", "float16", "Half the memory"),
+    ("fp32", "float32", "Full precision (most memory)"),
+)
+MODE_ITEMS: Items = (
+    ("crop", "Crop", "Resize to 518 px wide and centre-crop tall photos (the model's usual input)"),
+    ("pad", "Pad", "Resize the long side to 518 px and pad with white: nothing is cut off"),
+)
+FAST_PATH_ITEMS: Items = (
+    ("auto", "Auto", "Memory-lean inference on CUDA with bf16/fp16 (hundreds of photos fit), standard elsewhere"),
+    ("on", "On", "Always the memory-lean path (any device)"),
+    ("off", "Off", "Always the standard model call"),
+)
+CAMERA_MODE_ITEMS: Items = (
+    ("per_photo", "Per Photo", "One camera per photo"),
+    ("animated", "Animated", "One camera keyed per frame (a shot or image sequence)"),
+    ("both", "Both", "Cameras per photo and one animated camera"),
+)
+POINT_SOURCE_ITEMS: Items = (
+    ("depth", "Depth + Camera", "Unproject predicted depth with the predicted cameras (more accurate)"),
+    ("point_map", "Point Map", "The point head's direct prediction"),
+)
+CHECKPOINT_ITEMS: Items = (
+    ("vggt-1b", "VGGT-1B", "Official VGGT-1B (CC BY-NC 4.0: non-commercial)"),
+    ("vggt-1b-commercial", "VGGT-1B Commercial",
+     "Official VGGT-1B-Commercial (gated: needs a Hugging Face token and accepting its licence)"),
+)
+assert values(CHECKPOINT_ITEMS) == tuple(CHECKPOINTS), "a checkpoint in the registry lacks its label here"
+
+DEVICES = values(DEVICE_ITEMS)
+PRECISIONS = values(PRECISION_ITEMS)
+MODES = values(MODE_ITEMS)
+FAST_PATH_CHOICES = values(FAST_PATH_ITEMS)
+CAMERA_MODES = values(CAMERA_MODE_ITEMS)
+POINT_SOURCES = values(POINT_SOURCE_ITEMS)
+CHECKPOINT_NAMES = values(CHECKPOINT_ITEMS)
+
+DEFAULT_DEVICE = "auto"
+DEFAULT_PRECISION = "auto"
+DEFAULT_MODE = "crop"
+DEFAULT_FAST_PATH = "auto"
+DEFAULT_CONFIG = "vggt-1b"  # a VGGTConfig preset name or a config .json file
+
+# Process exit codes of the command line and the worker.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CANCELLED = 130  # 128 + SIGINT: Ctrl-C, a cancel, or SIGTERM
+
+
+@dataclass
+class InferenceOptions:
+    """How to run the model: the options the CLI flags, the worker request and the preferences carry.
+
+    `weights` None means "search the usual places" (weights/discovery.py); `config` is a preset name or a
+    config .json path (or a VGGTConfig object in-process).
+    """
+
+    weights: str | None = None
+    device: str = DEFAULT_DEVICE
+    precision: str = DEFAULT_PRECISION
+    mode: str = DEFAULT_MODE
+    config: Any = DEFAULT_CONFIG
+    fast_path: str = DEFAULT_FAST_PATH
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 @dataclass
 class SceneOptions:
+    """What the scene builders create, as plain data shared by the panel, the CLI (`--blend`) and the builders."""
+
     create_cameras: bool = True
     create_point_cloud: bool = True
     create_depth_planes: bool = True
-    # "per_photo": one camera per photo; "animated": one camera keyed per frame (a shot); "both".
+    # One of CAMERA_MODES: "per_photo": one camera per photo; "animated": one camera keyed per frame; "both".
     camera_mode: str = "per_photo"
-    # "depth": world points from depth + camera (default, more accurate); "point_map": the point head's map.
+    # One of POINT_SOURCES: "depth": world points from depth + camera (default, more accurate); "point_map".
     point_source: str = "depth"
     # Initial value of the live "Min Confidence" input (raw confidence, >= 1).
     min_confidence: float = 1.5
@@ -37,3 +130,12 @@ class SceneOptions:
         if unknown:
             raise ValueError(f"unknown scene option(s): {', '.join(sorted(unknown))}")
         return cls(**data)
+
+
+__all__ = [
+    "values", "DEVICE_ITEMS", "PRECISION_ITEMS", "MODE_ITEMS", "FAST_PATH_ITEMS", "CAMERA_MODE_ITEMS",
+    "POINT_SOURCE_ITEMS", "CHECKPOINT_ITEMS", "DEVICES", "PRECISIONS", "MODES", "FAST_PATH_CHOICES",
+    "CAMERA_MODES", "POINT_SOURCES", "CHECKPOINT_NAMES", "DEFAULT_CHECKPOINT", "DEFAULT_DEVICE",
+    "DEFAULT_PRECISION", "DEFAULT_MODE", "DEFAULT_FAST_PATH", "DEFAULT_CONFIG", "EXIT_OK", "EXIT_ERROR",
+    "EXIT_CANCELLED", "InferenceOptions", "SceneOptions",
+]

@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import RequestError
-
-DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
-PRECISION_CHOICES = ("auto", "bf16", "fp16", "fp32")
+from ..options import DEVICES as DEVICE_CHOICES, PRECISIONS as PRECISION_CHOICES
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}

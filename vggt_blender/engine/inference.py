@@ -26,8 +26,9 @@ import torch
 
 from .devices import choose_device, choose_precision, describe_device, precision_name, uses_autocast
 from ..errors import CancelledError, OutOfMemoryError, RequestError
-from ..geometry.cameras import depth_to_world_points, intrinsics_to_photo, pose_encoding_to_extrinsics_intrinsics
+from ..geometry.cameras import pose_encoding_to_extrinsics_intrinsics
 from ..io.photo_paths import collect_images
+from ..options import FAST_PATH_CHOICES
 from ..model import VGGTConfig
 from ..model.fast_path import FastRunner, load_fast, prepare_fast
 from ..preprocess import load_image, preprocess_images
@@ -40,7 +41,6 @@ CancelCheck = Callable[[], bool]
 WarningCallback = Callable[[str], None]
 
 STAGES = ("preprocessing", "loading", "inference", "writing")  # in the order they run
-FAST_PATH_CHOICES = ("auto", "on", "off")
 
 
 @dataclass
@@ -335,9 +335,7 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
     extrinsics = np.asarray(extrinsics, dtype=np.float64).reshape(count, 3, 4)
     intrinsics_model = np.asarray(intrinsics_model, dtype=np.float64).reshape(count, 3, 3)
     pixel_map = np.asarray(prep.pixel_map, dtype=np.float64)
-    intrinsics = np.asarray(intrinsics_to_photo(intrinsics_model, pixel_map), dtype=np.float64)
-    world_points = depth_to_world_points(depth, extrinsics, intrinsics_model, dtype=np.float32)
-
+    # world_points, intrinsics (photo) and valid_mask follow from these (geometry/derive.py).
 
     source_paths = [str(Path(p).resolve()) for p in prep.paths]
     display_paths = _display_copies(source_paths, list(prep.rotated),
@@ -364,15 +362,12 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
         pixel_map=pixel_map,
         valid_box=np.asarray(prep.valid_box, dtype=np.int32),
         extrinsics=extrinsics,
-        intrinsics=intrinsics,
         intrinsics_model=intrinsics_model,
         depth=depth.astype(np.float32),
         depth_conf=depth_conf.astype(np.float32),
-        world_points=world_points,
         point_map=point_map.astype(np.float32),
         point_map_conf=point_map_conf.astype(np.float32),
         colors=prep.colors,
-        valid_mask=prep.valid_mask,
         provenance=provenance,
     )
 

@@ -171,20 +171,32 @@ def depth_to_camera_points(depth: np.ndarray, intrinsics: np.ndarray, pixel_cent
     u = 0..W-1, no +0.5), which sits half a pixel up-left of that. Intrinsics must have zero skew.
     """
     d = _squeeze_depth(depth)
-    k = _f64(intrinsics)
-    if np.any(k[..., 0, 1] != 0.0):
-        raise ValueError("intrinsics with skew are not supported")
     height, width = d.shape[-2:]
-    fx = k[..., 0, 0, None, None]
-    fy = k[..., 1, 1, None, None]
-    cx = k[..., 0, 2, None, None]
-    cy = k[..., 1, 2, None, None]
     offset = 0.5 if pixel_centers else 0.0
     u = np.arange(width, dtype=np.float64)[None, :] + offset
     v = np.arange(height, dtype=np.float64)[:, None] + offset
-    x = (u - cx) * d / fx
-    y = (v - cy) * d / fy
-    return np.stack([x, y, np.broadcast_to(d, x.shape)], axis=-1)
+    return pixels_to_camera_points(u, v, d, _f64(intrinsics)[..., None, None, :, :])
+
+
+def pixels_to_camera_points(u: np.ndarray, v: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
+    """Continuous pixel coordinates u, v and z-depth (broadcast together) -> camera-frame points [..., 3].
+
+    The one pinhole unprojection: every grid or sample-point variant goes through here. `intrinsics`
+    [..., 3, 3] broadcasts against the points' leading shape; zero skew is required.
+    """
+    k = _f64(intrinsics)
+    if np.any(k[..., 0, 1] != 0.0):
+        raise ValueError("intrinsics with skew are not supported")
+    d = _f64(depth)
+    x = (_f64(u) - k[..., 0, 2]) * d / k[..., 0, 0]
+    y = (_f64(v) - k[..., 1, 2]) * d / k[..., 1, 1]
+    return np.stack(np.broadcast_arrays(x, y, d), axis=-1)
+
+
+def camera_to_world(points_cam: np.ndarray, extrinsics: np.ndarray) -> np.ndarray:
+    """Camera-frame points [..., 3] of one camera -> world points with its extrinsics [3, 4] (R^T (X - t))."""
+    ext = _f64(extrinsics)
+    return (_f64(points_cam) - ext[:3, 3]) @ ext[:3, :3]
 
 
 def depth_to_world_points(

@@ -10,27 +10,13 @@ import numpy as np
 from .atomic import atomic_write
 from ..errors import RequestError
 from .reconstruction import Reconstruction
-
-POINT_SOURCES = ("depth", "point_map")
-
+from ..geometry import selection
 
 def select_points(rec: Reconstruction, source: str = "depth", min_confidence: float = 1.0,
                   max_points: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(xyz float32 [P,3], rgb uint8 [P,3], confidence float32 [P]) of valid pixels at or above the threshold.
-
-    `source` "depth" uses world_points with depth_conf, "point_map" the point head's map and its confidence.
-    With `max_points`, a random subset (fixed seed) is kept, in the original order.
-    """
-    if source not in POINT_SOURCES:
-        raise RequestError(f"unknown point source '{source}': choose depth or point_map")
-    points, conf = ((rec.world_points, rec.depth_conf) if source == "depth"
-                    else (rec.point_map, rec.point_map_conf))
-    keep = rec.valid_mask & (conf >= min_confidence) & np.isfinite(points).all(axis=-1)
-    xyz, rgb, c = points[keep], rec.colors[keep], conf[keep]
-    if max_points is not None and len(xyz) > max_points:
-        chosen = np.sort(np.random.default_rng(seed).choice(len(xyz), size=max_points, replace=False))
-        xyz, rgb, c = xyz[chosen], rgb[chosen], c[chosen]
-    return xyz.astype(np.float32), rgb.astype(np.uint8), c.astype(np.float32)
+    """(xyz float32 [P,3], rgb uint8 [P,3], confidence float32 [P]) of the points geometry.selection keeps."""
+    picked = selection.select_points(rec, source, min_confidence, max_points, seed)
+    return picked.xyz, picked.rgb, picked.confidence
 
 
 def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, confidence: np.ndarray | None = None) -> Path:

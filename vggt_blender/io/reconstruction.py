@@ -2,6 +2,13 @@
 
 numpy only: Blender reads these files without torch. Strings are stored as numpy unicode arrays and the
 file is opened with `allow_pickle=False`, so reading a file never runs code from it.
+
+Consistent by construction: `world_points`, `intrinsics` and `valid_mask` are not stored state of a
+`Reconstruction` but derived from the primaries (depth, extrinsics, intrinsics_model, pixel_map, valid_box) by
+`geometry.derive`, cached, and dropped whenever a primary is assigned; the primaries are read-only arrays, so
+an in-place edit cannot leave the cache stale. A camera refinement assigns new extrinsics/intrinsics_model and
+the points follow. Files still carry the derived arrays (schema v1: readers of older versions use them); on
+load their dtype and shape are checked like every entry, but their values are recomputed, never trusted.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import numpy as np
 
 from .atomic import TEMP_PREFIX, atomic_write
 from ..errors import ReconstructionFileError
-from ..geometry.cameras import depth_to_world_points, pixel_map_matrix, valid_mask_from_boxes
+from ..geometry.derive import DERIVED_FROM, derive
 
 SCHEMA = "vggt_blender.reconstruction"
 SCHEMA_VERSION = 1
@@ -47,6 +54,11 @@ FIELDS: dict[str, tuple[str, tuple[Any, ...]]] = {
 }
 HEADER_KEYS = ("schema", "schema_version", "provenance")
 REQUIRED_KEYS = HEADER_KEYS + tuple(FIELDS)
+# Written to every file, recomputed from the primaries on load (geometry/derive.py).
+DERIVED_FIELDS = tuple(DERIVED_FROM)
+PRIMARY_FIELDS = tuple(name for name in FIELDS if name not in DERIVED_FROM)
+# The primaries some derived array follows from: stored as read-only arrays.
+_DERIVATION_INPUTS = frozenset(name for inputs in DERIVED_FROM.values() for name in inputs)
 
 
 def _as_str_list(values: Any) -> list[str]:
@@ -70,6 +82,15 @@ def _coerce(name: str, value: Any) -> Any:
     return arr
 
 
+def _read_only(arr: Any) -> Any:
+    """A read-only view (the caller's own array stays writable)."""
+    if not isinstance(arr, np.ndarray):
+        return arr
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
 @dataclass
 class Reconstruction:
     """Everything one reconstruction produced, in the units and conventions of docs/ARCHITECTURE.md.
@@ -77,6 +98,9 @@ class Reconstruction:
     `image_paths`, `display_paths` and `image_names` are plain Python lists of str; every other field is a
     numpy array with the dtype and shape of the schema table. `provenance` is the JSON text stored in the
     file (see `provenance_dict`). `extra` holds any additional arrays (kept on save and load, not checked).
+    `world_points`, `intrinsics` and `valid_mask` are read-only properties derived from the primaries (see
+    the module text); depth, extrinsics, intrinsics_model, pixel_map and valid_box are read-only arrays:
+    change them by assigning a new array (or `dataclasses.replace`).
     """
 
     image_paths: list[str]
@@ -87,26 +111,55 @@ class Reconstruction:
     pixel_map: np.ndarray
     valid_box: np.ndarray
     extrinsics: np.ndarray
-    intrinsics: np.ndarray
     intrinsics_model: np.ndarray
     depth: np.ndarray
     depth_conf: np.ndarray
-    world_points: np.ndarray
     point_map: np.ndarray
     point_map_conf: np.ndarray
     colors: np.ndarray
-    valid_mask: np.ndarray
     provenance: str = "{}"
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        for name in ("image_paths", "display_paths", "image_names"):
-            setattr(self, name, _as_str_list(getattr(self, name)))
-        for name, (dtype, _) in FIELDS.items():
-            if dtype != "U":
-                setattr(self, name, _coerce(name, getattr(self, name)))
-        if isinstance(self.provenance, dict):
-            self.provenance = json.dumps(self.provenance, sort_keys=True)
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Every assignment (the constructor's included) coerces, freezes the derivation inputs and drops the
+        # derived arrays that follow from the field.
+        if name in ("image_paths", "display_paths", "image_names"):
+            value = _as_str_list(value)
+        elif name in FIELDS:
+            value = _coerce(name, value)
+            if name in _DERIVATION_INPUTS:
+                value = _read_only(value)
+        elif name == "provenance" and isinstance(value, dict):
+            value = json.dumps(value, sort_keys=True)
+        object.__setattr__(self, name, value)
+        cache = self.__dict__.get("_derived")
+        if cache and name in _DERIVATION_INPUTS:
+            for derived, inputs in DERIVED_FROM.items():
+                if name in inputs:
+                    cache.pop(derived, None)
+
+    def _derive(self, name: str) -> np.ndarray:
+        cache = self.__dict__.setdefault("_derived", {})
+        if name not in cache:
+            arr = derive(name, self.depth, self.extrinsics, self.intrinsics_model, self.pixel_map, self.valid_box)
+            arr.flags.writeable = False
+            cache[name] = arr
+        return cache[name]
+
+    @property
+    def world_points(self) -> np.ndarray:
+        """float32 [N,H,W,3]: depth unprojected through each model pixel's centre (geometry/derive.py)."""
+        return self._derive("world_points")
+
+    @property
+    def intrinsics(self) -> np.ndarray:
+        """float64 [N,3,3]: K for the original photo = pixel_map ∘ intrinsics_model."""
+        return self._derive("intrinsics")
+
+    @property
+    def valid_mask(self) -> np.ndarray:
+        """bool [N,H,W]: True inside valid_box (the photo), False on padding."""
+        return self._derive("valid_mask")
 
     @property
     def num_images(self) -> int:
@@ -126,12 +179,14 @@ class Reconstruction:
         return data if isinstance(data, dict) else {}
 
     def validate(self, file: str | os.PathLike[str] = "<reconstruction>") -> None:
-        """Raise ReconstructionFileError (naming `file`) unless every field matches the schema."""
-        _check_fields(self._arrays(), str(file))
+        """Raise ReconstructionFileError (naming `file`) unless every field matches the schema (the derived
+        arrays do by construction once the primaries do)."""
+        _check_fields(self._arrays(PRIMARY_FIELDS), str(file), PRIMARY_FIELDS)
 
-    def _arrays(self) -> dict[str, np.ndarray]:
+    def _arrays(self, names: Sequence[str] = tuple(FIELDS)) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        for name, (dtype, _) in FIELDS.items():
+        for name in names:
+            dtype = FIELDS[name][0]
             value = getattr(self, name)
             if dtype == "U":
                 # dtype=str keeps an empty list a unicode array instead of float64.
@@ -148,12 +203,13 @@ def _shape_text(template: tuple[Any, ...]) -> str:
     return "[" + ",".join(str(t) for t in template) + "]"
 
 
-def _check_fields(arrays: dict[str, np.ndarray], file: str) -> None:
-    """Check dtypes and shapes against the schema; N, H and W come from image_paths and depth."""
+def _check_fields(arrays: dict[str, np.ndarray], file: str, names: Sequence[str] = tuple(FIELDS)) -> None:
+    """Check dtypes and shapes of `names` against the schema; N, H and W come from image_paths and depth."""
     def fail(problem: str) -> None:
         raise ReconstructionFileError(f"{file}: {problem}", file=file)
 
-    for name, (dtype, _) in FIELDS.items():
+    for name in names:
+        dtype = FIELDS[name][0]
         arr = arrays[name]
         ok = arr.dtype.kind == "U" if dtype == "U" else arr.dtype == np.dtype(dtype)
         if not ok:
@@ -167,7 +223,8 @@ def _check_fields(arrays: dict[str, np.ndarray], file: str) -> None:
     if depth.ndim != 3:
         fail(f"'depth' has shape {list(depth.shape)}, expected [N,H,W]")
     sizes = {"N": n, "H": depth.shape[1], "W": depth.shape[2]}
-    for name, (_, template) in FIELDS.items():
+    for name in names:
+        template = FIELDS[name][1]
         want = tuple(sizes[t] if isinstance(t, str) else t for t in template)
         got = arrays[name].shape
         if got != want:
@@ -274,9 +331,9 @@ def load_reconstruction(path: str | os.PathLike[str]) -> Reconstruction:
         except Exception as exc:  # noqa: BLE001 - truncated/corrupted members: CRC, zlib, EOF, pickle...
             fail(f"damaged file, an entry cannot be read ({type(exc).__name__}: {exc})", exc)
 
-    _check_fields(arrays, file)
+    _check_fields(arrays, file)  # the stored derived arrays too: the file must conform to schema v1
     return Reconstruction(
-        **{name: (arrays[name].tolist() if FIELDS[name][0] == "U" else arrays[name]) for name in FIELDS},
+        **{name: (arrays[name].tolist() if FIELDS[name][0] == "U" else arrays[name]) for name in PRIMARY_FIELDS},
         provenance=provenance,
         extra=extra,
     )
@@ -334,12 +391,11 @@ def make_reconstruction(
     valid_box: np.ndarray | None = None,
     provenance: dict[str, Any] | str | None = None,
 ) -> Reconstruction:
-    """Build a valid Reconstruction from the essentials, deriving everything not given.
+    """Build a valid Reconstruction from the essentials, with defaults for everything not given.
 
     Defaults: identity pixel map (photo = model input), full valid box, original sizes = model size,
-    world_points by unprojecting depth, point_map = world_points, confidences 1, grey colours,
-    image paths `/images/image_<i>.png`, names = file stems, display paths = image paths,
-    intrinsics = A @ intrinsics_model with A from the pixel map, valid_mask from the valid box.
+    point_map = world_points, confidences 1, grey colours, image paths `/images/image_<i>.png`, names = file
+    stems, display paths = image paths. world_points, intrinsics and valid_mask are derived (geometry/derive.py).
     """
     depth = np.asarray(depth, dtype=np.float32)
     n, h, w = depth.shape
@@ -355,12 +411,9 @@ def make_reconstruction(
     valid_box = np.asarray(valid_box, dtype=np.int32)
     if original_sizes is None:
         original_sizes = np.tile(np.array([w, h], dtype=np.int32), (n, 1))
-    affine = pixel_map_matrix(pixel_map)
-    valid_mask = valid_mask_from_boxes(valid_box, h, w)
-    world_points = depth_to_world_points(depth, extrinsics, intrinsics_model, dtype=np.float32)
     if isinstance(provenance, dict):
         provenance = json.dumps(provenance, sort_keys=True)
-    return Reconstruction(
+    rec = Reconstruction(
         image_paths=paths,
         display_paths=_as_str_list(display_paths) if display_paths is not None else list(paths),
         image_names=[Path(p).stem for p in paths],
@@ -369,108 +422,23 @@ def make_reconstruction(
         pixel_map=pixel_map,
         valid_box=valid_box,
         extrinsics=extrinsics,
-        intrinsics=affine @ intrinsics_model,
         intrinsics_model=intrinsics_model,
         depth=depth,
         depth_conf=np.ones_like(depth) if depth_conf is None else np.asarray(depth_conf, dtype=np.float32),
-        world_points=world_points,
-        point_map=world_points.copy() if point_map is None else np.asarray(point_map, dtype=np.float32),
+        point_map=np.zeros((n, h, w, 3), np.float32) if point_map is None else np.asarray(point_map, np.float32),
         point_map_conf=(np.ones_like(depth) if point_map_conf is None
                         else np.asarray(point_map_conf, dtype=np.float32)),
         colors=(np.full((n, h, w, 3), 128, dtype=np.uint8) if colors is None
                 else np.asarray(colors, dtype=np.uint8)),
-        valid_mask=valid_mask,
         provenance=provenance if provenance is not None else "{}",
     )
-
-
-def synthetic_reconstruction(num_images: int = 3, height: int = 28, width: int = 42, seed: int = 0) -> Reconstruction:
-    """A small, plausible reconstruction for tests: cameras on an arc looking at a bumpy wall.
-
-    Camera 0 is the identity; the others rotate about the y axis by 10 degrees per image and sit to the
-    side. Depth is 2 +- 0.3, confidences span 1..10, colours vary with the pixel. Deterministic in `seed`.
-    """
-    rng = np.random.default_rng(seed)
-    n, h, w = num_images, height, width
-    focal = 0.9 * max(h, w)
-    k = np.array([[focal, 0.0, w / 2], [0.0, focal, h / 2], [0.0, 0.0, 1.0]])
-    extrinsics = np.zeros((n, 3, 4))
-    for i in range(n):
-        a = np.deg2rad(10.0 * i)
-        rot = np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
-        centre = np.array([-0.4 * i, 0.0, 0.05 * i])
-        extrinsics[i, :, :3] = rot
-        extrinsics[i, :, 3] = -rot @ centre
-    yy, xx = np.mgrid[0:h, 0:w]
-    depth = 2.0 + 0.3 * np.sin(xx / w * 2 * np.pi)[None] * np.cos(yy / h * np.pi)[None] + rng.uniform(
-        -0.01, 0.01, (n, h, w))
-    conf = 1.0 + 9.0 * rng.random((n, h, w))
-    colors = np.stack([np.broadcast_to(xx * 255 // max(w - 1, 1), (n, h, w)),
-                       np.broadcast_to(yy * 255 // max(h - 1, 1), (n, h, w)),
-                       np.broadcast_to((np.arange(n) * 60 % 256)[:, None, None], (n, h, w))], axis=-1)
-    paths = [f"/photos/synthetic_{i:02d}.jpg" for i in range(n)]
-    return make_reconstruction(
-        depth, extrinsics, np.repeat(k[None], n, axis=0), colors=colors.astype(np.uint8), depth_conf=conf,
-        point_map_conf=conf[:, ::-1].copy(), image_paths=paths,
-        provenance=make_provenance(checkpoint="synthetic", mode="crop", precision="fp32", device="cpu",
-                                   timings={"inference": 0.0}),
-    )
-
-
-# -------------------------------------------------------------------------------------------- summary
-
-
-def _fmt_seconds(s: Any) -> str:
-    try:
-        return f"{float(s):.2f} s"
-    except (TypeError, ValueError):
-        return str(s)
-
-
-def summarize(rec: Reconstruction) -> str:
-    """A human-readable multi-line description (for `python -m vggt_blender info`)."""
-    h, w = rec.model_hw
-    prov = rec.provenance_dict
-    lines = [f"{rec.num_images} image{'s' if rec.num_images != 1 else ''}, model input {w}x{h} (width x height)"]
-    shown = 10
-    for i in range(min(rec.num_images, shown)):
-        ow, oh = (int(v) for v in rec.original_sizes[i])
-        lines.append(f"  [{i}] {rec.image_names[i]}  {ow}x{oh}  {rec.image_paths[i]}")
-    if rec.num_images > shown:
-        lines.append(f"  ... and {rec.num_images - shown} more")
-
-    sha = prov.get("checkpoint_sha256")
-    ckpt = str(prov.get("checkpoint") or "unknown")
-    lines.append(f"checkpoint: {ckpt}" + (f" (sha256 {str(sha)[:12]}...)" if sha else ""))
-    lines.append(f"device: {prov.get('device') or 'unknown'}, precision: {prov.get('precision') or 'unknown'}, "
-                 f"mode: {prov.get('mode') or 'unknown'}")
-    timings = prov.get("timings") or {}
-    if isinstance(timings, dict) and timings:
-        lines.append("timings: " + ", ".join(f"{k} {_fmt_seconds(v)}" for k, v in timings.items()))
-    if prov.get("created") or prov.get("package_version"):
-        lines.append(f"created: {prov.get('created', 'unknown')} by vggt_blender {prov.get('package_version', '?')}")
-
-    mask = rec.valid_mask
-    valid = int(mask.sum())
-    lines.append(f"valid pixels: {valid:,} of {mask.size:,}")
-    if valid:
-        d = rec.depth[mask]
-        d = d[np.isfinite(d)]
-        if d.size:
-            lines.append(f"depth: min {d.min():.4g}, median {np.median(d):.4g}, max {d.max():.4g}")
-        for label, conf in (("depth confidence", rec.depth_conf), ("point-map confidence", rec.point_map_conf)):
-            c = conf[mask]
-            c = c[np.isfinite(c)]
-            if c.size:
-                p = np.percentile(c, [10, 50, 90])
-                lines.append(f"{label}: p10 {p[0]:.3g}, p50 {p[1]:.3g}, p90 {p[2]:.3g}, max {c.max():.3g}")
-    if rec.extra:
-        lines.append("extra arrays: " + ", ".join(f"{k} {list(np.shape(v))}" for k, v in rec.extra.items()))
-    return "\n".join(lines)
+    if point_map is None:
+        rec.point_map = rec.world_points.copy()
+    return rec
 
 
 __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "FIELDS", "REQUIRED_KEYS", "TEMP_PREFIX", "Reconstruction",
-    "save_reconstruction", "load_reconstruction", "summarize", "make_reconstruction",
-    "synthetic_reconstruction", "make_provenance",
+    "PRIMARY_FIELDS", "DERIVED_FIELDS", "save_reconstruction", "load_reconstruction", "make_reconstruction",
+    "make_provenance",
 ]

@@ -18,15 +18,14 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import CancelledError, RequestError, VGGTError
+from .. import options as opt
+from ..errors import ERROR_CODES, CancelledError, RequestError, VGGTError
+from ..options import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK
 
-PROTOCOL_CODES = {"no_weights", "bad_checkpoint", "download_failed", "bad_image", "out_of_memory", "cancelled",
-                  "bad_request", "internal"}
-EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
+PROTOCOL_CODES = set(ERROR_CODES)
 
 # Request keys and their defaults; "images" and "output" are required.
-DEFAULTS: dict[str, Any] = {"weights": None, "device": "auto", "precision": "auto", "mode": "crop",
-                            "config": "vggt-1b", "download": False, "keep_alive": False, "fast_path": "auto"}
+DEFAULTS: dict[str, Any] = {**opt.InferenceOptions().to_dict(), "download": False, "keep_alive": False}
 REQUIRED = ("images", "output")
 
 # Test hooks, read only here: a sleep (seconds) at the start of every stage, and a simulated fault.
@@ -79,7 +78,7 @@ def parse_request(data: Any) -> dict:
     for key in ("output", "device", "precision", "mode", "config", "fast_path"):
         if not isinstance(request[key], str) or not request[key]:
             raise RequestError(f"'{key}' must be a non-empty string")
-    if request["fast_path"] not in ("auto", "on", "off"):
+    if request["fast_path"] not in opt.FAST_PATH_CHOICES:
         raise RequestError(f"'fast_path' must be \"auto\", \"on\" or \"off\", not {request['fast_path']!r}")
     if request["weights"] is not None and not isinstance(request["weights"], str):
         raise RequestError("'weights' must be a path or null")
