@@ -37,6 +37,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
+from vggt_blender.engine.devices import is_out_of_memory  # noqa: E402
 from vggt_blender.model import VGGT, VGGTConfig  # noqa: E402
 from vggt_blender.model.fast_path import (  # noqa: E402
     DEFAULT_HEAD_FRAMES, DEFAULT_TOKEN_CHUNK, fast_from_state_dict, load_fast, parse_sdpa_backends, prepare_fast,
@@ -84,9 +85,7 @@ def free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+is_oom = is_out_of_memory  # the engine's one out-of-memory test
 
 
 def random_state_dict(cfg: VGGTConfig, seed: int, device: torch.device) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ import bpy
 
 from .. import runtime
 from ..vggt_blender.errors import VGGTError
+from ..vggt_blender.io.output_paths import display_folder_for
 from ..vggt_blender.weights.discovery import resolve_weights  # torch-free: weights.py imports torch only to load
 from ..vggt_blender.jobs.local import WorkerJob
 
@@ -61,11 +62,12 @@ def explain_worker_error(message: str, python: str) -> str:
 
 
 def unique_output_path(folder: Path, name: str) -> Path:
-    """`folder/name.npz`, or `name_2.npz`, ... so an earlier reconstruction (still used by a scene) survives."""
+    """`folder/name.npz`, or `name_2.npz`, ... so an earlier reconstruction (still used by a scene) survives:
+    its file, its log and its folder of upright photo copies."""
     safe = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in name).strip("._") or "vggt"
     path = folder / f"{safe}.npz"
     n = 2
-    while path.exists() or path.with_suffix(".log").exists():
+    while path.exists() or path.with_suffix(".log").exists() or display_folder_for(path).exists():
         path = folder / f"{safe}_{n}.npz"
         n += 1
     return path

@@ -119,29 +119,76 @@ def test_scene_flags_map_onto_scene_options():
     assert defaults == type(options)()
 
 
-def test_ctrl_c_exits_130_without_output(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_while_writing_exits_130_and_keeps_the_earlier_file(tiny, tmp_path, monkeypatch, capsys):
+    # A real run interrupted half-way through writing its file: the earlier good result at the same path must
+    # survive byte for byte, and no temporary file may be left beside it.
     from vggt_blender.engine import inference
+    from vggt_blender.io import reconstruction
 
-    def interrupted(*_args, **_kwargs):
+    out = tmp_path / "s.npz"
+    earlier = tiny["out"].read_bytes()
+    out.write_bytes(earlier)
+    real_savez = np.savez
+
+    def interrupted_savez(fh, **arrays):
+        real_savez(fh, **{k: arrays[k] for k in list(arrays)[:3]})  # part of the archive reaches the disk
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(inference, "reconstruct_to_file", interrupted)
-    code = cli.main(["reconstruct", str(tmp_path), "-o", str(tmp_path / "s.npz"), "-q"])
+    monkeypatch.setattr(reconstruction.np, "savez", interrupted_savez)
+    try:
+        code = cli.main(["reconstruct", *map(str, tiny["photos"]), "-o", str(out), "-q", "--weights",
+                         str(tiny["checkpoint"]), "--config", str(TINY_CONFIG), "--device", "cpu"])
+    finally:
+        inference.clear_model_cache()
     assert code == 130
-    assert capsys.readouterr().err.strip() == "interrupted"
-    assert not (tmp_path / "s.npz").exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz"]
+    assert out.read_bytes() == earlier
 
 
 @pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy is not installed")
 def test_blend_output(tiny, tmp_path):
+    import bpy
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
     blend = tmp_path / "scene.blend"
     result = run_cli(["reconstruct", *map(str, tiny["photos"]), "--blend", str(blend), "-q",
                       "--weights", str(tiny["checkpoint"]), "--config", str(TINY_CONFIG), "--no-planes",
-                      "--max-points", "2000"], tmp_path, timeout=300)
+                      "--max-points", "2000", "--scale", "2"], tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert blend.stat().st_size > 10_000
-    assert (tmp_path / "scene.npz").is_file()  # the reconstruction goes beside the .blend
     assert f"wrote {tmp_path / 'scene.npz'} and {blend}:" in result.stderr
+    rec = load_reconstruction(tmp_path / "scene.npz")  # the reconstruction goes beside the .blend
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    try:
+        objects = {kind: [o for o in bpy.data.objects if o.get("vggt_kind") == kind]
+                   for kind in ("camera", "point_cloud", "depth_plane")}
+        assert len(objects["camera"]) == 3 and len(objects["point_cloud"]) == 1 and not objects["depth_plane"]
+        # The points: exactly 2000 distinct valid points of the file, in Blender axes (x, z, -y) times 2.
+        mesh = objects["point_cloud"][0].data
+        got = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
+        mesh.vertices.foreach_get("co", got)
+        got = got.reshape(-1, 3)
+        wp = rec.world_points[rec.valid_mask]
+        table = {row.tobytes(): i for i, row in enumerate(
+            (np.stack([wp[:, 0], wp[:, 2], -wp[:, 1]], -1) * np.float32(2.0)).astype(np.float32))}
+        assert len(got) == 2000 and len({table[row.tobytes()] for row in got}) == 2000
+        # Each camera sees the world point of a model pixel at the photo pixel the pixel map gives for it.
+        scene = bpy.context.scene
+        for cam in objects["camera"]:
+            i = int(cam["vggt_view_index"])
+            scene.camera = cam
+            scene.render.resolution_x, scene.render.resolution_y = (int(v) for v in rec.original_sizes[i])
+            scene.render.resolution_percentage = 100
+            sx, sy, ox, oy = rec.pixel_map[i]
+            for v, u in ((10, 20), (200, 300), (380, 500)):
+                cv = rec.world_points[i, v, u].astype(np.float64)
+                ndc = world_to_camera_view(scene, cam, Vector((cv[0] * 2, cv[2] * 2, -cv[1] * 2)))
+                w, h = rec.original_sizes[i]
+                np.testing.assert_allclose([ndc.x * w, (1 - ndc.y) * h],
+                                           [sx * (u + 0.5) + ox, sy * (v + 0.5) + oy], atol=0.01)
+    finally:
+        bpy.ops.wm.read_homefile(use_empty=True)
 
 
 def test_download_of_a_gated_checkpoint_needs_a_token(tmp_path, monkeypatch, capsys):
@@ -156,24 +203,43 @@ def test_download_of_a_gated_checkpoint_needs_a_token(tmp_path, monkeypatch, cap
 
 
 def test_export_ply(tiny, tmp_path):
+    rec = load_reconstruction(tiny["out"])
+    conf = rec.depth_conf[rec.valid_mask]
+    threshold = float(np.quantile(conf, 0.6))  # drops about 60 % of the points
+    expected = int((conf >= threshold).sum())  # counted here, not by the exporter's own selection
+    assert 0 < expected < 0.5 * conf.size
     ply = tmp_path / "points.ply"
-    result = run_cli(["export-ply", str(tiny["out"]), str(ply), "--min-confidence", "1.0", "--max-points", "1000"],
-                     tiny["tmp"])
+    result = run_cli(["export-ply", str(tiny["out"]), str(ply), "--min-confidence", repr(threshold)], tiny["tmp"])
     assert result.returncode == 0, result.stderr
-    assert result.stderr == f"wrote {ply}: 1,000 points\n"
+    assert result.stderr == f"wrote {ply}: {expected:,} points\n"
     data = ply.read_bytes()
     header, body = data.split(b"end_header\n", 1)
-    assert b"element vertex 1000" in header and b"property uchar red" in header
+    assert f"element vertex {expected}".encode() in header and b"property uchar red" in header
     rows = np.frombuffer(body, dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3), ("conf", "<f4")])
-    assert len(rows) == 1000
+    assert len(rows) == expected and rows["conf"].min() >= threshold
+    keep = rec.valid_mask & (rec.depth_conf >= threshold)
+    # Exactly the kept points, bit-exact and in pixel order, each with its colour and confidence.
+    np.testing.assert_array_equal(rows["xyz"], rec.world_points[keep])
+    np.testing.assert_array_equal(rows["rgb"], rec.colors[keep])
+    np.testing.assert_array_equal(rows["conf"], rec.depth_conf[keep])
+
+
+def test_export_ply_from_the_point_map_with_a_point_limit(tiny, tmp_path):
+    ply = tmp_path / "map.ply"
+    result = run_cli(["export-ply", str(tiny["out"]), str(ply), "--point-source", "point_map",
+                      "--max-points", "1000"], tiny["tmp"])
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"wrote {ply}: 1,000 points\n"
+    rows = np.frombuffer(ply.read_bytes().split(b"end_header\n", 1)[1],
+                         dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3), ("conf", "<f4")])
     rec = load_reconstruction(tiny["out"])
-    valid = np.ascontiguousarray(rec.world_points[rec.valid_mask])
-    colours = rec.colors[rec.valid_mask]
-    # Every exported point is one of the reconstruction's points (bit-exact), with its colour.
-    index = {point.tobytes(): i for i, point in enumerate(valid)}
-    for row in rows:
-        i = index[np.ascontiguousarray(row["xyz"], dtype=np.float32).tobytes()]
-        assert tuple(colours[i]) == tuple(row["rgb"])
+    assert not np.allclose(rec.point_map, rec.world_points)  # the two sources differ, so this test can tell
+    source = np.ascontiguousarray(rec.point_map[rec.valid_mask])
+    where = {p.tobytes(): i for i, p in enumerate(source)}
+    picked = [where[np.ascontiguousarray(r["xyz"]).tobytes()] for r in rows]  # KeyError: not a point-map point
+    assert len(set(picked)) == 1000 and np.all(np.diff(picked) > 0)
+    np.testing.assert_array_equal(rows["conf"], rec.point_map_conf[rec.valid_mask][picked])
+    np.testing.assert_array_equal(rows["rgb"], rec.colors[rec.valid_mask][picked])
 
 
 def _no_inference(*_args, **_kwargs):

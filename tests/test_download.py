@@ -354,3 +354,32 @@ def test_resume_through_redirect_keeps_range_but_not_token(tmp_path: Path, serve
     assert server.requests[2]["range"] == server.requests[3]["range"] == "bytes=70000-"
     assert server.requests[2]["authorization"] == "Bearer hf_secret"
     assert all("authorization" not in r for r in server.requests[1::2])
+
+
+def test_ensure_weights_downloads_only_what_is_missing(tmp_path: Path, monkeypatch) -> None:
+    # The one download-if-missing rule of `--download` and the worker's "download": true.
+    from vggt_blender.errors import WeightsNotFoundError
+    from vggt_blender.weights import download
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("VGGT_WEIGHTS", raising=False)
+    fetched: list[str] = []
+
+    def fake_download(name, say=None, progress=None):
+        fetched.append(name)
+        target = tmp_path / "cache" / "vggt_blender" / name / "model.pt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"weights")
+        return target
+
+    monkeypatch.setattr(download, "download_named_checkpoint", fake_download)
+    assert download.ensure_weights("given.pt", True) == "given.pt"  # an explicit file is never replaced
+    assert download.ensure_weights(None, False) is None  # not asked to download: the engine searches
+    assert not fetched
+    first = download.ensure_weights(None, True)
+    assert fetched == ["vggt-1b"] and Path(first).read_bytes() == b"weights"
+    assert download.ensure_weights(None, True) == first and fetched == ["vggt-1b"]  # found: not fetched again
+    monkeypatch.setenv("VGGT_WEIGHTS", str(tmp_path / "typo.pt"))
+    with pytest.raises(WeightsNotFoundError, match="typo.pt"):
+        download.ensure_weights(None, True)
+    assert fetched == ["vggt-1b"]

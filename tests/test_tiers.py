@@ -25,6 +25,7 @@ STDLIB_TIER = (
     "vggt_blender.progress",
     "vggt_blender.io.atomic",
     "vggt_blender.io.photo_paths",
+    "vggt_blender.io.output_paths",
     "vggt_blender.weights",
     "vggt_blender.weights.registry",
     "vggt_blender.weights.discovery",

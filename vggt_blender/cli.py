@@ -120,7 +120,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     blend = Path(args.blend).expanduser().resolve() if args.blend else None
     if blend is not None and blend.suffix.lower() != ".blend":
         raise RequestError(f"--blend must name a .blend file: {blend}", file=str(blend))
-    output = Path(args.output).expanduser().resolve() if args.output else blend.with_suffix(".npz")
+    from .io.output_paths import resolve_output
+
+    output = resolve_output(args.output if args.output else blend.with_suffix(".npz"), suffix=None)
     options = scene_options_from_args(args)  # check the scene flags before the long run
     if blend is not None and importlib.util.find_spec("bpy") is None:
         # Say so now, not after minutes of inference.
@@ -130,18 +132,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     npz_existed = output.exists()
 
     bar = StageProgress(quiet=args.quiet)
-    weights = args.weights
-    if args.download and weights is None:
-        from .errors import WeightsNotFoundError
-        from .weights.discovery import check_weights_env, resolve_weights
+    from .weights.download import ensure_weights
 
-        check_weights_env()  # a $VGGT_WEIGHTS naming a missing file is reported, not "fixed" by a 5 GB download
-        try:
-            resolve_weights(None)
-        except WeightsNotFoundError:
-            from .weights.download import download_named_checkpoint
-
-            weights = str(download_named_checkpoint("vggt-1b", say=bar.message, progress=_byte_progress(bar)))
+    weights = ensure_weights(args.weights, args.download, opt.DEFAULT_CHECKPOINT, say=bar.message,
+                             progress=_byte_progress(bar))
 
     try:
         rec = reconstruct_to_file(args.inputs, output, progress=bar, weights=weights, device=args.device,

@@ -112,3 +112,11 @@ def describe_device(device: torch.device) -> str:
         return "mps (Apple Metal)"
     threads = torch.get_num_threads()
     return f"cpu ({threads} threads)"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is the device running out of memory: torch's own error, or the plain RuntimeError that
+    MPS and some CUDA allocator paths raise (only its text says so: torch gives it no type or code)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

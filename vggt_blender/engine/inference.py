@@ -17,22 +17,24 @@ import gc
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from .devices import choose_device, choose_precision, describe_device, precision_name, uses_autocast
+from .devices import (choose_device, choose_precision, describe_device, is_out_of_memory, precision_name,
+                      uses_autocast)
 from ..errors import CancelledError, OutOfMemoryError, RequestError
 from ..geometry.cameras import pose_encoding_to_extrinsics_intrinsics
+from ..io.output_paths import display_folder_for, resolve_output
 from ..io.photo_paths import collect_images
-from ..options import FAST_PATH_CHOICES
+from ..io.reconstruction import Reconstruction, make_provenance, save_reconstruction
 from ..model import VGGTConfig
 from ..model.fast_path import FastRunner, load_fast, prepare_fast
+from ..options import FAST_PATH_CHOICES, InferenceOptions
 from ..preprocess import load_image, preprocess_images
-from ..io.reconstruction import Reconstruction, make_provenance, save_reconstruction
 from ..weights.discovery import resolve_weights, sha256_file
 from ..weights.loading import load_model
 
@@ -72,19 +74,46 @@ def _noop_progress(stage: str, fraction: float, message: str) -> None:
 
 
 def _resolve_config(config: Any) -> tuple[Any, str]:
-    """(VGGTConfig, name for provenance) from a preset name, a JSON file path or a VGGTConfig."""
+    """(VGGTConfig, name for provenance) from a preset name, a JSON file path or a VGGTConfig.
+
+    The lookup itself is VGGTConfig.resolve's (the one preset-or-file rule); loading is handed the resolved
+    config, so it is never looked up again. Only the provenance label is decided here."""
     if isinstance(config, VGGTConfig):
         return config, "custom"
     text = str(config)
-    resolved = VGGTConfig.resolve(text)  # the one preset-or-file lookup (model/config.py)
+    resolved = VGGTConfig.resolve(text)
     path = Path(text).expanduser()
     is_file = text.lower().endswith(".json") or path.exists()
     return resolved, (str(path.resolve()) if is_file else text)
 
 
-def _check_cancel(should_cancel: CancelCheck | None) -> None:
-    if should_cancel is not None and should_cancel():
-        raise CancelledError("cancelled by the user")
+class Stages:
+    """The pipeline's bookkeeping, said once: each stage reports its start, is timed, and is followed by a
+    cancel check; `step` reports progress inside a stage and checks for a cancel too."""
+
+    def __init__(self, report: ProgressCallback | None, should_cancel: CancelCheck | None) -> None:
+        self.report = report or _noop_progress
+        self.should_cancel = should_cancel
+        self.timings: dict[str, float] = {}
+
+    def check_cancel(self) -> None:
+        if self.should_cancel is not None and self.should_cancel():
+            raise CancelledError("cancelled by the user")
+
+    def step(self, stage: str, fraction: float, message: str) -> None:
+        self.report(stage, fraction, message)
+        self.check_cancel()
+
+    @contextlib.contextmanager
+    def stage(self, name: str, start_message: str | None = None) -> Iterator[None]:
+        """Time the block as stage `name` (reporting fraction 0 with `start_message` when given); a cancel
+        requested meanwhile is raised when it ends."""
+        start = time.perf_counter()
+        if start_message is not None:
+            self.report(name, 0.0, start_message)
+        yield
+        self.timings[name] = time.perf_counter() - start
+        self.check_cancel()
 
 
 def use_fast_path(choice: str, device: torch.device, dtype: torch.dtype) -> bool:
@@ -129,13 +158,6 @@ def _forward(model: Any, images: torch.Tensor, device: torch.device, dtype: torc
         autocast = contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         return model(images)
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    # MPS and some CUDA allocator paths raise a plain RuntimeError.
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def _oom_message(count: int, size: tuple[int, int], mode: str, precision: str, device_text: str,
@@ -220,13 +242,34 @@ def _loading_oom_message(weights_path: str, device_text: str, fast: bool, precis
             "programs using the GPU, or use --device cpu")
 
 
-def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: str = "auto",
-                precision: str = "auto", mode: str = "crop", config: Any = "vggt-1b",
+@dataclass
+class _Run:
+    """What the stages of one run hand on to each other."""
+
+    options: InferenceOptions
+    device: torch.device
+    dtype: torch.dtype
+    device_text: str
+    fast: bool
+    weights_path: str | None
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.dtype)
+
+    @property
+    def path_name(self) -> str:
+        return "fast" if self.fast else "standard"
+
+
+def reconstruct(image_paths: Iterable[str], options: InferenceOptions | None = None, *,
                 progress: ProgressCallback | None = None, should_cancel: CancelCheck | None = None,
                 model: Any = None, warn: WarningCallback | None = None,
-                display_dir: str | Path | None = None, fast_path: str = "auto") -> Reconstruction:
+                display_dir: str | Path | None = None, **option_values: Any) -> Reconstruction:
     """Run VGGT on photos (files or folders) and return a Reconstruction.
 
+    `options` (InferenceOptions: weights, device, precision, mode, config, fast_path) say how; keyword
+    values of the same names override single fields (`reconstruct(paths, device="cpu")`).
     `model` skips loading (its weights are then unknown to provenance unless `weights` is given too); a
     FastRunner always runs the fast path, a VGGT given with the fast path chosen is wrapped by `prepare_fast`
     on a copy (the caller's model is left as it is).
@@ -234,69 +277,69 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
     `fast_path`: "auto" (fast on CUDA with bf16/fp16, standard otherwise), "on" (any device, CPU included)
     or "off" (always `VGGT.forward`).
     """
-    report = progress or _noop_progress
-    timings: dict[str, float] = {}
+    opts = replace(options or InferenceOptions(), **option_values)  # an unknown name is a TypeError
+    stages = Stages(progress, should_cancel)
     paths, warnings = collect_images([str(p) for p in image_paths])  # raises when there are no images
     for line in warnings:
         if warn is not None:
             warn(line)
 
-    torch_device = choose_device(device)
-    dtype = choose_precision(torch_device, precision)
-    device_text = describe_device(torch_device)
-    model_config, config_name = _resolve_config(config)
-    fast = isinstance(model, FastRunner) or use_fast_path(fast_path, torch_device, dtype)
+    device = choose_device(opts.device)
+    dtype = choose_precision(device, opts.precision)
+    model_config, config_name = _resolve_config(opts.config)
+    run = _Run(opts, device, dtype, describe_device(device),
+               fast=isinstance(model, FastRunner) or use_fast_path(opts.fast_path, device, dtype),
+               weights_path=str(resolve_weights(opts.weights)) if model is None or opts.weights is not None else None)
+    stages.check_cancel()
 
-    weights_path: str | None = None
-    if model is None or weights is not None:
-        weights_path = str(resolve_weights(weights))
-    _check_cancel(should_cancel)
+    with stages.stage("preprocessing", f"{len(paths)} image(s), {opts.mode}"):
+        prep = preprocess_images(list(paths), opts.mode,
+                                 progress=lambda done, total: stages.step("preprocessing", done / total,
+                                                                          f"{done}/{total} image(s)"))
+        for note in prep.notes:
+            if warn is not None:
+                warn(note)
+        stages.report("preprocessing", 1.0, f"{len(paths)} image(s) at {prep.model_size[0]}x{prep.model_size[1]}")
 
-    start = time.perf_counter()
-    report("preprocessing", 0.0, f"{len(paths)} image(s), {mode}")
-
-    def image_done(done: int, total: int) -> None:
-        report("preprocessing", done / total, f"{done}/{total} image(s)")
-        _check_cancel(should_cancel)
-
-    prep = preprocess_images(list(paths), mode, progress=image_done)
-    for note in prep.notes:
-        if warn is not None:
-            warn(note)
-    report("preprocessing", 1.0, f"{len(paths)} image(s) at {prep.model_size[0]}x{prep.model_size[1]}")
-    timings["preprocessing"] = time.perf_counter() - start
-    _check_cancel(should_cancel)
-
-    start = time.perf_counter()
     checkpoint_sha = None
-    if model is None:
-        report("loading", 0.0, f"{Path(weights_path).name} on {device_text}")
-        try:
-            model, checkpoint_sha, cached = load_cached_model(model_config, config_name, weights_path,
-                                                              torch_device, dtype, fast=fast)
-        except BaseException as exc:
-            if _is_out_of_memory(exc):
-                clear_model_cache()
-                raise OutOfMemoryError(_loading_oom_message(weights_path, device_text, fast,
-                                                            precision_name(dtype))) from None
-            raise
-        report("loading", 1.0, "cached model" if cached else "model loaded")
-    else:
-        if fast and not isinstance(model, FastRunner):
-            model = prepare_fast(copy.deepcopy(model), torch_device, dtype)
-        report("loading", 1.0, "model given")
-    timings["loading"] = time.perf_counter() - start
-    _check_cancel(should_cancel)
+    with stages.stage("loading", None if model is not None else
+                      f"{Path(run.weights_path).name} on {run.device_text}"):
+        if model is None:
+            model, checkpoint_sha, cached = _load(run, model_config, config_name)
+            stages.report("loading", 1.0, "cached model" if cached else "model loaded")
+        else:
+            if run.fast and not isinstance(model, FastRunner):
+                model = prepare_fast(copy.deepcopy(model), device, dtype)
+            stages.report("loading", 1.0, "model given")
 
-    start = time.perf_counter()
     count = len(paths)
+    with stages.stage("inference", f"{count} image(s) on {run.device_text}, {run.precision}, "
+                                   f"{run.path_name} path"):
+        outputs = _infer(run, model, prep, stages)
+        stages.report("inference", 1.0, f"{count} image(s)")
+
+    return _assemble(run, prep, outputs, stages, config_name, checkpoint_sha, display_dir)
+
+
+def _load(run: _Run, model_config: Any, config_name: str) -> tuple[Any, str, bool]:
+    """The (cached) model for this run; running out of memory while loading says what to change."""
+    try:
+        return load_cached_model(model_config, config_name, run.weights_path, run.device, run.dtype, fast=run.fast)
+    except BaseException as exc:
+        if is_out_of_memory(exc):
+            clear_model_cache()
+            raise OutOfMemoryError(_loading_oom_message(run.weights_path, run.device_text, run.fast,
+                                                        run.precision)) from None
+        raise
+
+
+def _infer(run: _Run, model: Any, prep: Any, stages: Stages) -> dict[str, np.ndarray]:
+    """The forward pass with progress per aggregator block; returns the outputs for image batch 0 as numpy."""
+    count = len(prep.paths)
     width, height = int(prep.model_size[0]), int(prep.model_size[1])
-    path_name = "fast" if fast else "standard"
-    report("inference", 0.0, f"{count} image(s) on {device_text}, {precision_name(dtype)}, {path_name} path")
 
     def block_done(fraction: float) -> None:
-        report("inference", fraction, f"{count} image(s)")
-        _check_cancel(should_cancel)
+        stages.step("inference", fraction, f"{count} image(s)")
 
     if isinstance(model, FastRunner):
         # One step per aggregator block pair, 90 % of the stage like the hooks below; raising cancels.
@@ -305,19 +348,21 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
         images = prep.images  # stays on the host: the runner copies one chunk of frames at a time
     else:
         hooks = _block_progress_hooks(model, block_done)
-        images = prep.images.to(torch_device, dtype=torch.float32)
+        images = prep.images.to(run.device, dtype=torch.float32)
     try:
-        outputs = _forward(model, images, torch_device, dtype)
-        pose_enc = _as_numpy(outputs["pose_enc"])[0].astype(np.float64)
-        depth = _as_numpy(outputs["depth"])[0, ..., 0]
-        depth_conf = _as_numpy(outputs["depth_conf"])[0]
-        point_map = _as_numpy(outputs["world_points"])[0]
-        point_map_conf = _as_numpy(outputs["world_points_conf"])[0]
+        outputs = _forward(model, images, run.device, run.dtype)
+        result = {
+            "pose_enc": _as_numpy(outputs["pose_enc"])[0].astype(np.float64),
+            "depth": _as_numpy(outputs["depth"])[0, ..., 0],
+            "depth_conf": _as_numpy(outputs["depth_conf"])[0],
+            "point_map": _as_numpy(outputs["world_points"])[0],
+            "point_map_conf": _as_numpy(outputs["world_points_conf"])[0],
+        }
         del outputs
     except BaseException as exc:
-        if _is_out_of_memory(exc):
-            raise OutOfMemoryError(_oom_message(count, (width, height), mode, precision_name(dtype),
-                                                device_text, path_name)) from None
+        if is_out_of_memory(exc):
+            raise OutOfMemoryError(_oom_message(count, (width, height), run.options.mode, run.precision,
+                                                run.device_text, run.path_name)) from None
         raise
     finally:
         if isinstance(model, FastRunner):
@@ -325,33 +370,33 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
         for handle in hooks:
             handle.remove()
         del images
-        if torch_device.type != "cpu":
+        if run.device.type != "cpu":
             _free_memory()
-    report("inference", 1.0, f"{count} image(s)")
-    timings["inference"] = time.perf_counter() - start
-    _check_cancel(should_cancel)
+    return result
 
-    extrinsics, intrinsics_model = pose_encoding_to_extrinsics_intrinsics(pose_enc, (height, width))
-    extrinsics = np.asarray(extrinsics, dtype=np.float64).reshape(count, 3, 4)
-    intrinsics_model = np.asarray(intrinsics_model, dtype=np.float64).reshape(count, 3, 3)
-    pixel_map = np.asarray(prep.pixel_map, dtype=np.float64)
-    # world_points, intrinsics (photo) and valid_mask follow from these (geometry/derive.py).
 
-    source_paths = [str(Path(p).resolve()) for p in prep.paths]
+def _assemble(run: _Run, prep: Any, outputs: dict[str, np.ndarray], stages: Stages, config_name: str,
+              checkpoint_sha: str | None, display_dir: str | Path | None) -> Reconstruction:
+    """The Reconstruction from the model outputs: cameras decoded, upright copies written, provenance."""
+    count = len(prep.paths)
+    width, height = int(prep.model_size[0]), int(prep.model_size[1])
+    extrinsics, intrinsics_model = pose_encoding_to_extrinsics_intrinsics(outputs["pose_enc"], (height, width))
+    # world_points, intrinsics (photo) and valid_mask follow from the primaries (geometry/derive.py).
+    source_paths = list(prep.paths)  # already absolute and resolved (io/photo_paths.collect_images)
     display_paths = _display_copies(source_paths, list(prep.rotated),
-                                    Path(display_dir) if display_dir is not None else None, report)
-
+                                    Path(display_dir) if display_dir is not None else None, stages.report)
+    weights_path = run.weights_path
     provenance = make_provenance(
         checkpoint=Path(weights_path).name if weights_path else None,
         checkpoint_sha256=checkpoint_sha,
-        mode=mode,
-        precision=precision_name(dtype),
-        device=device_text,
-        timings={k: round(v, 4) for k, v in timings.items()},
+        mode=run.options.mode,
+        precision=run.precision,
+        device=run.device_text,
+        timings={k: round(v, 4) for k, v in stages.timings.items()},
         checkpoint_path=str(Path(weights_path).resolve()) if weights_path else None,
         config=config_name,
         torch_version=torch.__version__,
-        path=path_name,
+        path=run.path_name,
     )
     return Reconstruction(
         image_paths=source_paths,
@@ -359,23 +404,17 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
         image_names=[Path(p).stem for p in source_paths],
         original_sizes=np.asarray(prep.original_sizes, dtype=np.int32),
         model_size=np.asarray(prep.model_size, dtype=np.int32),
-        pixel_map=pixel_map,
+        pixel_map=np.asarray(prep.pixel_map, dtype=np.float64),
         valid_box=np.asarray(prep.valid_box, dtype=np.int32),
-        extrinsics=extrinsics,
-        intrinsics_model=intrinsics_model,
-        depth=depth.astype(np.float32),
-        depth_conf=depth_conf.astype(np.float32),
-        point_map=point_map.astype(np.float32),
-        point_map_conf=point_map_conf.astype(np.float32),
+        extrinsics=np.asarray(extrinsics, dtype=np.float64).reshape(count, 3, 4),
+        intrinsics_model=np.asarray(intrinsics_model, dtype=np.float64).reshape(count, 3, 3),
+        depth=outputs["depth"].astype(np.float32),
+        depth_conf=outputs["depth_conf"].astype(np.float32),
+        point_map=outputs["point_map"].astype(np.float32),
+        point_map_conf=outputs["point_map_conf"].astype(np.float32),
         colors=prep.colors,
         provenance=provenance,
     )
-
-
-def display_folder_for(output: str | Path) -> Path:
-    """Where upright copies of rotated photos go: `<output stem>_images/` beside the output file."""
-    output = Path(output)
-    return output.with_name(f"{output.stem}_images")
 
 
 def probe_output_folder(output: Path) -> None:
@@ -401,9 +440,7 @@ def reconstruct_to_file(image_paths: Iterable[str], output: str | Path, *,
     """`reconstruct()` (options passed on, `fast_path` included) then write the .npz atomically. On any failure
     (cancel included) nothing of this run is left behind: no output file and no display folder it created.
     Returns the Reconstruction."""
-    output = Path(output).expanduser().resolve()
-    if output.suffix.lower() != ".npz":
-        raise RequestError(f"the output must be a .npz file: {output}", file=str(output))
+    output = resolve_output(output)
     try:  # a pipeline naming a fresh output folder expects it to be made
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

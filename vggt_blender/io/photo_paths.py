@@ -82,7 +82,7 @@ def _folder_images(folder: str, warnings: list[str]) -> list[str]:
 
 
 def collect_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[str], list[str]]:
-    """Expand files and folders into absolute image paths, plus warnings about what was skipped.
+    """Expand files and folders into absolute, symlink-resolved image paths, plus warnings about what was skipped.
 
     Folders are read (not recursively) in natural order; inputs keep the order given. A named file that does
     not exist raises ImageLoadError; a named file without an image extension is skipped with a warning, like
@@ -112,7 +112,7 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[str], list
                 warnings.append(f"skipped {os.path.basename(path)}: listed more than once")
                 continue
             seen.add(key)
-            paths.append(path)
+            paths.append(os.path.realpath(path))  # the one normalisation: what the file stores as image_paths
 
     if not paths:
         where = ", ".join(inputs) if inputs else "the selection (nothing was given)"

@@ -90,23 +90,11 @@ def parse_request(data: Any) -> dict:
 
 def _ensure_weights(request: dict, emit: Emitter) -> None:
     """With "download": true and no checkpoint found, fetch the official one (its licence is logged first)."""
-    if not request["download"] or request["weights"] is not None:
-        return
-    from ..errors import WeightsNotFoundError
-    from ..weights.discovery import check_weights_env, resolve_weights
+    from ..weights.download import ensure_weights  # the CLI's --download follows the same rule
 
-    check_weights_env()  # a $VGGT_WEIGHTS naming a missing file is reported, not "fixed" by a 5 GB download
-    try:
-        resolve_weights(None)
-        return
-    except WeightsNotFoundError:
-        pass
-    from ..weights.download import download_named_checkpoint  # shared with the CLI and Blender's Download Weights
-
-    path = download_named_checkpoint("vggt-1b", say=emit.log,
-                                     progress=lambda fraction, message: emit.progress("loading", 0.5 * fraction,
-                                                                                      message))
-    request["weights"] = str(path)
+    request["weights"] = ensure_weights(
+        request["weights"], request["download"], opt.DEFAULT_CHECKPOINT, say=emit.log,
+        progress=lambda fraction, message: emit.progress("loading", 0.5 * fraction, message))
 
 
 def run_request(request: dict, emit: Emitter) -> dict:
@@ -129,7 +117,9 @@ def run_request(request: dict, emit: Emitter) -> dict:
         inference._forward = out_of_memory
 
     _ensure_weights(request, emit)
-    output = Path(request["output"]).expanduser().resolve()
+    from ..io.output_paths import resolve_output
+
+    output = resolve_output(request["output"], suffix=None)  # reconstruct_to_file checks the suffix
     rec = inference.reconstruct_to_file(
         request["images"], output, progress=progress, weights=request["weights"], device=request["device"],
         precision=request["precision"], mode=request["mode"], config=request["config"],

@@ -413,4 +413,29 @@ def download_named_checkpoint(
                                should_cancel=should_cancel)
 
 
-__all__ = ["CLI_TOKEN_HINT", "DownloadError", "download_checkpoint", "download_named_checkpoint", "token_from_env"]
+def ensure_weights(weights: str | os.PathLike[str] | None, download: bool, checkpoint: str = "vggt-1b",
+                   say: Callable[[str], None] | None = None, progress: NamedProgress | None = None,
+                   caller: str = "cli") -> str | None:
+    """The weights to run with, downloading the official checkpoint when asked to and none is found: the one
+    download-if-missing rule of the command line (`--download`) and the worker (`"download": true`).
+
+    Given `weights`, or `download` False, returns `weights` unchanged (the engine resolves it). Otherwise a
+    $VGGT_WEIGHTS naming a missing file is reported, not "fixed" by a 5 GB download; a checkpoint found in
+    the usual places is returned as its path; failing that, `checkpoint` is downloaded (licence first via
+    `say`) and its path returned.
+    """
+    if weights is not None or not download:
+        return None if weights is None else os.fspath(weights)
+    from ..errors import WeightsNotFoundError
+    from .discovery import check_weights_env, resolve_weights
+
+    check_weights_env(checkpoint, caller)
+    try:
+        return str(resolve_weights(None, checkpoint, caller=caller))
+    except WeightsNotFoundError:
+        pass
+    return str(download_named_checkpoint(checkpoint, say=say, progress=progress))
+
+
+__all__ = ["CLI_TOKEN_HINT", "DownloadError", "download_checkpoint", "download_named_checkpoint", "ensure_weights",
+           "token_from_env"]
