@@ -31,8 +31,11 @@ DERIVED_FROM: dict[str, tuple[str, ...]] = {
 
 
 def world_points(depth: np.ndarray, extrinsics: np.ndarray, intrinsics_model: np.ndarray) -> np.ndarray:
-    """float32 [N,H,W,3]: every model pixel's depth unprojected through its centre into the world frame."""
-    return depth_to_world_points(depth, extrinsics, intrinsics_model, dtype=np.float32)
+    """float32 [N,H,W,3]: every model pixel's depth unprojected through its centre into the world frame.
+
+    A non-finite depth gives a non-finite point (dropped by geometry/selection.py), without a warning."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return depth_to_world_points(depth, extrinsics, intrinsics_model, dtype=np.float32)
 
 
 def photo_intrinsics(intrinsics_model: np.ndarray, pixel_map: np.ndarray) -> np.ndarray:
