@@ -16,7 +16,8 @@ from vggt_blender.weights.download import DownloadError, download_checkpoint, do
 from vggt_blender.errors import CancelledError, CheckpointError
 from vggt_blender.weights.discovery import sha256_file
 
-DATA = hashlib.sha256(b"seed").digest() * 9000  # 288,000 bytes, deterministic
+# 288,004 deterministic bytes that start like a torch.save zip, so the named-checkpoint check accepts them.
+DATA = b"PK\x03\x04" + hashlib.sha256(b"seed").digest() * 9000
 SHA = hashlib.sha256(DATA).hexdigest()
 CHUNK = 16 * 1024
 
@@ -34,6 +35,9 @@ class FaultyFileServer:
         self.status: int | None = None
         self.corrupt = False
         self.linked_sha = SHA
+        self.body: bytes | None = None      # serve this instead of DATA (e.g. an HTML page)
+        self.stall_after: int | None = None  # send this many bytes, then go silent
+        self.stalled = threading.Event()
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -52,6 +56,13 @@ class FaultyFileServer:
                     self.send_header("X-Linked-Size", str(len(DATA)))
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                    return
+                if owner.body is not None:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(owner.body)))
+                    self.end_headers()
+                    self.wfile.write(owner.body)
                     return
                 body = bytearray(DATA)
                 if owner.corrupt:
@@ -73,6 +84,11 @@ class FaultyFileServer:
                 payload = bytes(body[start:])
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
+                if owner.stall_after is not None:
+                    self.wfile.write(payload[:owner.stall_after])
+                    self.wfile.flush()
+                    owner.stalled.wait(10)  # silent until the test ends
+                    return
                 if owner.drop_after is not None and owner.drops > 0:
                     owner.drops -= 1
                     self.wfile.write(payload[:owner.drop_after])
@@ -91,6 +107,7 @@ class FaultyFileServer:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def close(self) -> None:
+        self.stalled.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -177,7 +194,7 @@ def test_corrupted_download_is_deleted(tmp_path: Path, server: FaultyFileServer)
 
 
 def test_wrong_size_is_rejected(tmp_path: Path, server: FaultyFileServer) -> None:
-    with pytest.raises(DownloadError, match="reports 288,000 bytes.*expected 288,001"):
+    with pytest.raises(DownloadError, match="reports 288,004 bytes.*expected 288,005"):
         download_checkpoint(server.url(), tmp_path / "m.pt", expected_size=len(DATA) + 1, chunk_size=CHUNK)
 
 
@@ -313,16 +330,72 @@ def test_cancel_keeps_part_for_resume(tmp_path: Path, server: FaultyFileServer) 
 def test_named_checkpoint_existing_file_and_gated(tmp_path: Path) -> None:
     target = tmp_path / "cache" / "vggt_blender" / "vggt-1b" / "model.pt"
     target.parent.mkdir(parents=True)
-    target.write_bytes(b"already here")
-    assert download_named_checkpoint("vggt-1b") == target  # no network needed
+    target.write_bytes(DATA)
+    assert download_named_checkpoint("vggt-1b") == target  # a plausible file: no network needed
     folder = tmp_path / "mine"
     folder.mkdir()
-    (folder / "model.pt").write_bytes(b"x")
+    (folder / "model.pt").write_bytes(DATA)
     assert download_named_checkpoint("vggt-1b", dest=folder) == folder / "model.pt"
     with pytest.raises(DownloadError, match="gated.*VGGT-1B-Commercial.*HF_TOKEN"):
         download_named_checkpoint("vggt-1b-commercial", dest=tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match="unknown checkpoint 'vggt-2b'"):
         download_named_checkpoint("vggt-2b")
+
+
+def test_html_page_with_status_200_is_never_saved_as_the_checkpoint(tmp_path: Path,
+                                                                    server: FaultyFileServer) -> None:
+    server.body = b"<!DOCTYPE html><html><body>Please log in</body></html>"
+    dest = tmp_path / "new" / "model.pt"
+    with pytest.raises(DownloadError) as info:
+        download_named_checkpoint("vggt-1b", dest=dest, url=server.url())
+    msg = str(info.value)
+    assert "web page (HTML)" in msg and "nothing was saved" in msg and "\n" not in msg
+    assert not dest.exists() and not dest.with_name("model.pt.part").exists()
+
+
+def test_invalid_file_in_the_cache_is_set_aside_and_downloaded_again(tmp_path: Path, server: FaultyFileServer,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # An earlier broken download left an HTML page as model.pt in our cache; $HF_ENDPOINT points at a mirror.
+    target = tmp_path / "cache" / "vggt_blender" / "vggt-1b" / "model.pt"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"<html>error</html>")
+    monkeypatch.setenv("HF_ENDPOINT", server.url("/hub"))
+    lines: list[str] = []
+    assert download_named_checkpoint("vggt-1b", say=lines.append) == target
+    assert target.read_bytes() == DATA and target.with_name("model.pt.invalid").read_bytes() == b"<html>error</html>"
+    assert server.requests[0]["path"] == "/hub/facebook/VGGT-1B/resolve/main/model.pt"
+    assert any("was not a valid checkpoint" in line for line in lines)
+    # The user's own file is never replaced: the error says what to do.
+    mine = tmp_path / "mine.pt"
+    mine.write_bytes(b"")
+    with pytest.raises(DownloadError, match="mine.pt: this file is in the way.*it is empty.*delete or move it"):
+        download_named_checkpoint("vggt-1b", dest=mine)
+    assert mine.exists()
+
+
+def test_stalled_transfer_times_out_with_a_true_message(tmp_path: Path, server: FaultyFileServer) -> None:
+    server.stall_after = 0  # headers, then silence
+    dest = tmp_path / "model.pt"
+    with pytest.raises(DownloadError) as info:
+        download_checkpoint(server.url(), dest, timeout=0.5, retries=1, retry_delay=0)
+    msg = str(info.value)
+    assert "no data for 0 s after 0 bytes" not in msg  # whole seconds are rounded, not printed as 0
+    assert "interrupted" in msg and "nothing was kept" in msg and "offline" not in msg
+    assert not dest.exists() and not (tmp_path / "model.pt.part").exists()
+
+
+def test_slow_server_is_not_called_offline(tmp_path: Path) -> None:
+    # A listening socket that never answers: the connection opens, the response never comes.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    try:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/model.pt"
+        with pytest.raises(DownloadError) as info:
+            download_checkpoint(url, tmp_path / "model.pt", timeout=0.5, retries=0)
+    finally:
+        sock.close()
+    assert "did not answer" in str(info.value) and "offline" not in str(info.value)
 
 
 def test_named_checkpoint_reports_licence_fraction_and_resumes(tmp_path: Path, server: FaultyFileServer) -> None:

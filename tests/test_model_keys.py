@@ -85,6 +85,10 @@ def test_config_round_trip_and_presets(tmp_path):
         ({"patch_embed": {"type": "vit"}}, ["patch_embed.type"]),
         ({"depth": "24"}, ["'depth'", "integer"]),
         ({"dpt_head": {"intermediate_layer_idx": [4, 11, 17, 40]}}, ["40"]),
+        # Once a ZeroDivisionError traceback.
+        ({"num_heads": 0}, ["num_heads 0", "positive whole numbers"]),
+        ({"patch_size": 0}, ["patch_size 0"]),
+        ({"camera_head": {"num_heads": -2}}, ["camera_head.num_heads -2"]),
     ],
 )
 def test_config_rejects_bad_input(data, words):

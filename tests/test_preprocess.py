@@ -357,3 +357,71 @@ def test_preprocess_names_the_bad_file_in_a_batch(tmp_path: Path) -> None:
         preprocess_images([str(PRE / "images" / "square_518.png"), str(bad)])
     assert str(bad) in str(info.value)
 
+
+
+def _write_png_text_bomb(path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "a" * 3_000_000, zip=True)  # inflates past Pillow's text-chunk limit
+    Image.new("RGB", (4, 4)).save(path, pnginfo=info)
+
+
+def _write_dds_unknown_format(path: Path) -> None:
+    import struct
+
+    header = (b"DDS " + struct.pack("<7I", 124, 0x1007, 4, 4, 0, 0, 0) + b"\0" * 44
+              + struct.pack("<2I", 32, 0x4) + b"ZZZZ" + b"\0" * 20 + struct.pack("<5I", 0x1000, 0, 0, 0, 0))
+    path.write_bytes(header + b"\0" * 64)
+
+
+@pytest.mark.parametrize("name, writer, problem", [
+    ("bomb.png", _write_png_text_bomb, "Decompressed data too large"),
+    ("odd.dds", _write_dds_unknown_format, "Unimplemented pixel format"),
+])
+def test_decoder_failures_of_any_type_name_the_file(tmp_path: Path, name: str, writer, problem: str) -> None:
+    # Pillow raises ValueError / NotImplementedError for these, which used to escape as tracebacks.
+    path = tmp_path / name
+    writer(path)
+    with pytest.raises(ImageLoadError) as info:
+        preprocess_images([path])
+    assert str(info.value).startswith(f"{path}: ") and problem in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("size", [(1, 2000), (20000, 1), (3, 700)])
+def test_absurd_aspect_ratios_are_refused_before_resizing(tmp_path: Path, size) -> None:
+    import tracemalloc
+
+    path = tmp_path / "strip.png"
+    Image.new("RGB", size, (200, 10, 10)).save(path)
+    tracemalloc.start()
+    with pytest.raises(ImageLoadError, match=f"strip.png: the image is {size[0]}x{size[1]} pixels: an aspect ratio "
+                                             "beyond 1:20"):
+        preprocess_images([path])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50_000_000  # a 1x2000 strip once took 5.5 GB
+
+
+def test_wide_but_plausible_panorama_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "pano.png"
+    Image.new("RGB", (1900, 100), (10, 200, 10)).save(path)  # 19:1
+    assert preprocess_images([path], mode="pad").images.shape[-1] == 518
+
+
+def test_multi_frame_files_say_only_the_first_frame_is_used(tmp_path: Path) -> None:
+    gif = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (60, 40), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
+    result = preprocess_images([gif])
+    assert any(note == f"{gif}: has 3 frames or pages; only the first is used" for note in result.notes)
+    red = result.colors[0, 10, 10]
+    assert red[0] > 200 and red[1] < 50  # the first frame
+
+
+def test_large_photo_gives_no_raw_pillow_warning(tmp_path: Path, recwarn) -> None:
+    path = tmp_path / "big.png"
+    with Image.new("L", (10_000, 9_000)) as img:  # 90 MP: past Pillow's warning threshold
+        img.save(path, compress_level=1)
+    preprocess_images([path])
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -338,3 +339,69 @@ def test_written_files_get_the_umask_mode_not_0600(tmp_path: Path, rec: Reconstr
         os.umask(old)
     for name in ("scene.npz", "points.ply"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_zip_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    import tracemalloc
+    import zipfile
+
+    rec = synthetic_reconstruction(num_images=2, height=14, width=14)
+    path = tmp_path / "bomb.npz"
+    save_reconstruction(path, rec)
+    # Replace world_points by 400 MB of zeros that compress to about 400 kB.
+    huge = np.zeros((2, 14, 14, 255_000), dtype=np.float32)
+    bomb = tmp_path / "bomb2.npz"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            if info.filename == "world_points.npy":
+                with dst.open("world_points.npy", "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, huge)
+            else:
+                dst.writestr(info.filename, src.read(info))
+    del huge
+    assert bomb.stat().st_size < 5_000_000
+    tracemalloc.start()
+    with pytest.raises(ReconstructionFileError, match="bomb2.npz: 'world_points' would inflate to 399,840,000 bytes"):
+        load_reconstruction(bomb)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20_000_000
+
+
+def test_oversized_extra_entries_are_refused(tmp_path: Path) -> None:
+    rec = synthetic_reconstruction(num_images=1, height=14, width=14)
+    rec.extra["blob"] = np.zeros(20_000_000, dtype=np.float32)  # 80 MB of extras on a 14x14 reconstruction
+    path = tmp_path / "fat.npz"
+    save_reconstruction(path, rec, compress=True)
+    with pytest.raises(ReconstructionFileError, match="fat.npz: its extra entries \\(blob\\) would inflate"):
+        load_reconstruction(path)
+
+
+@pytest.mark.parametrize("key", ["extrinsics", "intrinsics_model", "depth"])
+def test_nan_cameras_or_depth_are_refused(tmp_path: Path, key: str) -> None:
+    rec = synthetic_reconstruction(num_images=3, height=14, width=14)
+    broken = getattr(rec, key).copy()
+    broken[1].flat[0] = np.nan
+    setattr(rec, key, broken)
+    path = tmp_path / "nan.npz"
+    save_reconstruction(path, rec)
+    with pytest.raises(ReconstructionFileError, match=f"nan.npz: '{key}' holds NaN or infinite values \\(view 1\\)"):
+        load_reconstruction(path)
+
+
+def test_a_pipe_is_refused_instead_of_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "scene.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(ReconstructionFileError, match="scene.npz: is not a regular file"):
+        load_reconstruction(fifo)
+
+
+def test_export_with_nothing_above_the_threshold_is_an_error(tmp_path: Path) -> None:
+    from vggt_blender.errors import RequestError
+    from vggt_blender.io.ply import export_ply
+
+    rec = synthetic_reconstruction(num_images=2, height=14, width=14)
+    top = float(rec.depth_conf[rec.valid_mask].max())
+    with pytest.raises(RequestError, match=f"no point has confidence >= {top + 1:g}"):
+        export_ply(rec, tmp_path / "p.ply", min_confidence=top + 1)
+    assert not (tmp_path / "p.ply").exists()

@@ -11,7 +11,7 @@ PIL + numpy only; torch is imported lazily by `PreprocessResult.images`.
 from __future__ import annotations
 
 import os
-import struct
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -98,7 +98,10 @@ def _open_decoded(path: str) -> Image.Image:
     if size == 0:
         raise _fail(path, "the file is empty (0 bytes)")
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():
+            # Large photos (say 144 MP) are fine here; Pillow's bomb warning would reach the user raw.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
     except UnidentifiedImageError:
         raise _fail(path, "not an image file (or a format Pillow cannot read)") from None
     except Image.DecompressionBombError as exc:
@@ -107,20 +110,31 @@ def _open_decoded(path: str) -> Image.Image:
         raise _fail(path, "permission denied") from None
     except OSError as exc:
         raise _fail(path, f"the file cannot be opened ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - plugins raise ValueError, NotImplementedError, ... on odd files
+        raise _fail(path, f"not a readable image ({type(exc).__name__}: {exc or 'no detail'})") from None
     # Image.open is lazy: decode everything now so a truncated or corrupt file fails here, by name.
     try:
         img.load()
     except Image.DecompressionBombError as exc:
         img.close()
         raise _fail(path, f"the image is too large to load safely ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
-        # (some Pillow decoders report damaged data as struct.error or IndexError, not OSError)
+    except Exception as exc:  # noqa: BLE001 - decoders report damage as OSError, struct.error, IndexError, ...
         img.close()
         text = str(exc) or type(exc).__name__
         if "truncat" in text.lower() or isinstance(exc, EOFError):
             raise _fail(path, f"the file is truncated ({text})") from None
-        raise _fail(path, f"the file is corrupt ({text})") from None
+        raise _fail(path, f"the file is corrupt or uses an unsupported variant of its format ({text})") from None
+    width, height = img.size
+    if min(width, height) < 1 or max(width, height) > MAX_ASPECT * min(width, height):
+        img.close()
+        raise _fail(path, f"the image is {width}x{height} pixels: an aspect ratio beyond 1:{MAX_ASPECT} cannot be "
+                          "reconstructed (crop it first)")
     return img
+
+
+# Photos wider or taller than this ratio are refused: resizing a 1x2000 strip to 518 px wide would allocate
+# gigabytes, and no camera makes such a picture.
+MAX_ASPECT = 20
 
 
 def _exif_orientation(img: Image.Image) -> int:
@@ -172,6 +186,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def _load_upright(path: str) -> tuple[Image.Image, bool]:
     """Decode `path`, apply EXIF orientation and convert to 8-bit RGB; also say whether EXIF rotated it."""
     img = original = _open_decoded(path)
+    frames = int(getattr(original, "n_frames", 1) or 1)
     orientation = _exif_orientation(img)
     rotated = orientation in (2, 3, 4, 5, 6, 7, 8)
     if rotated:
@@ -181,12 +196,17 @@ def _load_upright(path: str) -> tuple[Image.Image, bool]:
             raise _fail(path, f"cannot apply the EXIF orientation ({exc})") from None
     try:
         rgb = _to_rgb(img)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - odd modes raise ValueError, NotImplementedError, ...
         raise _fail(path, f"cannot convert the {img.mode} image to RGB ({exc})") from None
     if rgb is original:
         rgb = original.copy()  # detach from the file so the handle can be closed (multi-frame files keep it)
     original.close()
+    rgb.info[FRAMES_INFO] = frames
     return rgb, rotated
+
+
+# Key under which _load_upright notes how many frames (GIF) or pages (TIFF) the file had.
+FRAMES_INFO = "vggt_frames"
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
@@ -232,10 +252,12 @@ class _Prepared:
     pad: tuple[int, int]  # (left, top) white padding added in pad mode
     shown: tuple[int, int]  # (width, height) of the photo content inside `pixels`
     rotated: bool
+    frames: int = 1  # frames (GIF) or pages (TIFF) in the file; only the first is used
 
 
 def _prepare_one(path: str, mode: str, target_size: int) -> _Prepared:
     img, rotated = _load_upright(path)
+    frames = int(img.info.get(FRAMES_INFO, 1))
     width, height = img.size
     new_width, new_height = resized_size(width, height, mode, target_size)
     pixels = np.asarray(img.resize((new_width, new_height), Image.Resampling.BICUBIC), dtype=np.uint8)
@@ -259,6 +281,7 @@ def _prepare_one(path: str, mode: str, target_size: int) -> _Prepared:
         pad=(pad_left, pad_top),
         shown=shown,
         rotated=rotated,
+        frames=frames,
     )
 
 
@@ -302,6 +325,9 @@ def preprocess_images(
     notes: list[str] = []
     if len({p.pixels.shape for p in prepared}) > 1:
         notes.append(f"images had different shapes; padded white to {batch_width}x{batch_height}")
+    for path, item in zip(path_list, prepared):
+        if item.frames > 1:
+            notes.append(f"{path}: has {item.frames} frames or pages; only the first is used")
 
     for i, item in enumerate(prepared):
         h, w = item.pixels.shape[:2]

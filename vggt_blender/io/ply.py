@@ -49,7 +49,15 @@ def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, confide
 
 def export_ply(rec: Reconstruction, path: str | os.PathLike, source: str = "depth", min_confidence: float = 1.0,
                max_points: int | None = None) -> int:
-    """Write the selected points of `rec` to a PLY file; return the number of points."""
+    """Write the selected points of `rec` to a PLY file; return the number of points.
+
+    No point passing the threshold is an error (an empty PLY is never what the user wanted)."""
     xyz, rgb, conf = select_points(rec, source, min_confidence, max_points)
+    if len(xyz) == 0:
+        conf_all = rec.depth_conf if source == "depth" else rec.point_map_conf
+        valid = conf_all[rec.valid_mask]
+        best = f"{float(valid.max()):.3g}" if valid.size else "none"
+        raise RequestError(f"{path}: no point has confidence >= {min_confidence:g} (the most confident has "
+                           f"{best}); choose a lower --min-confidence", file=str(path))
     write_ply(path, xyz, rgb, conf)
     return len(xyz)

@@ -276,6 +276,109 @@ def _read_scalar_str(z: Any, key: str, file: str) -> str:
     return str(arr[()])
 
 
+# Optional entries later features add (key -> (dtype, shape template), as FIELDS): checked as strictly as the
+# required ones. Other entries land in `extra`; the loader runs inside Blender's process, so together they may
+# not inflate to more than the schema arrays themselves plus _EXTRA_BYTES_LIMIT.
+OPTIONAL_FIELDS: dict[str, tuple[str, tuple[Any, ...]]] = {}
+_EXTRA_BYTES_LIMIT = 64 << 20
+_HEADER_BYTES_LIMIT = 1 << 20
+
+
+def _member_shapes(path: Path, file: str) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """dtype and shape of every .npy member, read from its header only (no member is decompressed whole).
+
+    A zip bomb (a small file whose members inflate to gigabytes) is stopped here: each member's declared
+    uncompressed size must equal its header plus dtype x shape, and `_check_member_sizes` bounds the shapes
+    by the schema before anything is read."""
+    import zipfile
+
+    def fail(problem: str) -> None:
+        raise ReconstructionFileError(f"{file}: {problem}", file=file)
+
+    shapes: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+    with open(path, "rb") as fh:
+        if fh.read(6) == b"\x93NUMPY":
+            fail("not a reconstruction file (a single .npy array, not an .npz archive)")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    fail(f"unexpected entry '{info.filename}' (not a numpy array)")
+                name = info.filename[:-4]
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    if version == (1, 0):
+                        shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                    elif version == (2, 0):
+                        shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+                    else:
+                        fail(f"entry '{name}' uses an unsupported .npy version {version}")
+                    header_end = fh.tell()
+                if dtype.hasobject:
+                    fail(f"entry '{name}' holds Python objects, which this file format never stores")
+                nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                if info.file_size != header_end + nbytes:
+                    fail(f"entry '{name}' is damaged: it declares {info.file_size:,} bytes but its header "
+                         f"describes {header_end + nbytes:,}")
+                shapes[name] = (dtype, tuple(int(d) for d in shape))
+    except ReconstructionFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, truncated headers, ValueError from numpy
+        fail(f"not a reconstruction file (not a readable .npz archive: {exc})")
+    return shapes
+
+
+def _check_member_sizes(shapes: dict[str, tuple[np.dtype, tuple[int, ...]]], file: str) -> None:
+    """Refuse unknown entries and entries larger than the schema allows, before any is read."""
+    def fail(problem: str) -> None:
+        raise ReconstructionFileError(f"{file}: {problem}", file=file)
+
+    def nbytes(key: str) -> int:
+        dtype, shape = shapes[key]
+        return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+    known = {**FIELDS, **OPTIONAL_FIELDS}
+    for key in HEADER_KEYS:
+        if key in shapes and nbytes(key) > _HEADER_BYTES_LIMIT:
+            fail(f"entry '{key}' is implausibly large ({nbytes(key):,} bytes)")
+    if "image_paths" not in shapes or "depth" not in shapes:
+        return  # the missing-entries check names them
+    n = shapes["image_paths"][1][0] if len(shapes["image_paths"][1]) == 1 else -1
+    depth = shapes["depth"][1]
+    if len(depth) != 3:
+        return  # _check_fields reports it
+    sizes = {"N": n, "H": depth[1], "W": depth[2]}
+    for name, (dtype, template) in known.items():
+        if name not in shapes:
+            continue
+        # Only the size is bounded here; _check_fields words dtype and shape problems once the file is read.
+        want = tuple(sizes[t] if isinstance(t, str) else t for t in template)
+        itemsize = 4 * 4096 if dtype == "U" else np.dtype(dtype).itemsize  # paths: up to 4,096 characters
+        allowed = int(np.prod([max(d, 0) for d in want], dtype=np.int64)) * itemsize
+        if nbytes(name) > max(allowed, 1 << 16):
+            fail(f"'{name}' would inflate to {nbytes(name):,} bytes ({shapes[name][0]} {list(shapes[name][1])}); "
+                 f"the schema allows {_shape_text(template)} = {list(want)} (N={n} images, model input "
+                 f"{sizes['H']}x{sizes['W']}): a damaged or malicious file")
+    extra = [k for k in shapes if k not in known and k not in HEADER_KEYS]
+    limit = sum(nbytes(k) for k in shapes if k in known) + _EXTRA_BYTES_LIMIT
+    if sum(nbytes(k) for k in extra) > limit:
+        fail(f"its extra entries ({', '.join(sorted(extra)[:3])}) would inflate to "
+             f"{sum(nbytes(k) for k in extra):,} bytes, more than a reconstruction of this size can hold")
+
+
+def _check_finite(arrays: dict[str, np.ndarray], file: str) -> None:
+    """NaN or Inf in cameras or depth would build a scene of NaN objects: refuse them with the reason."""
+    for name in ("extrinsics", "intrinsics_model", "pixel_map", "depth", "depth_conf", "intrinsics"):
+        bad = ~np.isfinite(arrays[name])
+        if bad.any():
+            views = sorted({int(i) for i in np.nonzero(bad.reshape(len(bad), -1).any(axis=1))[0]})
+            shown = ", ".join(str(v) for v in views[:5]) + (" ..." if len(views) > 5 else "")
+            raise ReconstructionFileError(
+                f"{file}: '{name}' holds NaN or infinite values (view{'s' if len(views) > 1 else ''} {shown}); "
+                "the model or the checkpoint that produced it is broken: run the reconstruction again with a "
+                "good checkpoint", file=file)
+
+
 def load_reconstruction(path: str | os.PathLike[str]) -> Reconstruction:
     """Read and check a reconstruction file; any problem raises ReconstructionFileError naming the file."""
     path = Path(path)
@@ -288,6 +391,9 @@ def load_reconstruction(path: str | os.PathLike[str]) -> Reconstruction:
         fail("file not found")
     if path.is_dir():
         fail("is a folder, not a reconstruction file")
+    if not path.is_file():
+        fail("is not a regular file (a pipe or device?), not a reconstruction file")
+    _check_member_sizes(_member_shapes(path, file), file)
     try:
         opened = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - np.load raises many types for foreign bytes
@@ -332,6 +438,7 @@ def load_reconstruction(path: str | os.PathLike[str]) -> Reconstruction:
             fail(f"damaged file, an entry cannot be read ({type(exc).__name__}: {exc})", exc)
 
     _check_fields(arrays, file)  # the stored derived arrays too: the file must conform to schema v1
+    _check_finite(arrays, file)
     return Reconstruction(
         **{name: (arrays[name].tolist() if FIELDS[name][0] == "U" else arrays[name]) for name in PRIMARY_FIELDS},
         provenance=provenance,

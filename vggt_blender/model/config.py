@@ -159,6 +159,14 @@ class VGGTConfig:
         """Reject combinations the architecture cannot build or run."""
         where = f"model config {source}" if source else "model config"
         problems: list[str] = []
+        # Sizes first: a zero or negative one would make the checks below divide by zero.
+        sizes = {"img_size": self.img_size, "patch_size": self.patch_size, "embed_dim": self.embed_dim,
+                 "depth": self.depth, "num_heads": self.num_heads, "patch_embed.num_heads": self.patch_embed.num_heads,
+                 "camera_head.num_heads": self.camera_head.num_heads}
+        bad = [f"{name} {value!r}" for name, value in sizes.items()
+               if isinstance(value, bool) or not isinstance(value, int) or value <= 0]
+        if bad:
+            raise ModelConfigError(f"{where}: sizes must be positive whole numbers: {', '.join(bad)}")
         if self.img_size % self.patch_size:
             problems.append(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         if self.embed_dim % self.num_heads:

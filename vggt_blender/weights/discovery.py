@@ -194,3 +194,45 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 8 << 20,
     digest = h.hexdigest()
     remember_sha256(path, digest)
     return digest
+
+
+# ------------------------------------------------------------------------------------------- contents
+
+
+def checkpoint_format(path: str | os.PathLike[str]) -> str:
+    """'zip' (torch.save), 'safetensors', 'pickle' (legacy torch.save), 'html' (an error or login page saved
+    in its place) or 'unknown', from the first bytes. stdlib only: the downloader and Blender use it too."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if len(head) >= 9:
+        header_len = int.from_bytes(head[:8], "little")
+        if head[8:9] == b"{" and 0 < header_len <= path.stat().st_size - 8:
+            return "safetensors"
+    if head[:1] == b"\x80":  # pickle protocol marker
+        return "pickle"
+    if head.lstrip().lower().startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"{\"error")):
+        return "html"
+    return "unknown"
+
+
+def checkpoint_file_problem(path: str | os.PathLike[str], expected_size: int | None = None) -> str | None:
+    """Why `path` cannot be a checkpoint file (a few words), or None when it plausibly is one."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        kind = checkpoint_format(path)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    if size == 0:
+        return "it is empty"
+    if kind == "html":
+        return "it is a web page (HTML), not a checkpoint"
+    if kind == "unknown":
+        return "it is not a PyTorch or safetensors checkpoint"
+    if expected_size is not None and size != expected_size:
+        return f"it has {size:,} bytes, the published file has {expected_size:,}"
+    return None
+

@@ -111,6 +111,15 @@ def _hash_prefix(path: Path, chunk_size: int) -> "hashlib._Hash":
     return h
 
 
+def _kept(part: Path) -> str:
+    """The true state of the partial file, for messages."""
+    size = part.stat().st_size if part.exists() else 0
+    if size == 0:
+        part.unlink(missing_ok=True)
+        return "nothing was kept, the next attempt starts from the beginning"
+    return f"{part.name} keeps {size:,} bytes and the next attempt resumes there"
+
+
 class _Interrupted(Exception):
     """The connection ended before the whole file arrived; the .part file holds what came."""
 
@@ -127,6 +136,7 @@ def download_checkpoint(
     timeout: float = 30.0,
     should_cancel: Callable[[], bool] | None = None,
     retry_delay: float = 1.0,
+    validate: Callable[[Path], str | None] | None = None,
 ) -> Path:
     """Download `url` to `dest`, resuming `<dest>.part` if present, and return `dest`.
 
@@ -134,6 +144,9 @@ def download_checkpoint(
     size come from the arguments, else from the server (X-Linked-Etag / X-Linked-Size, Content-Range,
     Content-Length). `progress(done_bytes, total_bytes)` is called per chunk (total 0 when unknown).
     `should_cancel()` returning True stops with CancelledError and keeps the .part file for a later resume.
+    `validate(part)` may return why the finished file is not what was asked for (e.g. an HTML page served with
+    status 200); the file is then deleted, never renamed to `dest`. `timeout` bounds the wait for the
+    connection and for each chunk, so a stalled transfer ends (and is retried) instead of hanging.
     Raises DownloadError (a CheckpointError) with a message saying what to do.
     """
     dest = Path(dest)
@@ -155,11 +168,15 @@ def download_checkpoint(
         except _Interrupted as exc:
             attempts += 1
             if attempts > retries:
-                raise DownloadError(
-                    f"{dest}: the download of {url} was interrupted ({exc}); {part.name} keeps "
-                    f"{part.stat().st_size if part.exists() else 0:,} bytes and the next attempt resumes there. "
-                    + _manual_hint(url, dest), file=str(dest)) from exc
+                raise DownloadError(f"{dest}: the download of {url} was interrupted ({exc}); {_kept(part)}. "
+                                    + _manual_hint(url, dest), file=str(dest)) from exc
             time.sleep(retry_delay * attempts)
+
+    problem = validate(part) if validate is not None else None
+    if problem is not None:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{dest}: what {urllib.parse.urlsplit(url).hostname} sent is not the checkpoint "
+                            f"({problem}); nothing was saved. " + _manual_hint(url, dest), file=str(dest))
 
     try:
         os.replace(part, dest)
@@ -221,8 +238,8 @@ def _transfer(url: str, part: Path, dest: Path, token: str | None, expected_sha2
             return _verify_complete_part(part, dest, url, exc, redirects, expected_sha256, expected_size,
                                          chunk_size)
         raise _http_error(exc, url, dest, token) from exc
-    except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException) as exc:
-        raise _network_error(exc, url, dest) from exc
+    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+        raise _network_error(exc, url, dest, timeout) from exc
 
     with resp:
         status = resp.status
@@ -267,7 +284,9 @@ def _transfer(url: str, part: Path, dest: Path, token: str | None, expected_sha2
                                          "the next download resumes there", file=str(dest))
                 try:
                     chunk = resp.read(chunk_size)
-                except (http.client.IncompleteRead, ConnectionError, socket.timeout, OSError) as exc:
+                except (socket.timeout, TimeoutError) as exc:
+                    raise _Interrupted(f"no data for {timeout:g} s after {done:,} bytes") from exc
+                except (http.client.IncompleteRead, ConnectionError, OSError) as exc:
                     raise _Interrupted(f"{type(exc).__name__} after {done:,} bytes") from exc
                 if not chunk:
                     break
@@ -286,9 +305,14 @@ def _transfer(url: str, part: Path, dest: Path, token: str | None, expected_sha2
     return _verify(part, dest, url, hasher.hexdigest(), expected_sha256, expected_size)
 
 
-def _network_error(exc: BaseException, url: str, dest: Path) -> DownloadError:
+def _network_error(exc: BaseException, url: str, dest: Path, timeout: float | None = None) -> DownloadError:
     reason = getattr(exc, "reason", exc)
     host = urllib.parse.urlsplit(url).hostname
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        # The server is there but slow (or a firewall drops packets): not "offline".
+        wait = f" within {timeout:g} s" if timeout else ""
+        return DownloadError(f"{dest}: {host} did not answer{wait} (a slow or stalled server or network); try "
+                             "again later. " + _manual_hint(url, dest), file=str(dest))
     if isinstance(reason, ssl.SSLError) or isinstance(exc, ssl.SSLError):
         # Not an offline machine: a proxy or an outdated certificate store, usually.
         return DownloadError(f"{dest}: the secure connection to {host} failed ({reason}); the certificate could "
@@ -392,14 +416,30 @@ def download_named_checkpoint(
     saying where to accept the licence; `token_hint` says how the caller takes a token. `progress(fraction,
     message)` follows the bytes. `url` replaces the registry's address (a mirror; tests use a local server).
     """
+    from .discovery import checkpoint_file_problem, sha256_file
+
     ckpt: Checkpoint = get_checkpoint(name)
     target = _named_target(ckpt, dest)
     if say is not None:
         say(ckpt.describe())
     if target.is_file():
+        problem = checkpoint_file_problem(target, ckpt.size)
+        if problem is None and ckpt.sha256 is not None and sha256_file(target) != ckpt.sha256:
+            problem = "its sha256 differs from the published file's"
+        if problem is None:
+            if say is not None:
+                say(f"{target} already exists; not downloading it again")
+            return target
+        if dest is not None:
+            # The user's own file: never delete it, say how to go on.
+            raise DownloadError(f"{target}: this file is in the way and is not a valid {ckpt.name} checkpoint "
+                                f"({problem}); delete or move it, or choose another destination", file=str(target))
+        # Our cache: set the bad file aside (kept for inspection) and download again.
+        aside = target.with_name(target.name + ".invalid")
+        os.replace(target, aside)
         if say is not None:
-            say(f"{target} already exists; not downloading it again")
-        return target
+            say(f"{target} was not a valid checkpoint ({problem}); moved it to {aside.name} and downloading "
+                "it again")
     token = token or token_from_env()
     if ckpt.gated and not token:
         raise DownloadError(f"checkpoint {ckpt.name} is gated: accept its licence at {ckpt.page_url}, create a "
@@ -408,9 +448,9 @@ def download_named_checkpoint(
     source = url or ckpt.url
     if say is not None:
         say(f"downloading {source} to {target}")
-    return download_checkpoint(source, target, token=token,
+    return download_checkpoint(source, target, token=token, expected_sha256=ckpt.sha256, expected_size=ckpt.size,
                                progress=_fraction_progress(progress) if progress is not None else None,
-                               should_cancel=should_cancel)
+                               should_cancel=should_cancel, validate=checkpoint_file_problem)
 
 
 def ensure_weights(weights: str | os.PathLike[str] | None, download: bool, checkpoint: str = "vggt-1b",

@@ -6,9 +6,21 @@ See docs/CHECKPOINTS.md.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ..errors import CheckpointError
+
+# Where checkpoints are downloaded from: Hugging Face, or a mirror/proxy with the same URL layout
+# (`$HF_ENDPOINT`, the variable huggingface_hub itself honours).
+HUB_ENV = "HF_ENDPOINT"
+DEFAULT_HUB = "https://huggingface.co"
+
+
+def hub_endpoint() -> str:
+    value = os.environ.get(HUB_ENV, "").strip()
+    return (value or DEFAULT_HUB).rstrip("/")
+
 
 # 1,256,537,516 fp32 parameters (spec §8) + a little pickle/zip overhead.
 VGGT_1B_PARAMETERS = 1_256_537_516
@@ -26,10 +38,14 @@ class Checkpoint:
     config: str = "vggt-1b"   # VGGTConfig preset the weights belong to
     approx_bytes: int = VGGT_1B_APPROX_BYTES
     parameters: int = VGGT_1B_PARAMETERS
+    # The published file's sha256 and exact size when we know them (None: taken from the server's
+    # X-Linked-Etag / X-Linked-Size at download time, which Hugging Face sends for LFS files).
+    sha256: str | None = None
+    size: int | None = None
 
     @property
     def url(self) -> str:
-        return f"https://huggingface.co/{self.repo_id}/resolve/main/{self.filename}"
+        return f"{hub_endpoint()}/{self.repo_id}/resolve/main/{self.filename}"
 
     @property
     def page_url(self) -> str:
@@ -80,5 +96,5 @@ def get_checkpoint(name: str) -> Checkpoint:
         raise CheckpointError(f"unknown checkpoint '{name}' (known: {known})") from None
 
 
-__all__ = ["Checkpoint", "CHECKPOINTS", "DEFAULT_CHECKPOINT", "get_checkpoint",
+__all__ = ["HUB_ENV", "hub_endpoint", "Checkpoint", "CHECKPOINTS", "DEFAULT_CHECKPOINT", "get_checkpoint",
            "VGGT_1B_PARAMETERS", "VGGT_1B_APPROX_BYTES"]
