@@ -10,6 +10,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
+from ..vggt_blender.geometry.alignment import reconstruction_alignment, similarity_parts
 from ..vggt_blender.geometry.blender_camera import opencv_to_blender_points
 from .attributes import write_attribute, write_positions
 from .materials import photo_material
@@ -54,7 +55,9 @@ def depth_plane_arrays(rec, i: int, step: int, scale: float) -> dict[str, np.nda
     E = np.asarray(rec.extrinsics[i], dtype=np.float64)
     R, t = E[:, :3], E[:, 3]
     world = (cam - t) @ R  # R^T (X_cam - t)
-    positions = opencv_to_blender_points(world, scale).astype(np.float32)
+    alignment = reconstruction_alignment(rec)
+    positions = opencv_to_blender_points(world, scale, alignment).astype(np.float32)
+    scale = scale * similarity_parts(alignment)[0]  # the depth attribute is in scene units too
 
     sx, sy, ox, oy = (float(a) for a in rec.pixel_map[i])
     width, height = (float(a) for a in rec.original_sizes[i])

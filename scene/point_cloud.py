@@ -9,6 +9,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
+from ..vggt_blender.geometry.alignment import reconstruction_alignment
 from ..vggt_blender.geometry.blender_camera import opencv_to_blender_points
 from .attributes import srgb_to_linear_u8, write_attribute, write_positions
 from .materials import point_material
@@ -82,7 +83,7 @@ def point_cloud_arrays(rec, point_source: str, max_points: int, scale: float) ->
     finite = np.isfinite(xyz).all(axis=1)
     if not finite.all():
         idx, xyz = idx[finite], xyz[finite]
-    xyz = opencv_to_blender_points(xyz.astype(np.float32, copy=False), scale)
+    xyz = opencv_to_blender_points(xyz.astype(np.float32, copy=False), scale, reconstruction_alignment(rec))
     rgba = np.empty((len(idx), 4), dtype=np.float32)
     rgba[:, :3] = srgb_to_linear_u8(np.asarray(rec.colors).reshape(-1, 3)[idx])
     rgba[:, 3] = 1.0

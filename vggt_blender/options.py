@@ -37,3 +37,8 @@ class SceneOptions:
         if unknown:
             raise ValueError(f"unknown scene option(s): {', '.join(sorted(unknown))}")
         return cls(**data)
+
+
+# How `align` / `reconstruct --align` stand the scene upright (geometry/alignment.py).
+ALIGN_METHODS = ("auto", "floor", "cameras", "none")
+DEFAULT_ALIGN_METHOD = "auto"

@@ -33,7 +33,8 @@ def select_points(rec: Reconstruction, source: str = "depth", min_confidence: fl
     return xyz.astype(np.float32), rgb.astype(np.uint8), c.astype(np.float32)
 
 
-def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, confidence: np.ndarray | None = None) -> Path:
+def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, confidence: np.ndarray | None = None,
+              frame: str = "OpenCV world (first camera)") -> Path:
     """Binary little-endian PLY with x y z (float), red green blue (uchar) and optionally confidence (float).
 
     Written atomically (temporary file in the same folder, then renamed)."""
@@ -51,7 +52,7 @@ def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, confide
     if confidence is not None:
         rows["confidence"] = confidence
     types = {"<f4": "float", "u1": "uchar"}
-    header = ["ply", "format binary_little_endian 1.0", "comment vggt_blender: OpenCV world (first camera)",
+    header = ["ply", "format binary_little_endian 1.0", f"comment vggt_blender: {frame}",
               f"element vertex {len(rows)}"]
     header += [f"property {types[kind]} {name}" for name, kind in fields]
     header.append("end_header")
@@ -63,7 +64,11 @@ def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, confide
 
 def export_ply(rec: Reconstruction, path: str | os.PathLike, source: str = "depth", min_confidence: float = 1.0,
                max_points: int | None = None) -> int:
-    """Write the selected points of `rec` to a PLY file; return the number of points."""
+    """Write the selected points of `rec` to a PLY file, in the scene frame (the file's alignment applied: what
+    Blender shows, Z up); return the number of points."""
+    from ..geometry.alignment import apply_alignment
+
     xyz, rgb, conf = select_points(rec, source, min_confidence, max_points)
-    write_ply(path, xyz, rgb, conf)
+    write_ply(path, apply_alignment(rec.alignment, xyz), rgb, conf,
+              frame="scene, Z up (the reconstruction's alignment applied)")
     return len(xyz)

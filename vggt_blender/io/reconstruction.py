@@ -18,6 +18,7 @@ import numpy as np
 from .atomic import TEMP_PREFIX, atomic_write
 from ..errors import ReconstructionFileError
 from ..geometry.cameras import depth_to_world_points, pixel_map_matrix, valid_mask_from_boxes
+from ..geometry.alignment import ALIGNMENT_KEY, alignment_or_default, alignment_problem
 
 SCHEMA = "vggt_blender.reconstruction"
 SCHEMA_VERSION = 1
@@ -128,6 +129,17 @@ class Reconstruction:
     def validate(self, file: str | os.PathLike[str] = "<reconstruction>") -> None:
         """Raise ReconstructionFileError (naming `file`) unless every field matches the schema."""
         _check_fields(self._arrays(), str(file))
+        _check_alignment(self.extra, str(file))
+
+    # Optional key `alignment` (float64 4x4 scene_from_world, geometry/alignment.py), kept in `extra` so save and
+    # load carry it like any extra array; files without it get the default axis change.
+    @property
+    def alignment(self) -> np.ndarray:
+        return alignment_or_default(self.extra.get(ALIGNMENT_KEY))
+
+    @alignment.setter
+    def alignment(self, matrix: np.ndarray) -> None:
+        self.extra[ALIGNMENT_KEY] = np.array(matrix, dtype=np.float64)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -177,6 +189,14 @@ def _check_fields(arrays: dict[str, np.ndarray], file: str) -> None:
     if (model_h, model_w) != (sizes["H"], sizes["W"]):
         fail(f"'model_size' says {model_w}x{model_h} (width x height) but the depth maps are "
              f"{sizes['W']}x{sizes['H']}")
+
+
+def _check_alignment(extra: dict[str, np.ndarray], file: str) -> None:
+    """The optional `alignment` key, when present, must be a valid similarity (geometry/alignment.py)."""
+    if ALIGNMENT_KEY in extra:
+        problem = alignment_problem(extra[ALIGNMENT_KEY])
+        if problem:
+            raise ReconstructionFileError(f"{file}: '{ALIGNMENT_KEY}' {problem}", file=file)
 
 
 # ------------------------------------------------------------------------------------------- save/load
@@ -275,6 +295,7 @@ def load_reconstruction(path: str | os.PathLike[str]) -> Reconstruction:
             fail(f"damaged file, an entry cannot be read ({type(exc).__name__}: {exc})", exc)
 
     _check_fields(arrays, file)
+    _check_alignment(extra, file)
     return Reconstruction(
         **{name: (arrays[name].tolist() if FIELDS[name][0] == "U" else arrays[name]) for name in FIELDS},
         provenance=provenance,
