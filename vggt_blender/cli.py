@@ -197,9 +197,13 @@ def add_align_parser(sub: Any) -> None:
                          "auto: floor if one is found, else cameras; none: the plain axis change")
 
 
-def align_file(rec: Any, output: str | Path, method: str, source: str | Path | None = None) -> str:
-    """Compute `rec`'s alignment by `method`, set it and save `rec` to `output` (atomically); return what was
-    found. A failed fit raises AlignmentError naming `source` (default `output`) and writes nothing."""
+def align_file(rec: Any, output: str | Path, method: str, source: str | Path | None = None,
+               provenance: str | None = None) -> str:
+    """Compute `rec`'s alignment by `method`, set it and save `rec` (with `provenance` when given) to `output`
+    atomically; return what was found. A failed fit raises AlignmentError naming `source` (default `output`)
+    and writes nothing."""
+    import dataclasses
+
     from .geometry.alignment import AlignmentError, align_reconstruction
     from .io.reconstruction import save_reconstruction
 
@@ -209,15 +213,20 @@ def align_file(rec: Any, output: str | Path, method: str, source: str | Path | N
         named = str(source or output)
         raise AlignmentError(f"{named}: {exc.message}", file=named) from exc
     rec.alignment = result.matrix
-    save_reconstruction(output, rec)
+    save_reconstruction(output, rec if provenance is None else dataclasses.replace(rec, provenance=provenance))
     return result.describe()
 
 
 def _align_after_reconstruct(rec: Any, output: Path, method: str, bar: Any) -> None:
+    import json
+
     from .geometry.alignment import AlignmentError
 
+    # The file as first written: the "writing" timing reconstruct_to_file adds afterwards is in memory only.
+    provenance = rec.provenance_dict
+    provenance.get("timings", {}).pop("writing", None)
     try:
-        bar.message(f"aligned: {align_file(rec, output, method)}")
+        bar.message(f"aligned: {align_file(rec, output, method, provenance=json.dumps(provenance, sort_keys=True))}")
     except AlignmentError as exc:  # the reconstruction itself is good: keep it, unaligned
         bar.message(f"warning: {exc.message}; {output} keeps the plain axis change")
 
