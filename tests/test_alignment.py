@@ -136,6 +136,21 @@ def test_camera_matrix_world_follows_a_general_alignment():
         np.testing.assert_allclose(M[:3, 3], al.apply_alignment(A, -E[:, :3].T @ E[:, 3], 2.0), atol=1e-12)
 
 
+def test_extrinsics_in_scene_project_scene_points_to_the_same_pixels():
+    from vggt_blender.geometry.cameras import project_points
+
+    rec = synthetic_reconstruction()
+    A = al.make_similarity(al.rotation_between(np.array([0.3, -1.0, 0.2]), np.array([0, 0, 1.0])) @
+                           al.DEFAULT_ALIGNMENT[:3, :3], np.array([0.5, -2.0, 1.0]), 3.5)
+    world = rec.world_points[0, ::5, ::5].reshape(-1, 3).astype(np.float64)
+    E_scene = al.extrinsics_in_scene(rec.extrinsics, A)
+    for i in range(rec.num_images):
+        want = project_points(world, rec.extrinsics[i], rec.intrinsics[i])
+        got = project_points(al.apply_alignment(A, world), E_scene[i], rec.intrinsics[i])
+        np.testing.assert_allclose(got, want, atol=1e-8)
+        np.testing.assert_allclose(E_scene[i][:, :3] @ E_scene[i][:, :3].T, np.eye(3), atol=1e-12)
+
+
 @pytest.mark.parametrize("bad,problem", [
     (np.eye(4, dtype=np.float32), "dtype"),
     (np.eye(3), "shape"),

@@ -81,6 +81,13 @@ def _points(col, confident=False) -> np.ndarray:
     return pts[attributes.read_attribute(ob.data, "conf") > 2] if confident else pts
 
 
+def _point_radius(col) -> float:
+    ob = next(o for o in col.objects if o.get("vggt_kind") == "point_cloud")
+    mod = ob.modifiers["VGGT"]
+    node_groups = importlib.import_module(f"{EXT.__name__}.scene.node_groups")
+    return float(mod[node_groups.socket_identifier(mod.node_group, "Point Radius")])
+
+
 def _floor_share(points, size) -> float:
     return float(np.mean(np.abs(points[:, 2]) < 0.01 * size))
 
@@ -139,8 +146,12 @@ def test_level_origin_scale_keep_cameras_right_and_write_the_file_back(tmp_path)
         ob.select_set(False)
     for ob in cams:
         ob.select_set(True)
+    radius = _point_radius(col)
+    s_before = al.similarity_parts(A2)[0]
     assert bpy.ops.vggt.set_scale(distance=5.0) == {"FINISHED"}
     A3 = load_reconstruction(path).alignment
+    factor = al.similarity_parts(A3)[0] / s_before
+    assert _point_radius(col) == pytest.approx(radius * factor, rel=1e-5)  # points keep their look
     gap = (cams[0].matrix_world.translation - cams[1].matrix_world.translation).length
     err = _projection_error(col, sc.rec, A3)
     print(f"Set Scale: cameras {gap:.6f} apart (asked 5), projection {err:.2e} px")

@@ -154,6 +154,16 @@ def apply_alignment(matrix: np.ndarray, points: np.ndarray, scale: float = 1.0) 
     return out.astype(p.dtype, copy=False)
 
 
+def extrinsics_in_scene(extrinsics: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Camera-from-scene [..., 3, 4] (OpenCV camera axes) for exports that write cameras in the scene frame
+    (COLMAP): with X_scene = s R X_world + t, the camera's own coordinates are scaled by s (same pixels), so
+    E' = [R_c R^T | s t_c - R_c R^T t]."""
+    ext = np.asarray(extrinsics, dtype=np.float64)
+    s, rot, t = similarity_parts(matrix)
+    r_c = ext[..., :3, :3] @ rot.T
+    return np.concatenate([r_c, (s * ext[..., :3, 3] - r_c @ t)[..., None]], axis=-1)
+
+
 # ------------------------------------------------------------------------------------------ the fits
 
 
