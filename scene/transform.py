@@ -127,5 +127,8 @@ def _scale_point_radius(ob: bpy.types.Object, s: float) -> None:
         key = socket_identifier(mod.node_group, "Point Radius")
     except KeyError:
         return
-    mod[key] = float(mod[key]) * s
+    try:
+        mod[key] = float(mod[key]) * s
+    except (TypeError, KeyError):  # an input API this Blender does not take: the radius is cosmetic, skip it
+        return
     ob.update_tag()
