@@ -4,6 +4,7 @@ alignment back, and a re-import of the written file gives the same scene."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import sys
@@ -118,11 +119,12 @@ def test_import_applies_the_files_alignment_to_everything(tmp_path):
     np.testing.assert_allclose(transform.collection_alignment(col), sc.rec.alignment)
 
 
-def test_level_origin_scale_keep_cameras_right_and_write_the_file_back(tmp_path):
+@pytest.mark.parametrize("import_scale", [1.0, 2.0])
+def test_level_origin_scale_keep_cameras_right_and_write_the_file_back(tmp_path, import_scale):
     sc = _scene()
     path = save_reconstruction(tmp_path / "plain.npz", sc.rec)  # no alignment: today's axis change
-    col = build.import_reconstruction_file(path, OPTIONS)
-    assert _floor_share(_points(col, True), sc.size_rec) < 0.05  # tilted: the floor is not at z = 0
+    col = build.import_reconstruction_file(path, dataclasses.replace(OPTIONS, scale=import_scale))
+    assert _floor_share(_points(col, True), import_scale * sc.size_rec) < 0.05  # tilted: the floor is not at z = 0
     first = sc.rec.image_names[0]
     _activate(col, first)
 
@@ -130,7 +132,7 @@ def test_level_origin_scale_keep_cameras_right_and_write_the_file_back(tmp_path)
     A = load_reconstruction(path).alignment
     np.testing.assert_allclose(transform.collection_alignment(col), A, atol=1e-12)
     up_error = scenes.angle_deg(al.similarity_parts(A)[1] @ sc.up_rec, [0, 0, 1])
-    share = _floor_share(_points(col, True), sc.size_rec)
+    share = _floor_share(_points(col, True), import_scale * sc.size_rec)
     err = _projection_error(col, sc.rec, A)
     print(f"Level to Floor: up {up_error:.3f} deg off, {100 * share:.0f}% of points on z = 0, projection {err:.2e} px")
     assert up_error < 1.0 and share > 0.3 and err < 0.01
@@ -173,6 +175,7 @@ def test_level_origin_scale_keep_cameras_right_and_write_the_file_back(tmp_path)
                 ob["vggt_view_index"])
     np.testing.assert_allclose(attributes.read_attribute(twin.data, "depth"),
                                attributes.read_attribute(ob.data, "depth"), rtol=1e-5)
+    np.testing.assert_allclose(attributes.read_positions(twin.data), attributes.read_positions(ob.data), atol=1e-4)
 
 
 def test_level_to_floor_from_selected_vertices(tmp_path):
@@ -192,6 +195,7 @@ def test_level_to_floor_from_selected_vertices(tmp_path):
     try:
         assert bpy.ops.vggt.level_to_floor() == {"FINISHED"}
         assert bpy.context.mode == "EDIT_MESH"
+        assert bpy.ops.vggt.set_origin(source="SELECTION") == {"FINISHED"}  # the selection's centre
     finally:
         bpy.ops.object.mode_set(mode="OBJECT")
     A = load_reconstruction(path).alignment
@@ -200,6 +204,7 @@ def test_level_to_floor_from_selected_vertices(tmp_path):
     print(f"Level to Floor (selected vertices): up {up_error:.3f} deg off, projection {err:.2e} px")
     assert up_error < 1.0 and err < 0.01
     assert np.abs(_points(col)[on_floor][:, 2]).max() < 0.01 * sc.size_rec
+    np.testing.assert_allclose(_points(col)[on_floor].mean(axis=0), 0.0, atol=1e-5)
 
 
 def test_failed_write_changes_nothing(tmp_path):
