@@ -236,3 +236,32 @@ def test_scene_space_edits():
         al.scale_transform(np.zeros(3), np.zeros(3), 1.0)
     with pytest.raises(al.AlignmentError):
         al.fit_floor_in_scene(np.array([[0, 0, 0], [1, 0, 0.0], [2, 0, 0.0]]))
+
+
+@pytest.mark.parametrize("method", ["auto", "floor"])
+def test_reconstruct_align_stores_it_or_warns(tmp_path, monkeypatch, capsys, method):
+    import json
+
+    from vggt_blender.engine import inference
+
+    scene = _scene("no_floor")
+
+    def fake_reconstruct(_inputs, output, **_kwargs):
+        rec = scene.rec
+        rec.provenance = json.dumps({"device": "cpu", "timings": {"inference": 1.0}})
+        save_reconstruction(output, rec)
+        rec.provenance = json.dumps({"device": "cpu", "timings": {"inference": 1.0, "writing": 0.5}})  # in memory
+        return rec
+
+    monkeypatch.setattr(inference, "reconstruct_to_file", fake_reconstruct)
+    out = tmp_path / "s.npz"
+    assert cli.main(["reconstruct", str(tmp_path), "-o", str(out), "--align", method, "-q"]) == 0
+    err = capsys.readouterr().err
+    rec = load_reconstruction(out)
+    if method == "auto":  # no floor: the cameras' up, stored
+        assert "aligned: cameras:" in err
+        assert "alignment" in rec.extra and al.alignment_problem(rec.alignment) is None
+        assert rec.provenance_dict["timings"] == {"inference": 1.0}  # the file as first written, plus alignment
+    else:  # an explicit floor that is not there: a warning, the good reconstruction stays as it was
+        assert f"warning: {out}: no floor found" in err and "keeps the plain axis change" in err
+        assert "alignment" not in rec.extra
