@@ -143,6 +143,17 @@ class VGGT_PT_main(bpy.types.Panel):
         elif job.message and not job.running:
             layout.label(text=job.message[:200], icon="INFO")
 
+        # Alignment of the reconstruction the active object belongs to (operators/alignment.py).
+        ob = context.active_object
+        if ob is not None and any(c.get("vggt_reconstruction") is not None for c in ob.users_collection):
+            box = layout.box()
+            box.label(text="Alignment")
+            box.operator("vggt.level_to_floor", icon="AXIS_TOP")
+            row = box.row(align=True)
+            row.operator("vggt.set_origin", text="Origin to Cursor", icon="PIVOT_CURSOR").source = "CURSOR"
+            row.operator("vggt.set_origin", text="Origin to Selection", icon="PIVOT_MEDIAN").source = "SELECTION"
+            box.operator("vggt.set_scale", icon="DRIVER_DISTANCE")
+
         # A reconstruction camera is selected: look through it with its own photo's resolution and aspect.
         ob = context.active_object
         if ob is not None and ob.type == "CAMERA" and ob.get("vggt_kind") in ("camera", "animated_camera"):

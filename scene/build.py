@@ -8,6 +8,7 @@ from pathlib import Path
 
 import bpy
 
+from ..vggt_blender.geometry.alignment import reconstruction_alignment, scaled_alignment, similarity_parts
 from ..vggt_blender.io.reconstruction import load_reconstruction
 from ..vggt_blender.options import SceneOptions
 from .cameras import activate_camera, create_animated_camera, create_photo_cameras, scene_size_estimate
@@ -136,7 +137,10 @@ def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, t
 
     collection["vggt_reconstruction"] = stored_source_path(source_path)
     collection["vggt_scale"] = float(options.scale)
-    scene_size = scene_size_estimate(rec) * float(options.scale)
+    # What the objects were placed with (scale folded in): the alignment operators start from it.
+    alignment = reconstruction_alignment(rec)
+    collection["vggt_alignment"] = [float(v) for v in scaled_alignment(alignment, options.scale).ravel()]
+    scene_size = scene_size_estimate(rec) * float(options.scale) * similarity_parts(alignment)[0]
     needs_images = options.create_depth_planes or (options.create_cameras and options.background_images)
     images, warnings = load_images(rec) if needs_images else ([], [])
     t = lap("images", t)

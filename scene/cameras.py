@@ -10,12 +10,14 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from ..vggt_blender.geometry.alignment import reconstruction_alignment
 from ..vggt_blender.geometry.blender_camera import BlenderCameraParams, blender_camera_params
 
 
 def camera_params_for_view(rec, i: int, scale: float) -> BlenderCameraParams:
     width, height = (int(v) for v in rec.original_sizes[i])
-    return blender_camera_params(rec.intrinsics[i], width, height, rec.extrinsics[i], scale=scale)
+    return blender_camera_params(rec.intrinsics[i], width, height, rec.extrinsics[i], scale=scale,
+                                 alignment=reconstruction_alignment(rec))
 
 
 def apply_lens(cam: bpy.types.Camera, params: BlenderCameraParams) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
+from ..vggt_blender.geometry.alignment import reconstruction_alignment, similarity_parts
 from ..vggt_blender.geometry.blender_camera import opencv_to_blender_points
 from ..vggt_blender.geometry.derive import unproject_pixels
 from .attributes import write_attribute, write_positions
@@ -50,7 +51,9 @@ def depth_plane_arrays(rec, i: int, step: int, scale: float) -> dict[str, np.nda
     conf = np.asarray(rec.depth_conf[i], dtype=np.float32)[np.ix_(rows_idx, cols_idx)]
     uu, vv = np.meshgrid(u, v)
     world = unproject_pixels(uu, vv, depth, rec.extrinsics[i], rec.intrinsics_model[i]).reshape(-1, 3)
-    positions = opencv_to_blender_points(world, scale).astype(np.float32)
+    alignment = reconstruction_alignment(rec)
+    positions = opencv_to_blender_points(world, scale, alignment).astype(np.float32)
+    scale = scale * similarity_parts(alignment)[0]  # the depth attribute is in scene units too
 
     sx, sy, ox, oy = (float(a) for a in rec.pixel_map[i])
     width, height = (float(a) for a in rec.original_sizes[i])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
+from ..vggt_blender.geometry.alignment import reconstruction_alignment
 from ..vggt_blender.geometry.blender_camera import opencv_to_blender_points
 from ..vggt_blender.geometry.selection import select_points, subsample_mask  # noqa: F401 - subsample_mask: public path
 from .attributes import srgb_to_linear_u8, write_attribute, write_positions
@@ -24,7 +25,7 @@ def point_cloud_arrays(rec, point_source: str, max_points: int, scale: float) ->
     rgba[:, :3] = srgb_to_linear_u8(picked.rgb)
     rgba[:, 3] = 1.0
     return {
-        "positions": opencv_to_blender_points(picked.xyz, scale),
+        "positions": opencv_to_blender_points(picked.xyz, scale, reconstruction_alignment(rec)),
         "colors": rgba,
         "conf": picked.confidence,
         "view_index": picked.views,

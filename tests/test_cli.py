@@ -164,15 +164,18 @@ def test_blend_output(tiny, tmp_path):
         objects = {kind: [o for o in bpy.data.objects if o.get("vggt_kind") == kind]
                    for kind in ("camera", "point_cloud", "depth_plane")}
         assert len(objects["camera"]) == 3 and len(objects["point_cloud"]) == 1 and not objects["depth_plane"]
-        # The points: exactly 2000 distinct valid points of the file, in Blender axes (x, z, -y) times 2.
+        # The points: exactly 2000 distinct valid points of the file, in the scene frame: the file's alignment
+        # (reconstruct aligns by default), a rotation, uniform scale and shift, applied here by hand, times 2.
         mesh = objects["point_cloud"][0].data
-        got = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
+        got = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
         mesh.vertices.foreach_get("co", got)
         got = got.reshape(-1, 3)
-        wp = rec.world_points[rec.valid_mask]
-        table = {row.tobytes(): i for i, row in enumerate(
-            (np.stack([wp[:, 0], wp[:, 2], -wp[:, 1]], -1) * np.float32(2.0)).astype(np.float32))}
-        assert len(got) == 2000 and len({table[row.tobytes()] for row in got}) == 2000
+        A = rec.alignment
+        wp = rec.world_points[rec.valid_mask].astype(np.float64)
+        scene_points = 2.0 * (wp @ A[:3, :3].T + A[:3, 3])
+        nearest = [int(np.argmin(np.abs(scene_points - row).max(axis=1))) for row in got]
+        assert len(got) == 2000 and len(set(nearest)) == 2000
+        assert np.abs(scene_points[nearest] - got).max() < 1e-4 * max(1.0, np.abs(scene_points).max())
         # Each camera sees the world point of a model pixel at the photo pixel the pixel map gives for it.
         scene = bpy.context.scene
         for cam in objects["camera"]:
@@ -183,7 +186,7 @@ def test_blend_output(tiny, tmp_path):
             sx, sy, ox, oy = rec.pixel_map[i]
             for v, u in ((10, 20), (200, 300), (380, 500)):
                 cv = rec.world_points[i, v, u].astype(np.float64)
-                ndc = world_to_camera_view(scene, cam, Vector((cv[0] * 2, cv[2] * 2, -cv[1] * 2)))
+                ndc = world_to_camera_view(scene, cam, Vector(2.0 * (A[:3, :3] @ cv + A[:3, 3])))
                 w, h = rec.original_sizes[i]
                 np.testing.assert_allclose([ndc.x * w, (1 - ndc.y) * h],
                                            [sx * (u + 0.5) + ox, sy * (v + 0.5) + oy], atol=0.01)
@@ -218,8 +221,13 @@ def test_export_ply(tiny, tmp_path):
     rows = np.frombuffer(body, dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3), ("conf", "<f4")])
     assert len(rows) == expected and rows["conf"].min() >= threshold
     keep = rec.valid_mask & (rec.depth_conf >= threshold)
-    # Exactly the kept points, bit-exact and in pixel order, each with its colour and confidence.
-    np.testing.assert_array_equal(rows["xyz"], rec.world_points[keep])
+    # Exactly the kept points in pixel order, in the scene frame (the file's alignment applied), each with its
+    # colour and confidence.
+    assert "alignment" in rec.extra  # reconstruct --align auto (the default) stored one
+    from vggt_blender.geometry.alignment import apply_alignment
+
+    np.testing.assert_allclose(rows["xyz"], apply_alignment(rec.alignment, rec.world_points[keep]), rtol=1e-6,
+                               atol=1e-6)
     np.testing.assert_array_equal(rows["rgb"], rec.colors[keep])
     np.testing.assert_array_equal(rows["conf"], rec.depth_conf[keep])
 
@@ -234,9 +242,15 @@ def test_export_ply_from_the_point_map_with_a_point_limit(tiny, tmp_path):
                          dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3), ("conf", "<f4")])
     rec = load_reconstruction(tiny["out"])
     assert not np.allclose(rec.point_map, rec.world_points)  # the two sources differ, so this test can tell
-    source = np.ascontiguousarray(rec.point_map[rec.valid_mask])
-    where = {p.tobytes(): i for i, p in enumerate(source)}
-    picked = [where[np.ascontiguousarray(r["xyz"]).tobytes()] for r in rows]  # KeyError: not a point-map point
+    from vggt_blender.geometry.alignment import apply_alignment
+
+    source = apply_alignment(rec.alignment, rec.point_map[rec.valid_mask])
+    picked = []
+    for row in rows:  # each exported point is a point-map point (nearest within float32 rounding)
+        distance = np.abs(source - row["xyz"]).max(axis=1)
+        i = int(np.argmin(distance))
+        assert distance[i] < 1e-5
+        picked.append(i)
     assert len(set(picked)) == 1000 and np.all(np.diff(picked) > 0)
     np.testing.assert_array_equal(rows["conf"], rec.point_map_conf[rec.valid_mask][picked])
     np.testing.assert_array_equal(rows["rgb"], rec.colors[rec.valid_mask][picked])

@@ -46,6 +46,7 @@ NUMPY_TIER = (
     "vggt_blender.geometry.derive",
     "vggt_blender.geometry.selection",
     "vggt_blender.geometry.blender_camera",
+    "vggt_blender.geometry.alignment",
 )
 ENGINE_ONLY = ("torch", "PIL", "safetensors", "bpy")
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 from . import options as opt
 from .errors import RequestError, VGGTError
-from .options import EXIT_ERROR, EXIT_OK
+from .options import ALIGN_METHODS, DEFAULT_ALIGN_METHOD, EXIT_ERROR, EXIT_OK
 
 EXIT_INTERRUPTED = opt.EXIT_CANCELLED  # Ctrl-C
 
@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="download the official checkpoint if none is found (prints its licence first)")
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only warnings and errors")
 
+    rec.add_argument("--align", default=DEFAULT_ALIGN_METHOD, choices=ALIGN_METHODS,
+                     help="stand the scene upright: floor plane, cameras' up, auto (floor if found), none")
+
     scene = rec.add_argument_group("Blender scene (--blend; needs the bpy module)")
     scene.add_argument("--blend", help="also build the Blender scene and save it to this .blend file")
     scene.add_argument("--no-cameras", action="store_true", help="no camera objects")
@@ -70,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     scene.add_argument("--scale", type=_positive_float, help="scene units per reconstruction unit")
     scene.add_argument("--camera-mode", choices=opt.CAMERA_MODES)
     scene.add_argument("--point-source", choices=opt.POINT_SOURCES)
+
+    add_align_parser(sub)
 
     info = sub.add_parser("info", help="describe a reconstruction file")
     info.add_argument("file")
@@ -141,6 +146,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         rec = reconstruct_to_file(args.inputs, output, progress=bar, weights=weights, device=args.device,
                                   precision=args.precision, mode=args.mode, config=args.config,
                                   fast_path=args.fast_path, warn=lambda line: bar.message(f"warning: {line}"))
+        if args.align != "none" and rec is not None:
+            _align_after_reconstruct(rec, output, args.align, bar)
     except BaseException:
         bar.abort()
         raise
@@ -170,6 +177,58 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     total = sum(summary["timings"].values())
     _err(f"wrote {' and '.join(written)}: {summary['images']} image(s) at {width}x{height}, "
          f"{summary['points']:,} points, {total:.1f} s on {summary['device']}, {summary['precision']}")
+    return EXIT_OK
+
+
+def add_align_parser(sub: Any) -> None:
+    al = sub.add_parser("align", help="stand a reconstruction upright (writes its alignment)",
+                        description="Find the floor or the cameras' up and store the alignment in the file.")
+    al.add_argument("file", help="reconstruction file (.npz)")
+    al.add_argument("-o", "--output", required=True, help="aligned reconstruction file to write (may be FILE)")
+    al.add_argument("--up", default=DEFAULT_ALIGN_METHOD, choices=ALIGN_METHODS,
+                    help="floor: the dominant floor plane; cameras: perpendicular to the cameras' x axes; "
+                         "auto: floor if one is found, else cameras; none: the plain axis change")
+
+
+def align_file(rec: Any, output: str | Path, method: str, source: str | Path | None = None,
+               provenance: str | None = None) -> str:
+    """Compute `rec`'s alignment by `method`, set it and save `rec` (with `provenance` when given) to `output`
+    atomically; return what was found. A failed fit raises AlignmentError naming `source` (default `output`)
+    and writes nothing."""
+    import dataclasses
+
+    from .geometry.alignment import AlignmentError, align_reconstruction
+    from .io.reconstruction import save_reconstruction
+
+    try:
+        result = align_reconstruction(rec, method)
+    except AlignmentError as exc:
+        named = str(source or output)
+        raise AlignmentError(f"{named}: {exc.message}", file=named) from exc
+    rec.alignment = result.matrix
+    save_reconstruction(output, rec if provenance is None else dataclasses.replace(rec, provenance=provenance))
+    return result.describe()
+
+
+def _align_after_reconstruct(rec: Any, output: Path, method: str, bar: Any) -> None:
+    import json
+
+    from .geometry.alignment import AlignmentError
+
+    # The file as first written: the "writing" timing reconstruct_to_file adds afterwards is in memory only.
+    provenance = rec.provenance_dict
+    provenance.get("timings", {}).pop("writing", None)
+    try:
+        bar.message(f"aligned: {align_file(rec, output, method, provenance=json.dumps(provenance, sort_keys=True))}")
+    except AlignmentError as exc:  # the reconstruction itself is good: keep it, unaligned
+        bar.message(f"warning: {exc.message}; {output} keeps the plain axis change")
+
+
+def cmd_align(args: argparse.Namespace) -> int:
+    from .io.reconstruction import load_reconstruction
+
+    found = align_file(load_reconstruction(args.file), args.output, args.up, source=args.file)
+    _err(f"wrote {args.output}: {found}")
     return EXIT_OK
 
 
@@ -208,7 +267,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"reconstruct": cmd_reconstruct, "info": cmd_info, "export-ply": cmd_export_ply,
+COMMANDS = {"reconstruct": cmd_reconstruct, "align": cmd_align, "info": cmd_info, "export-ply": cmd_export_ply,
             "download": cmd_download}
 
 

@@ -137,5 +137,9 @@ __all__ = [
     "POINT_SOURCE_ITEMS", "CHECKPOINT_ITEMS", "DEVICES", "PRECISIONS", "MODES", "FAST_PATH_CHOICES",
     "CAMERA_MODES", "POINT_SOURCES", "CHECKPOINT_NAMES", "DEFAULT_CHECKPOINT", "DEFAULT_DEVICE",
     "DEFAULT_PRECISION", "DEFAULT_MODE", "DEFAULT_FAST_PATH", "DEFAULT_CONFIG", "EXIT_OK", "EXIT_ERROR",
-    "EXIT_CANCELLED", "InferenceOptions", "SceneOptions",
+    "EXIT_CANCELLED", "InferenceOptions", "SceneOptions", "ALIGN_METHODS", "DEFAULT_ALIGN_METHOD",
 ]
+
+# How `align` / `reconstruct --align` stand the scene upright (geometry/alignment.py).
+ALIGN_METHODS = ("auto", "floor", "cameras", "none")
+DEFAULT_ALIGN_METHOD = "auto"

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cameras import OPENCV_TO_BLENDER_WORLD, opencv_world_to_blender
+from .alignment import alignment_or_default, apply_alignment, similarity_parts
+from .cameras import OPENCV_TO_BLENDER_WORLD
 
 # Blender's default sensor width (mm); any value works as long as lens is derived from it.
 DEFAULT_SENSOR_WIDTH = 36.0
@@ -37,26 +38,30 @@ class BlenderCameraParams:
     resolution_y: int
     pixel_aspect_x: float
     pixel_aspect_y: float
-    matrix_world: np.ndarray  # 4x4, Blender Z-up world, translation already scaled
+    matrix_world: np.ndarray  # 4x4, Blender Z-up world (alignment and scale applied), rotation orthonormal
 
 
-def opencv_to_blender_points(points: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """OpenCV-world points [..., 3] -> Blender-world points (x, z, -y) * scale, float32 when given float32
-    (geometry.opencv_world_to_blender; kept under this name for scene/)."""
-    return opencv_world_to_blender(points, scale)
+def opencv_to_blender_points(points: np.ndarray, scale: float = 1.0,
+                             alignment: np.ndarray | None = None) -> np.ndarray:
+    """OpenCV-world points [..., 3] -> Blender-world points: `scale` (the user's extra factor) times the
+    reconstruction's `alignment` (scene_from_world 4x4; None: the default (x, z, -y)). Float32 stays float32.
+    With the default alignment this is exactly (x, z, -y) * scale, today's import."""
+    return apply_alignment(alignment_or_default(alignment), points, scale)
 
 
-def camera_matrix_world(extrinsic: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """Blender matrix_world (4x4) of a camera with OpenCV camera-from-world `extrinsic` ([R|t], 3x4 or 4x4)."""
+def camera_matrix_world(extrinsic: np.ndarray, scale: float = 1.0, alignment: np.ndarray | None = None) -> np.ndarray:
+    """Blender matrix_world (4x4) of a camera with OpenCV camera-from-world `extrinsic` ([R|t], 3x4 or 4x4),
+    placed by `scale` * `alignment` (None: the default axis change)."""
     E = np.asarray(extrinsic, dtype=np.float64)
     R = E[:3, :3]
     t = E[:3, 3]
+    s, A_rot, A_t = similarity_parts(alignment_or_default(alignment))
     # inv([R|t]) = [R^T | -R^T t]; the rotation part is kept orthonormal (no scale), the position is scaled.
     cam_to_world_rot = R.T
     centre = -R.T @ t
     M = np.eye(4)
-    M[:3, :3] = WORLD_FIX @ cam_to_world_rot @ CV_TO_BLENDER_CAMERA
-    M[:3, 3] = scale * (WORLD_FIX @ centre)
+    M[:3, :3] = A_rot @ cam_to_world_rot @ CV_TO_BLENDER_CAMERA
+    M[:3, 3] = (scale * s) * (A_rot @ centre) + scale * A_t
     return M
 
 
@@ -67,6 +72,7 @@ def blender_camera_params(
     extrinsic: np.ndarray,
     scale: float = 1.0,
     sensor_width: float = DEFAULT_SENSOR_WIDTH,
+    alignment: np.ndarray | None = None,
 ) -> BlenderCameraParams:
     """Blender camera + render settings reproducing intrinsics `K` (pixels of a width x height image)."""
     K = np.asarray(K, dtype=np.float64)
@@ -91,7 +97,7 @@ def blender_camera_params(
         resolution_y=H,
         pixel_aspect_x=float(aspect_x),
         pixel_aspect_y=float(aspect_y),
-        matrix_world=camera_matrix_world(extrinsic, scale),
+        matrix_world=camera_matrix_world(extrinsic, scale, alignment),
     )
 
 

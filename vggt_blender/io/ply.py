@@ -19,7 +19,8 @@ def select_points(rec: Reconstruction, source: str = "depth", min_confidence: fl
     return picked.xyz, picked.rgb, picked.confidence
 
 
-def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, confidence: np.ndarray | None = None) -> Path:
+def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, confidence: np.ndarray | None = None,
+              frame: str = "OpenCV world (first camera)") -> Path:
     """Binary little-endian PLY with x y z (float), red green blue (uchar) and optionally confidence (float).
 
     Written atomically (temporary file in the same folder, then renamed)."""
@@ -37,7 +38,7 @@ def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, confide
     if confidence is not None:
         rows["confidence"] = confidence
     types = {"<f4": "float", "u1": "uchar"}
-    header = ["ply", "format binary_little_endian 1.0", "comment vggt_blender: OpenCV world (first camera)",
+    header = ["ply", "format binary_little_endian 1.0", f"comment vggt_blender: {frame}",
               f"element vertex {len(rows)}"]
     header += [f"property {types[kind]} {name}" for name, kind in fields]
     header.append("end_header")
@@ -49,9 +50,12 @@ def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, confide
 
 def export_ply(rec: Reconstruction, path: str | os.PathLike, source: str = "depth", min_confidence: float = 1.0,
                max_points: int | None = None) -> int:
-    """Write the selected points of `rec` to a PLY file; return the number of points.
+    """Write the selected points of `rec` to a PLY file, in the scene frame (the file's alignment applied: what
+    Blender shows, Z up); return the number of points.
 
     No point passing the threshold is an error (an empty PLY is never what the user wanted)."""
+    from ..geometry.alignment import apply_alignment
+
     xyz, rgb, conf = select_points(rec, source, min_confidence, max_points)
     if len(xyz) == 0:
         conf_all = rec.depth_conf if source == "depth" else rec.point_map_conf
@@ -59,5 +63,6 @@ def export_ply(rec: Reconstruction, path: str | os.PathLike, source: str = "dept
         best = f"{float(valid.max()):.3g}" if valid.size else "none"
         raise RequestError(f"{path}: no point has confidence >= {min_confidence:g} (the most confident has "
                            f"{best}); choose a lower --min-confidence", file=str(path))
-    write_ply(path, xyz, rgb, conf)
+    write_ply(path, apply_alignment(rec.alignment, xyz), rgb, conf,
+              frame="scene, Z up (the reconstruction's alignment applied)")
     return len(xyz)

@@ -24,6 +24,7 @@ import numpy as np
 
 from .atomic import TEMP_PREFIX, atomic_write
 from ..errors import ReconstructionFileError
+from ..geometry.alignment import ALIGNMENT_KEY, alignment_or_default, alignment_problem
 from ..geometry.derive import DERIVED_FROM, derive
 
 SCHEMA = "vggt_blender.reconstruction"
@@ -182,6 +183,17 @@ class Reconstruction:
         """Raise ReconstructionFileError (naming `file`) unless every field matches the schema (the derived
         arrays do by construction once the primaries do)."""
         _check_fields(self._arrays(PRIMARY_FIELDS), str(file), PRIMARY_FIELDS)
+        _check_alignment(self.extra, str(file))
+
+    # Optional key `alignment` (float64 4x4 scene_from_world, geometry/alignment.py), kept in `extra` so save and
+    # load carry it like any extra array; files without it get the default axis change.
+    @property
+    def alignment(self) -> np.ndarray:
+        return alignment_or_default(self.extra.get(ALIGNMENT_KEY))
+
+    @alignment.setter
+    def alignment(self, matrix: np.ndarray) -> None:
+        self.extra[ALIGNMENT_KEY] = np.array(matrix, dtype=np.float64)
 
     def _arrays(self, names: Sequence[str] = tuple(FIELDS)) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -234,6 +246,14 @@ def _check_fields(arrays: dict[str, np.ndarray], file: str, names: Sequence[str]
     if (model_h, model_w) != (sizes["H"], sizes["W"]):
         fail(f"'model_size' says {model_w}x{model_h} (width x height) but the depth maps are "
              f"{sizes['W']}x{sizes['H']}")
+
+
+def _check_alignment(extra: dict[str, np.ndarray], file: str) -> None:
+    """The optional `alignment` key, when present, must be a valid similarity (geometry/alignment.py)."""
+    if ALIGNMENT_KEY in extra:
+        problem = alignment_problem(extra[ALIGNMENT_KEY])
+        if problem:
+            raise ReconstructionFileError(f"{file}: '{ALIGNMENT_KEY}' {problem}", file=file)
 
 
 # ------------------------------------------------------------------------------------------- save/load
@@ -439,6 +459,7 @@ def load_reconstruction(path: str | os.PathLike[str]) -> Reconstruction:
 
     _check_fields(arrays, file)  # the stored derived arrays too: the file must conform to schema v1
     _check_finite(arrays, file)
+    _check_alignment(extra, file)
     return Reconstruction(
         **{name: (arrays[name].tolist() if FIELDS[name][0] == "U" else arrays[name]) for name in PRIMARY_FIELDS},
         provenance=provenance,
