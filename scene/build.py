@@ -12,6 +12,7 @@ from ..vggt_blender.io.reconstruction import load_reconstruction
 from ..vggt_blender.options import SceneOptions
 from .cameras import activate_camera, create_animated_camera, create_photo_cameras, scene_size_estimate
 from .depth_planes import create_depth_plane
+from .node_groups import PLANE_MIN_CONFIDENCE_PROP
 from .point_cloud import create_point_cloud
 
 CAMERA_MODES = ("per_photo", "animated", "both")
@@ -127,6 +128,14 @@ def stored_source_path(source_path: str | os.PathLike | None) -> str:
     return str(path)
 
 
+def add_plane_confidence_control(collection: bpy.types.Collection, value: float) -> None:
+    """The one Min Confidence every depth plane of this reconstruction follows (a driver on each plane)."""
+    collection[PLANE_MIN_CONFIDENCE_PROP] = float(value)
+    collection.id_properties_ui(PLANE_MIN_CONFIDENCE_PROP).update(
+        min=1.0, max=1e6, soft_min=1.0, soft_max=20.0, default=1.0, precision=2,
+        description="Depth planes of this reconstruction hide vertices whose confidence is below this")
+
+
 def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, timings: dict, source_path,
                      t: float) -> None:
     def lap(part: str, start: float) -> float:
@@ -157,6 +166,7 @@ def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, t
         t = lap("point_cloud", t)
 
     if options.create_depth_planes:
+        add_plane_confidence_control(collection, float(options.min_confidence))
         for i in range(len(rec.image_names)):
             create_depth_plane(rec, i, options, collection, images[i] if images else None)
         t = lap("depth_planes", t)

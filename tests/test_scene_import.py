@@ -20,6 +20,7 @@ BPY_MISSING, write_blend = BLEND_FILE.BPY_MISSING, BLEND_FILE.write_blend
 importer = importlib.import_module(f"{EXT.__name__}.operators.import_reconstruction")
 cameras_module = importlib.import_module(f"{EXT.__name__}.scene.cameras")
 build_module = importlib.import_module(f"{EXT.__name__}.scene.build")
+node_groups = importlib.import_module(f"{EXT.__name__}.scene.node_groups")
 
 
 @pytest.fixture(autouse=True)
@@ -146,12 +147,10 @@ def test_name_option_and_scene_options(rec_file, operator_registered):
     assert _kinds(col) == {"point_cloud": 1}
     points = col.objects[0]
     mod = points.modifiers["VGGT"]
-    group = mod.node_group
-    ident = {item.name: item.identifier for item in group.interface.items_tree
-             if item.item_type == "SOCKET" and item.in_out == "INPUT"}
-    assert mod[ident["Min Confidence"]] == pytest.approx(4.0)
-    assert mod[ident["Point Radius"]] == pytest.approx(0.02)  # scene units: not multiplied by Scale
-    assert mod[ident["Material"]].name == "VGGT Point Color"
+    assert node_groups.modifier_input(mod, "Min Confidence") == pytest.approx(4.0)
+    # scene units: not multiplied by Scale
+    assert node_groups.modifier_input(mod, "Point Radius") == pytest.approx(0.02)
+    assert node_groups.modifier_input(mod, "Material").name == "VGGT Point Color"
 
 
 @pytest.mark.parametrize("content,problem", [
