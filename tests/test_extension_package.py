@@ -78,6 +78,40 @@ def test_build_script_makes_a_clean_zip(tmp_path):
     assert zips[0].stat().st_size < 2_000_000  # code only: no weights, photos or test data
 
 
+def _fake_bpy_wheel(folder: Path, version: str) -> None:
+    """A wheel named like bpy's holding only Blender's extension tool, for a pip with no index."""
+    folder.mkdir()
+    dist = f"bpy-{version}.dist-info"
+    with zipfile.ZipFile(folder / f"bpy-{version}-py3-none-any.whl", "w") as wheel:
+        wheel.write(blender_ext_tool(), f"bpy/{version[:3]}/scripts/addons_core/bl_pkg/cli/blender_ext.py")
+        wheel.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: bpy\nVersion: {version}\n")
+        wheel.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                        "Tag: py3-none-any\n")
+        wheel.writestr(f"{dist}/RECORD", "")
+
+
+def test_build_script_sets_up_its_tool_on_a_fresh_checkout(tmp_path):
+    """Run first, in a checkout with no environment, the script fetches the pinned bpy wheel's
+    blender_ext.py itself (here from a local wheel folder: no network) and builds the zip."""
+    checkout = tmp_path / "checkout"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in files.splitlines():
+        if name.startswith(("tests/", "bench/")) or not (ROOT / name).is_file():
+            continue
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, checkout / name)
+    version = re.search(r"^bpy==([\d.]+)", (ROOT / "requirements" / "runtime.txt").read_text(), re.M).group(1)
+    _fake_bpy_wheel(tmp_path / "wheels", version)
+    env = {k: v for k, v in os.environ.items() if k not in ("BLENDER_EXT", "PYTHON") and not k.startswith("PIP_")}
+    env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(tmp_path / "wheels"), PYTHON=sys.executable)
+    out = subprocess.run(["bash", "scripts/build_extension.sh"], cwd=checkout, capture_output=True, text=True,
+                         timeout=180, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(list((checkout / "dist").glob("vggt_blender-*.zip"))) == 1
+    assert (checkout / ".work" / "blender_ext" / "blender_ext.py").is_file()
+    assert not (checkout / ".work" / "bpy-wheel").exists()  # the big wheel is not kept
+
+
 def test_blender_side_uses_relative_imports_only():
     # Installed, the package is bl_ext.<repo>.vggt_blender: an absolute import of our own modules breaks.
     files = [ROOT / "__init__.py", ROOT / "preferences.py", ROOT / "properties.py", ROOT / "runtime.py"]
