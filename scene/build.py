@@ -48,11 +48,12 @@ def load_images(rec) -> tuple[list, list[str]]:
 
 def build_scene(rec, options: SceneOptions | None = None, name: str | None = None, context=None,
                 timings: dict | None = None, source_path: str | os.PathLike | None = None,
-                ) -> bpy.types.Collection:
+                blend_path: str | os.PathLike | None = None) -> bpy.types.Collection:
     """Create ONE new collection (under the scene collection) holding the reconstruction's objects.
 
     `rec` is a Reconstruction (or anything with the schema's arrays as attributes); `source_path` (the
-    reconstruction file) is stored on the collection as "vggt_reconstruction". `timings`, when given, is
+    reconstruction file) is stored on the collection as "vggt_reconstruction", relative to `blend_path` (the
+    .blend this scene will be saved as; default: the open file) when it lies in that folder. `timings`, when given, is
     filled with seconds per part (for the benchmark). Missing photos do not stop the import; they are listed
     in the collection's "vggt_warnings" property.
     """
@@ -72,7 +73,7 @@ def build_scene(rec, options: SceneOptions | None = None, name: str | None = Non
     collection = bpy.data.collections.new(name)  # Blender adds ".001" when the name is taken
     scene.collection.children.link(collection)
     try:
-        _fill_collection(rec, options, name, scene, collection, timings, source_path, t)
+        _fill_collection(rec, options, name, scene, collection, timings, source_path, t, blend_path)
     except BaseException:
         # A failed import leaves nothing half-built behind.
         _roll_back(scene, collection, before)
@@ -115,14 +116,16 @@ def remove_collection(collection: bpy.types.Collection) -> None:
     bpy.data.collections.remove(collection)
 
 
-def stored_source_path(source_path: str | os.PathLike | None) -> str:
+def stored_source_path(source_path: str | os.PathLike | None,
+                       blend_path: str | os.PathLike | None = None) -> str:
     """The reconstruction file as the collection stores it: relative ("//vggt/x.npz") when it lies under the
-    saved .blend's folder, so the project folder can move; absolute otherwise."""
+    folder of the .blend (`blend_path`, else the open file), so the project folder can move; else absolute."""
     if not source_path:
         return ""
     path = Path(source_path).resolve()
-    if bpy.data.filepath:
-        blend_dir = Path(bpy.data.filepath).resolve().parent
+    blend = blend_path or bpy.data.filepath
+    if blend:
+        blend_dir = Path(blend).resolve().parent
         if path.is_relative_to(blend_dir):
             return bpy.path.relpath(str(path), start=str(blend_dir))
     return str(path)
@@ -137,13 +140,13 @@ def add_plane_confidence_control(collection: bpy.types.Collection, value: float)
 
 
 def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, timings: dict, source_path,
-                     t: float) -> None:
+                     t: float, blend_path=None) -> None:
     def lap(part: str, start: float) -> float:
         now = time.perf_counter()
         timings[part] = timings.get(part, 0.0) + now - start
         return now
 
-    collection["vggt_reconstruction"] = stored_source_path(source_path)
+    collection["vggt_reconstruction"] = stored_source_path(source_path, blend_path)
     collection["vggt_scale"] = float(options.scale)
     scene_size = scene_size_estimate(rec) * float(options.scale)
     needs_images = options.create_depth_planes or (options.create_cameras and options.background_images)

@@ -143,6 +143,9 @@ def test_blend_output(tiny, tmp_path):
     assert blend.stat().st_size > 10_000
     assert (tmp_path / "scene.npz").is_file()  # the reconstruction goes beside the .blend
     assert f"wrote {tmp_path / 'scene.npz'} and {blend}:" in result.stderr
+    # Which Blender opens it (bpy 5.0 writes it: 4.5 LTS and newer), and the .npz route for 4.2.
+    assert "scene.blend was saved by Blender 5.0 and opens in Blender 4.5 or newer" in result.stderr
+    assert "VGGT Reconstruction on scene.npz" in result.stderr
 
 
 def test_download_of_a_gated_checkpoint_needs_a_token(tmp_path, monkeypatch, capsys):

@@ -196,6 +196,21 @@ def test_write_blend_reopens_with_the_objects(rec_file, tmp_path):
                                   [0, 1, 2])
 
 
+def test_write_blend_stores_the_reconstruction_relative_to_the_blend(rec_file, tmp_path):
+    path, _ = rec_file  # tmp_path/garden.npz: beside the .blend
+    blend = tmp_path / "scene.blend"
+    write_blend(path, blend, SceneOptions(create_point_cloud=False, create_depth_planes=False))
+    bpy.ops.wm.read_homefile(use_empty=True)
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    col = bpy.data.collections["garden"]
+    assert col["vggt_reconstruction"] == "//garden.npz"
+    assert bpy.path.abspath(col["vggt_reconstruction"]) == str(path)
+    note = BLEND_FILE.blend_compatibility_note(blend, path)
+    major, minor = bpy.app.version[:2]
+    assert f"saved by Blender {major}.{minor}" in note and "garden.npz" in note and "4.2" in note
+    assert BLEND_FILE.oldest_blender_that_opens((5, 0)) == (4, 5)  # measured: 4.2 refuses a 5.0 file
+
+
 def test_write_blend_errors(rec_file, tmp_path, monkeypatch):
     path, _ = rec_file
     with pytest.raises(VGGTError, match=r"must end in \.blend"):
