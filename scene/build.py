@@ -8,6 +8,7 @@ from pathlib import Path
 
 import bpy
 
+from ..vggt_blender.geometry.lens_check import lens_warnings
 from ..vggt_blender.io.reconstruction import load_reconstruction
 from ..vggt_blender.options import SceneOptions
 from .cameras import activate_camera, create_animated_camera, create_photo_cameras, scene_size_estimate
@@ -131,6 +132,15 @@ def stored_source_path(source_path: str | os.PathLike | None,
     return str(path)
 
 
+def reconstruction_warnings(rec) -> list[str]:
+    """What the scene cannot fix but the user should know: cameras no real lens has (the camera would not
+    match its photo: Blender clamps the pixel aspect at 200)."""
+    try:
+        return lens_warnings(rec.intrinsics, rec.original_sizes, list(rec.image_names))
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return []
+
+
 def add_plane_confidence_control(collection: bpy.types.Collection, value: float) -> None:
     """The one Min Confidence every depth plane of this reconstruction follows (a driver on each plane)."""
     collection[PLANE_MIN_CONFIDENCE_PROP] = float(value)
@@ -176,6 +186,7 @@ def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, t
 
     if cameras and scene.camera is None:
         activate_camera(scene, cameras[0])
+    warnings += reconstruction_warnings(rec)
     if warnings:
         collection["vggt_warnings"] = warnings
     lap("finish", t)
