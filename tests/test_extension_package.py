@@ -231,3 +231,30 @@ def test_probe_a_real_runtime(tmp_path):
     missing = runtime_setup.probe_runtime(RUNTIME_PYTHON, ROOT, str(tmp_path / "absent.pt"))
     assert "weights" not in missing and "absent.pt" in missing["weights_error"]
     assert runtime_setup.probe_runtime(tmp_path / "none" / "python", ROOT)["error"].endswith("does not exist")
+
+
+def _find_python313(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    clean = {"PATH": env.pop("PATH", str(tmp_path / "bin") + ":/usr/bin:/bin"), "HOME": str(tmp_path / "home"),
+             "PYENV_ROOT": str(tmp_path / "pyenv"), **env}
+    return subprocess.run(["bash", str(ROOT / "scripts" / "find_python313.sh")], capture_output=True, text=True,
+                          timeout=60, env=clean)
+
+
+def test_python313_search_for_bpy_5_1_and_newer(tmp_path):
+    # None anywhere it looks: one clear line naming the places and the override.
+    (tmp_path / "bin").mkdir()
+    if any(Path(p).exists() for p in ("/usr/bin/python3.13", "/usr/local/bin/python3.13")):
+        pytest.skip("this machine has a system Python 3.13")
+    out = _find_python313(tmp_path)
+    assert out.returncode == 1 and out.stdout == ""
+    assert "no Python 3.13 found" in out.stderr and "PYTHON313=" in out.stderr and len(out.stderr.splitlines()) == 1
+    # An override that is not 3.13 is refused, not used.
+    out = _find_python313(tmp_path, PYTHON313=sys.executable)
+    assert out.returncode == 1 and "is not a working Python 3.13" in out.stderr
+    # pyenv's folder layout is found without pyenv on the PATH (how these machines provide 3.13).
+    fake = tmp_path / "pyenv" / "versions" / "3.13.0" / "bin" / "python3.13"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\n# answers the version check like a 3.13 would\nexit 0\n")
+    fake.chmod(0o755)
+    out = _find_python313(tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == str(fake)
