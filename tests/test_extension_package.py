@@ -248,8 +248,11 @@ def test_python313_search_for_bpy_5_1_and_newer(tmp_path):
     out = _find_python313(tmp_path)
     assert out.returncode == 1 and out.stdout == ""
     assert "no Python 3.13 found" in out.stderr and "PYTHON313=" in out.stderr and len(out.stderr.splitlines()) == 1
-    # An override that is not 3.13 is refused, not used.
-    out = _find_python313(tmp_path, PYTHON313=sys.executable)
+    # An override that is not 3.13 (this one fails the version check like a 3.12 would) is refused, not used.
+    other = tmp_path / "bin" / "python3.12"
+    other.write_text("#!/bin/sh\nexit 1\n")
+    other.chmod(0o755)
+    out = _find_python313(tmp_path, PYTHON313=str(other))
     assert out.returncode == 1 and "is not a working Python 3.13" in out.stderr
     # pyenv's folder layout is found without pyenv on the PATH (how these machines provide 3.13).
     fake = tmp_path / "pyenv" / "versions" / "3.13.0" / "bin" / "python3.13"
