@@ -115,6 +115,10 @@ class VGGT_PG_settings(SceneOptionProperties, bpy.types.PropertyGroup):
         return "vggt"
 
 
+class VGGT_PG_warning(bpy.types.PropertyGroup):
+    text: StringProperty(name="Warning", default="")
+
+
 class VGGT_PG_job(bpy.types.PropertyGroup):
     """The running (or last) reconstruction, shown by the panel. Lives on the window manager: never saved."""
 
@@ -125,9 +129,21 @@ class VGGT_PG_job(bpy.types.PropertyGroup):
     last_error: StringProperty(default="")
     log_path: StringProperty(default="", subtype="FILE_PATH")
     last_result: StringProperty(default="")
+    # The last run's warnings (the worker's "a third of the portrait photo cropped away", "photos padded",
+    # implausible cameras ...): one line each, shown by the panel after the run. Fill with set_job_warnings.
+    last_warnings: CollectionProperty(type=VGGT_PG_warning)
 
 
-classes = (VGGT_PG_photo, VGGT_PG_settings, VGGT_PG_job)
+def set_job_warnings(job: VGGT_PG_job, lines) -> None:
+    """Replace the last run's warnings shown in the panel (window_manager.vggt_job.last_warnings)."""
+    job.last_warnings.clear()
+    for line in lines or ():
+        text = " ".join(str(line).split())
+        if text:
+            job.last_warnings.add().text = text[:400]
+
+
+classes = (VGGT_PG_photo, VGGT_PG_settings, VGGT_PG_warning, VGGT_PG_job)
 
 
 def register() -> None:

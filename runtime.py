@@ -194,10 +194,11 @@ def clear_status_text() -> None:
 
 
 def default_output_dir() -> Path:
-    """Reconstructions go beside the .blend (`//vggt/`), or into the user folder for an unsaved file."""
-    if bpy.data.filepath:
-        return Path(bpy.path.abspath("//vggt"))
-    return user_dir("reconstructions")
+    """Reconstructions go beside the .blend (`//vggt/`), or, for an unsaved file, into a folder that
+    uninstalling the extension keeps; saving the file moves them beside it (scene/project_files.py)."""
+    from .scene.project_files import reconstruction_output_dir
+
+    return reconstruction_output_dir()
 
 
 def env_without_blender_python() -> dict[str, str]:

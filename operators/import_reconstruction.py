@@ -58,3 +58,16 @@ def menu_func_import(self, context) -> None:
 
 
 classes = (VGGT_OT_import_reconstruction,)
+
+
+def register() -> None:
+    # Reconstructions made in an unsaved file move beside the .blend when it is saved.
+    from ..scene.project_files import register_handlers
+
+    register_handlers()
+
+
+def unregister() -> None:
+    from ..scene.project_files import unregister_handlers
+
+    unregister_handlers()

@@ -13,7 +13,7 @@ from ..vggt_blender.io.photo_paths import collect_images
 
 
 class VGGT_OT_add_photos(bpy.types.Operator, ImportHelper):
-    """Add photos: select several files, or select none to take every image in the folder (natural order)"""
+    """Add photos to the list: select several files, or none to add every image in the folder (natural order)"""
 
     bl_idname = "vggt.add_photos"
     bl_label = "Add Photos"
@@ -24,8 +24,8 @@ class VGGT_OT_add_photos(bpy.types.Operator, ImportHelper):
     filter_image: BoolProperty(default=True, options={"HIDDEN"})
     files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
     directory: StringProperty(subtype="DIR_PATH")
-    replace: BoolProperty(name="Replace List", default=True,
-                          description="Replace the current photo list instead of appending to it")
+    replace: BoolProperty(name="Replace List", default=False,
+                          description="Replace the current photo list instead of adding to it")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         directory = self.directory or os.path.dirname(self.filepath)
@@ -40,10 +40,11 @@ class VGGT_OT_add_photos(bpy.types.Operator, ImportHelper):
         settings = context.scene.vggt
         if self.replace:
             settings.photos.clear()
-        known = {p.filepath for p in settings.photos}
+        known = {os.path.normpath(bpy.path.abspath(p.filepath)) for p in settings.photos}
         for path in paths:
-            if path not in known:
+            if os.path.normpath(path) not in known:  # adding the same photo twice changes nothing
                 settings.photos.add().filepath = path
+                known.add(os.path.normpath(path))
         for warning in warnings[:5]:
             self.report({"WARNING"}, warning)
         self.report({"INFO"}, f"{len(settings.photos)} photos")

@@ -7,6 +7,8 @@ import os
 import bpy
 
 from .. import runtime
+from ..scene.node_groups import PLANE_MIN_CONFIDENCE_PROP
+from ..vggt_blender.io.exif_orientation import exif_orientation, upright_size
 
 # What the panel shows about the photos, read once per photo list: the panel redraws often (every progress
 # tick), and stat()-ing hundreds of photos (maybe on a network drive) each time would make it sluggish.
@@ -36,7 +38,8 @@ def photo_file_size(path: str) -> int:
 
 
 def photo_dimensions(path: str) -> tuple[int, int] | None:
-    """Pixel size of one photo (decoded once with Blender's image loader, then cached)."""
+    """Pixel size of one photo as it is shown upright (EXIF orientation applied: Blender's loader ignores
+    it), decoded once with Blender's image loader, then cached."""
     if path not in _photo_dims:
         size = None
         if photo_file_size(path) >= 0:
@@ -44,8 +47,9 @@ def photo_dimensions(path: str) -> tuple[int, int] | None:
                 import imbuf
 
                 buf = imbuf.load(path)
-                size = tuple(int(v) for v in buf.size)
+                width, height = (int(v) for v in buf.size)
                 buf.free()
+                size = upright_size(width, height, exif_orientation(path))
             except Exception:
                 size = None
         _photo_dims[path] = size
@@ -84,6 +88,7 @@ class VGGT_PT_main(bpy.types.Panel):
         col = layout.column(align=True)
         row = col.row(align=True)
         row.operator("vggt.add_photos", text="Add Photos / Folder", icon="FILE_FOLDER")
+        row.operator("vggt.remove_photo", text="", icon="REMOVE")
         row.operator("vggt.clear_photos", text="", icon="X")
         col.template_list("VGGT_UL_photos", "", settings, "photos", settings, "photo_index", rows=3)
         if paths:
@@ -142,6 +147,17 @@ class VGGT_PT_main(bpy.types.Panel):
                 layout.label(text=f"Log: {job.log_path}")
         elif job.message and not job.running:
             layout.label(text=job.message[:200], icon="INFO")
+        if not job.running:
+            draw_warnings(layout, [w.text for w in job.last_warnings], "Last run")
+
+        # The reconstruction the active object belongs to: its shared depth-plane control and its warnings.
+        collection = active_reconstruction(context)
+        if collection is not None:
+            box = layout.box()
+            box.label(text=collection.name, icon="OUTLINER_COLLECTION")
+            if PLANE_MIN_CONFIDENCE_PROP in collection:
+                box.prop(collection, f'["{PLANE_MIN_CONFIDENCE_PROP}"]', text="Depth Planes Min Confidence")
+            draw_warnings(box, [str(w) for w in collection.get("vggt_warnings", [])], "Import")
 
         # Alignment of the reconstruction the active object belongs to (operators/alignment.py).
         ob = context.active_object
@@ -159,6 +175,32 @@ class VGGT_PT_main(bpy.types.Panel):
         if ob is not None and ob.type == "CAMERA" and ob.get("vggt_kind") in ("camera", "animated_camera"):
             op = layout.operator("vggt.look_through", text=f"Look Through {ob.name}", icon="VIEW_CAMERA")
             op.camera = ob.name
+
+
+MAX_WARNING_LINES = 5
+
+
+def draw_warnings(layout, lines: list[str], title: str) -> None:
+    """A few warning lines (then how many more): what the user must know, not the whole log."""
+    if not lines:
+        return
+    col = layout.column(align=True)
+    col.label(text=f"{title}: {len(lines)} warning{'s' if len(lines) != 1 else ''}", icon="ERROR")
+    for line in lines[:MAX_WARNING_LINES]:
+        col.label(text=line[:200])
+    if len(lines) > MAX_WARNING_LINES:
+        col.label(text=f"... and {len(lines) - MAX_WARNING_LINES} more (see the log)")
+
+
+def active_reconstruction(context: bpy.types.Context):
+    """The reconstruction collection holding the active object, if any."""
+    ob = getattr(context, "active_object", None)
+    if ob is None or "vggt_kind" not in ob:
+        return None
+    for collection in ob.users_collection:
+        if "vggt_reconstruction" in collection:
+            return collection
+    return None
 
 
 classes = (VGGT_UL_photos, VGGT_PT_main)

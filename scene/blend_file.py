@@ -17,6 +17,27 @@ class BlendFileError(VGGTError):
     code = "bad_request"
 
 
+# A .blend opens in the Blender that wrote it and newer ones; Blender 4.5 LTS also reads 5.x files (it warns),
+# 4.2 LTS refuses them ("not a blend file"). Measured with the bpy wheels: 5.0.1 -> 4.5.15 opens, 4.2.23 not.
+_OLDEST_READER = {(5, 0): (4, 5)}
+
+
+def oldest_blender_that_opens(written_by: tuple[int, int]) -> tuple[int, int]:
+    """The oldest Blender (major, minor) known to open a .blend saved by Blender `written_by`."""
+    return _OLDEST_READER.get(tuple(written_by[:2]), tuple(written_by[:2]))
+
+
+def blend_compatibility_note(blend_path: str | os.PathLike, reconstruction_path: str | os.PathLike) -> str:
+    """One line for the command line after writing a .blend: which Blender opens it, and the way for others."""
+    import bpy
+
+    major, minor = bpy.app.version[:2]
+    low = "%d.%d" % oldest_blender_that_opens((major, minor))
+    return (f"{Path(blend_path).name} was saved by Blender {major}.{minor} and opens in Blender {low} or newer; "
+            f"in older Blender (4.2 LTS) use File > Import > VGGT Reconstruction on "
+            f"{Path(reconstruction_path).name} (the .npz imports in every supported Blender)")
+
+
 def write_blend(reconstruction_path: str | os.PathLike, blend_path: str | os.PathLike, options=None) -> Path:
     """Load the reconstruction, build its scene into an empty Blender file and save it to `blend_path`."""
     try:
@@ -38,7 +59,7 @@ def write_blend(reconstruction_path: str | os.PathLike, blend_path: str | os.Pat
     rec = load_reconstruction(reconstruction_path)  # before touching the open file: a bad file changes nothing
     bpy.ops.wm.read_homefile(use_empty=True)
     build.build_scene(rec, options or SceneOptions(), build.default_collection_name(rec, reconstruction_path),
-                      bpy.context, source_path=reconstruction_path)
+                      bpy.context, source_path=reconstruction_path, blend_path=blend_path)
     # Cycles renders the emission materials as the photos; keep a neutral view transform for that.
     scene = bpy.context.scene
     scene.view_settings.view_transform = "Standard"

@@ -9,10 +9,12 @@ from pathlib import Path
 import bpy
 
 from ..vggt_blender.geometry.alignment import reconstruction_alignment, scaled_alignment, similarity_parts
+from ..vggt_blender.geometry.lens_check import lens_warnings
 from ..vggt_blender.io.reconstruction import load_reconstruction
 from ..vggt_blender.options import SceneOptions
 from .cameras import activate_camera, create_animated_camera, create_photo_cameras, scene_size_estimate
 from .depth_planes import create_depth_plane
+from .node_groups import PLANE_MIN_CONFIDENCE_PROP
 from .point_cloud import create_point_cloud
 
 CAMERA_MODES = ("per_photo", "animated", "both")
@@ -48,11 +50,12 @@ def load_images(rec) -> tuple[list, list[str]]:
 
 def build_scene(rec, options: SceneOptions | None = None, name: str | None = None, context=None,
                 timings: dict | None = None, source_path: str | os.PathLike | None = None,
-                ) -> bpy.types.Collection:
+                blend_path: str | os.PathLike | None = None) -> bpy.types.Collection:
     """Create ONE new collection (under the scene collection) holding the reconstruction's objects.
 
     `rec` is a Reconstruction (or anything with the schema's arrays as attributes); `source_path` (the
-    reconstruction file) is stored on the collection as "vggt_reconstruction". `timings`, when given, is
+    reconstruction file) is stored on the collection as "vggt_reconstruction", relative to `blend_path` (the
+    .blend this scene will be saved as; default: the open file) when it lies in that folder. `timings`, when given, is
     filled with seconds per part (for the benchmark). Missing photos do not stop the import; they are listed
     in the collection's "vggt_warnings" property.
     """
@@ -72,7 +75,7 @@ def build_scene(rec, options: SceneOptions | None = None, name: str | None = Non
     collection = bpy.data.collections.new(name)  # Blender adds ".001" when the name is taken
     scene.collection.children.link(collection)
     try:
-        _fill_collection(rec, options, name, scene, collection, timings, source_path, t)
+        _fill_collection(rec, options, name, scene, collection, timings, source_path, t, blend_path)
     except BaseException:
         # A failed import leaves nothing half-built behind.
         _roll_back(scene, collection, before)
@@ -115,27 +118,46 @@ def remove_collection(collection: bpy.types.Collection) -> None:
     bpy.data.collections.remove(collection)
 
 
-def stored_source_path(source_path: str | os.PathLike | None) -> str:
+def stored_source_path(source_path: str | os.PathLike | None,
+                       blend_path: str | os.PathLike | None = None) -> str:
     """The reconstruction file as the collection stores it: relative ("//vggt/x.npz") when it lies under the
-    saved .blend's folder, so the project folder can move; absolute otherwise."""
+    folder of the .blend (`blend_path`, else the open file), so the project folder can move; else absolute."""
     if not source_path:
         return ""
     path = Path(source_path).resolve()
-    if bpy.data.filepath:
-        blend_dir = Path(bpy.data.filepath).resolve().parent
+    blend = blend_path or bpy.data.filepath
+    if blend:
+        blend_dir = Path(blend).resolve().parent
         if path.is_relative_to(blend_dir):
             return bpy.path.relpath(str(path), start=str(blend_dir))
     return str(path)
 
 
+def reconstruction_warnings(rec) -> list[str]:
+    """What the scene cannot fix but the user should know: cameras no real lens has (the camera would not
+    match its photo: Blender clamps the pixel aspect at 200)."""
+    try:
+        return lens_warnings(rec.intrinsics, rec.original_sizes, list(rec.image_names))
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return []
+
+
+def add_plane_confidence_control(collection: bpy.types.Collection, value: float) -> None:
+    """The one Min Confidence every depth plane of this reconstruction follows (a driver on each plane)."""
+    collection[PLANE_MIN_CONFIDENCE_PROP] = float(value)
+    collection.id_properties_ui(PLANE_MIN_CONFIDENCE_PROP).update(
+        min=1.0, max=1e6, soft_min=1.0, soft_max=20.0, default=1.0, precision=2,
+        description="Depth planes of this reconstruction hide vertices whose confidence is below this")
+
+
 def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, timings: dict, source_path,
-                     t: float) -> None:
+                     t: float, blend_path=None) -> None:
     def lap(part: str, start: float) -> float:
         now = time.perf_counter()
         timings[part] = timings.get(part, 0.0) + now - start
         return now
 
-    collection["vggt_reconstruction"] = stored_source_path(source_path)
+    collection["vggt_reconstruction"] = stored_source_path(source_path, blend_path)
     collection["vggt_scale"] = float(options.scale)
     # What the objects were placed with (scale folded in): the alignment operators start from it.
     alignment = reconstruction_alignment(rec)
@@ -161,12 +183,14 @@ def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, t
         t = lap("point_cloud", t)
 
     if options.create_depth_planes:
+        add_plane_confidence_control(collection, float(options.min_confidence))
         for i in range(len(rec.image_names)):
             create_depth_plane(rec, i, options, collection, images[i] if images else None)
         t = lap("depth_planes", t)
 
     if cameras and scene.camera is None:
         activate_camera(scene, cameras[0])
+    warnings += reconstruction_warnings(rec)
     if warnings:
         collection["vggt_warnings"] = warnings
     lap("finish", t)

@@ -83,14 +83,21 @@ def create_photo_cameras(rec, scale: float, collection: bpy.types.Collection, im
 
 
 def _fcurves(id_data) -> list:
-    """F-curves of `id_data`'s action: Action.fcurves before 5.0, the slot's channelbag from 5.0 on."""
+    """F-curves of `id_data`'s own animation.
+
+    With slotted actions (Blender 4.4+) an object and its camera data may share one Action in two slots, and
+    the legacy `Action.fcurves` (gone in 5.0) then lists the first slot's curves, not this ID's: read the
+    channelbag of the ID's slot wherever `action_slot` exists, whatever the version number says.
+    """
     anim = id_data.animation_data
     if anim is None or anim.action is None:
         return []
     action = anim.action
-    if bpy.app.version >= (5, 0, 0) or not hasattr(action, "fcurves"):
+    if hasattr(anim, "action_slot"):
         from bpy_extras.anim_utils import action_get_channelbag_for_slot
 
+        if anim.action_slot is None:
+            return []
         bag = action_get_channelbag_for_slot(action, anim.action_slot)
         return list(bag.fcurves) if bag is not None else []
     return list(action.fcurves)

@@ -15,7 +15,7 @@ from ..vggt_blender.geometry.blender_camera import opencv_to_blender_points
 from ..vggt_blender.geometry.derive import unproject_pixels
 from .attributes import write_attribute, write_positions
 from .materials import photo_material
-from .node_groups import add_modifier, depth_plane_group
+from .node_groups import PLANE_MIN_CONFIDENCE_PROP, add_modifier, depth_plane_group, drive_input_from_collection
 
 
 def _grid_samples(start: int, stop: int, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,4 +103,7 @@ def create_depth_plane(rec, i: int, options, collection: bpy.types.Collection,
     ob["vggt_image_path"] = str(rec.display_paths[i])
     collection.objects.link(ob)
     add_modifier(ob, depth_plane_group(), {"Min Confidence": float(options.min_confidence)})
+    if PLANE_MIN_CONFIDENCE_PROP in collection:
+        # One control for every plane of the reconstruction: the collection's shared threshold.
+        drive_input_from_collection(ob, "Min Confidence", collection, PLANE_MIN_CONFIDENCE_PROP)
     return ob

@@ -158,6 +158,9 @@ def test_blend_output(tiny, tmp_path):
                       "--max-points", "2000", "--scale", "2"], tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     assert f"wrote {tmp_path / 'scene.npz'} and {blend}:" in result.stderr
+    # Which Blender opens it (bpy 5.0 writes it: 4.5 LTS and newer), and the .npz route for 4.2.
+    assert "scene.blend was saved by Blender 5.0 and opens in Blender 4.5 or newer" in result.stderr
+    assert "VGGT Reconstruction on scene.npz" in result.stderr
     rec = load_reconstruction(tmp_path / "scene.npz")  # the reconstruction goes beside the .blend
     bpy.ops.wm.open_mainfile(filepath=str(blend))
     try:

@@ -78,6 +78,40 @@ def test_build_script_makes_a_clean_zip(tmp_path):
     assert zips[0].stat().st_size < 2_000_000  # code only: no weights, photos or test data
 
 
+def _fake_bpy_wheel(folder: Path, version: str) -> None:
+    """A wheel named like bpy's holding only Blender's extension tool, for a pip with no index."""
+    folder.mkdir()
+    dist = f"bpy-{version}.dist-info"
+    with zipfile.ZipFile(folder / f"bpy-{version}-py3-none-any.whl", "w") as wheel:
+        wheel.write(blender_ext_tool(), f"bpy/{version[:3]}/scripts/addons_core/bl_pkg/cli/blender_ext.py")
+        wheel.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: bpy\nVersion: {version}\n")
+        wheel.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                        "Tag: py3-none-any\n")
+        wheel.writestr(f"{dist}/RECORD", "")
+
+
+def test_build_script_sets_up_its_tool_on_a_fresh_checkout(tmp_path):
+    """Run first, in a checkout with no environment, the script fetches the pinned bpy wheel's
+    blender_ext.py itself (here from a local wheel folder: no network) and builds the zip."""
+    checkout = tmp_path / "checkout"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in files.splitlines():
+        if name.startswith(("tests/", "bench/")) or not (ROOT / name).is_file():
+            continue
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, checkout / name)
+    version = re.search(r"^bpy==([\d.]+)", (ROOT / "requirements" / "runtime.txt").read_text(), re.M).group(1)
+    _fake_bpy_wheel(tmp_path / "wheels", version)
+    env = {k: v for k, v in os.environ.items() if k not in ("BLENDER_EXT", "PYTHON") and not k.startswith("PIP_")}
+    env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(tmp_path / "wheels"), PYTHON=sys.executable)
+    out = subprocess.run(["bash", "scripts/build_extension.sh"], cwd=checkout, capture_output=True, text=True,
+                         timeout=180, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(list((checkout / "dist").glob("vggt_blender-*.zip"))) == 1
+    assert (checkout / ".work" / "blender_ext" / "blender_ext.py").is_file()
+    assert not (checkout / ".work" / "bpy-wheel").exists()  # the big wheel is not kept
+
+
 def test_blender_side_uses_relative_imports_only():
     # Installed, the package is bl_ext.<repo>.vggt_blender: an absolute import of our own modules breaks.
     files = [ROOT / "__init__.py", ROOT / "preferences.py", ROOT / "properties.py", ROOT / "runtime.py"]
@@ -197,3 +231,33 @@ def test_probe_a_real_runtime(tmp_path):
     missing = runtime_setup.probe_runtime(RUNTIME_PYTHON, ROOT, str(tmp_path / "absent.pt"))
     assert "weights" not in missing and "absent.pt" in missing["weights_error"]
     assert runtime_setup.probe_runtime(tmp_path / "none" / "python", ROOT)["error"].endswith("does not exist")
+
+
+def _find_python313(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    clean = {"PATH": env.pop("PATH", str(tmp_path / "bin") + ":/usr/bin:/bin"), "HOME": str(tmp_path / "home"),
+             "PYENV_ROOT": str(tmp_path / "pyenv"), **env}
+    return subprocess.run(["bash", str(ROOT / "scripts" / "find_python313.sh")], capture_output=True, text=True,
+                          timeout=60, env=clean)
+
+
+def test_python313_search_for_bpy_5_1_and_newer(tmp_path):
+    # None anywhere it looks: one clear line naming the places and the override.
+    (tmp_path / "bin").mkdir()
+    if any(Path(p).exists() for p in ("/usr/bin/python3.13", "/usr/local/bin/python3.13")):
+        pytest.skip("this machine has a system Python 3.13")
+    out = _find_python313(tmp_path)
+    assert out.returncode == 1 and out.stdout == ""
+    assert "no Python 3.13 found" in out.stderr and "PYTHON313=" in out.stderr and len(out.stderr.splitlines()) == 1
+    # An override that is not 3.13 (this one fails the version check like a 3.12 would) is refused, not used.
+    other = tmp_path / "bin" / "python3.12"
+    other.write_text("#!/bin/sh\nexit 1\n")
+    other.chmod(0o755)
+    out = _find_python313(tmp_path, PYTHON313=str(other))
+    assert out.returncode == 1 and "is not a working Python 3.13" in out.stderr
+    # pyenv's folder layout is found without pyenv on the PATH (how these machines provide 3.13).
+    fake = tmp_path / "pyenv" / "versions" / "3.13.0" / "bin" / "python3.13"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\n# answers the version check like a 3.13 would\nexit 0\n")
+    fake.chmod(0o755)
+    out = _find_python313(tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == str(fake)

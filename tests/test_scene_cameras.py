@@ -173,3 +173,24 @@ def test_animated_camera_follows_every_photo():
     fcurves = cameras._fcurves(shot)
     assert {fc.data_path for fc in fcurves} == {"location", "rotation_quaternion"}
     assert all(len(fc.keyframe_points) == 5 for fc in fcurves)
+
+
+def test_animated_camera_lens_and_shift_interpolate_linearly():
+    """The lens/shift keys live on the camera DATA: on 4.4+ (slotted actions) its curves are in the data's
+    own slot, not the object's, and must be made LINEAR like the pose (a BEZIER lens eases in and out)."""
+    photos = [CROP_LANDSCAPE] * 3
+    rec = _views(518, 350, photos, seed=5)
+    zoomed = rec.intrinsics_model.copy()
+    zoomed[1, 0, 0] *= 1.5  # a zoom between the photos, so the in-between lens tells the curve apart
+    rec.intrinsics_model = zoomed  # (photo intrinsics follow: they are derived)
+    opts = SceneOptions(camera_mode="animated", **CAMERAS_ONLY)
+    col = build.build_scene(rec, opts, "zoom")
+    shot = next(o for o in col.objects if o.get("vggt_kind") == "animated_camera")
+    data_curves = cameras._fcurves(shot.data)
+    assert {fc.data_path for fc in data_curves} == {"lens", "shift_x", "shift_y"}
+    lenses = [blender_camera_params(rec.intrinsics[i], 640, 427, rec.extrinsics[i]).lens for i in range(3)]
+    scene = bpy.context.scene
+    scene.frame_set(1, subframe=0.25)
+    assert shot.data.lens == pytest.approx(lenses[0] + 0.25 * (lenses[1] - lenses[0]), rel=1e-5)
+    for fc in data_curves:
+        assert {kp.interpolation for kp in fc.keyframe_points} == {"LINEAR"}, fc.data_path

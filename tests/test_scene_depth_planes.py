@@ -104,7 +104,7 @@ def test_confidence_filter_deletes_vertices_and_their_faces():
     faces = depth_planes.grid_faces(25, 33)
     assert len(ob.data.polygons) == len(faces)
     for threshold in (1.0, 2.0, 5.5, 9.0):
-        node_groups.set_modifier_input(ob, "Min Confidence", threshold)
+        node_groups.set_shared_property(col, node_groups.PLANE_MIN_CONFIDENCE_PROP, threshold)
         depsgraph = bpy.context.evaluated_depsgraph_get()
         evaluated = ob.evaluated_get(depsgraph)
         mesh = evaluated.to_mesh()
@@ -146,3 +146,43 @@ def test_cycles_render_from_its_camera_reproduces_the_photo(tmp_path):
     print(f"render vs photo: mean |diff| {err:.4f} (2 px shift would give {shifted:.4f})")
     assert err < 0.015
     assert err < shifted / 3
+
+
+def test_depth_planes_share_one_min_confidence_per_reconstruction():
+    """One control on the collection drives every plane of that reconstruction, and only that one."""
+    one = _rec("/nonexistent/a.jpg", (96, 72), (96, 72), (1, 1, 0, 0), (0, 0, 96, 72), seed=5)
+    two = make_reconstruction(
+        np.concatenate([one.depth] * 2), np.concatenate([one.extrinsics] * 2),
+        np.concatenate([one.intrinsics_model] * 2), depth_conf=np.concatenate([one.depth_conf, one.depth_conf[:, ::-1]]),
+        pixel_map=np.concatenate([one.pixel_map] * 2), valid_box=np.concatenate([one.valid_box] * 2),
+        original_sizes=np.concatenate([one.original_sizes] * 2), image_paths=["/nonexistent/a.jpg", "/nonexistent/b.jpg"])
+    opts = SceneOptions(create_cameras=False, create_point_cloud=False, plane_step=4, min_confidence=1.0)
+    first = build.build_scene(two, opts, "first")
+    second = build.build_scene(_rec("/nonexistent/c.jpg", (96, 72), (96, 72), (1, 1, 0, 0), (0, 0, 96, 72), seed=6),
+                               opts, "second")
+    planes = [o for o in first.objects if o.get("vggt_kind") == "depth_plane"]
+    (other,) = [o for o in second.objects if o.get("vggt_kind") == "depth_plane"]
+    assert len(planes) == 2
+    ui = first.id_properties_ui(node_groups.PLANE_MIN_CONFIDENCE_PROP).as_dict()
+    assert ui["min"] == 1.0 and ui["description"]
+    node_groups.set_shared_property(first, node_groups.PLANE_MIN_CONFIDENCE_PROP, 4.0)
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    for ob, threshold in ((planes[0], 4.0), (planes[1], 4.0), (other, 1.0)):
+        conf = attributes.read_attribute(ob.data, "conf")
+        assert node_groups.modifier_input(ob.modifiers["VGGT"], "Min Confidence") == pytest.approx(threshold)
+        evaluated = ob.evaluated_get(depsgraph)
+        mesh = evaluated.to_mesh()
+        assert len(mesh.vertices) == int((conf >= threshold).sum())
+        evaluated.to_mesh_clear()
+    assert 0 < int((attributes.read_attribute(planes[0].data, "conf") >= 4.0).sum()) < len(planes[0].data.vertices)
+
+
+def test_node_group_inputs_have_defaults_ranges_and_tooltips():
+    for group in (node_groups.point_cloud_group(), node_groups.depth_plane_group()):
+        inputs = {item.name: item for item in group.interface.items_tree
+                  if item.item_type == "SOCKET" and item.in_out == "INPUT"}
+        conf = inputs["Min Confidence"]
+        assert (conf.min_value, conf.default_value) == (1.0, 1.0) and conf.description
+        if "Point Radius" in inputs:
+            radius = inputs["Point Radius"]
+            assert radius.min_value == 0.0 and radius.default_value > 0 and radius.description

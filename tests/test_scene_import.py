@@ -21,6 +21,7 @@ BPY_MISSING, write_blend = BLEND_FILE.BPY_MISSING, BLEND_FILE.write_blend
 importer = importlib.import_module(f"{EXT.__name__}.operators.import_reconstruction")
 cameras_module = importlib.import_module(f"{EXT.__name__}.scene.cameras")
 build_module = importlib.import_module(f"{EXT.__name__}.scene.build")
+node_groups = importlib.import_module(f"{EXT.__name__}.scene.node_groups")
 
 
 @pytest.fixture(autouse=True)
@@ -134,12 +135,10 @@ def test_name_option_and_scene_options(rec_file, operator_registered):
     assert _kinds(col) == {"point_cloud": 1}
     points = col.objects[0]
     mod = points.modifiers["VGGT"]
-    group = mod.node_group
-    ident = {item.name: item.identifier for item in group.interface.items_tree
-             if item.item_type == "SOCKET" and item.in_out == "INPUT"}
-    assert mod[ident["Min Confidence"]] == pytest.approx(4.0)
-    assert mod[ident["Point Radius"]] == pytest.approx(0.02)  # scene units: not multiplied by Scale
-    assert mod[ident["Material"]].name == "VGGT Point Color"
+    assert node_groups.modifier_input(mod, "Min Confidence") == pytest.approx(4.0)
+    # scene units: not multiplied by Scale
+    assert node_groups.modifier_input(mod, "Point Radius") == pytest.approx(0.02)
+    assert node_groups.modifier_input(mod, "Material").name == "VGGT Point Color"
 
 
 @pytest.mark.parametrize("content,problem", [
@@ -197,6 +196,21 @@ def test_write_blend_reopens_with_the_objects(rec_file, tmp_path):
     assert points.modifiers["VGGT"].node_group.name == "VGGT Point Cloud"
     np.testing.assert_array_equal(sorted(o["vggt_view_index"] for o in col.objects if o.type == "CAMERA"),
                                   [0, 1, 2])
+
+
+def test_write_blend_stores_the_reconstruction_relative_to_the_blend(rec_file, tmp_path):
+    path, _ = rec_file  # tmp_path/garden.npz: beside the .blend
+    blend = tmp_path / "scene.blend"
+    write_blend(path, blend, SceneOptions(create_point_cloud=False, create_depth_planes=False))
+    bpy.ops.wm.read_homefile(use_empty=True)
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    col = bpy.data.collections["garden"]
+    assert col["vggt_reconstruction"] == "//garden.npz"
+    assert bpy.path.abspath(col["vggt_reconstruction"]) == str(path)
+    note = BLEND_FILE.blend_compatibility_note(blend, path)
+    major, minor = bpy.app.version[:2]
+    assert f"saved by Blender {major}.{minor}" in note and "garden.npz" in note and "4.2" in note
+    assert BLEND_FILE.oldest_blender_that_opens((5, 0)) == (4, 5)  # measured: 4.2 refuses a 5.0 file
 
 
 def test_write_blend_errors(rec_file, tmp_path, monkeypatch):

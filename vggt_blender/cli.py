@@ -157,9 +157,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             bar("writing", 0.0, str(blend))
             from .extension_package import scene_module
 
-            write_blend = scene_module("blend_file").write_blend  # imports bpy: only when asked for
+            blend_file = scene_module("blend_file")  # imports bpy: only when asked for
 
-            write_blend(str(output), str(blend), options)
+            blend_file.write_blend(str(output), str(blend), options)
+            blend_note = blend_file.blend_compatibility_note(blend, output)  # which Blender opens it
             bar("writing", 1.0, str(blend))
         except BaseException:
             bar.abort()
@@ -177,6 +178,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     total = sum(summary["timings"].values())
     _err(f"wrote {' and '.join(written)}: {summary['images']} image(s) at {width}x{height}, "
          f"{summary['points']:,} points, {total:.1f} s on {summary['device']}, {summary['precision']}")
+    if blend is not None:
+        _err(blend_note)
     return EXIT_OK
 
 

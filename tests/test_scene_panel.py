@@ -1,0 +1,150 @@
+"""The sidebar panel and the photo-list operators (bpy): what the panel draws, read through a recording layout
+(a headless Blender has no window to draw into), and what the buttons do to the photo list."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import bpy
+import numpy as np
+import pytest
+
+from vggt_blender.extension_package import load_extension_package
+from vggt_blender.io.reconstruction import make_reconstruction
+from vggt_blender.options import SceneOptions
+
+EXT = load_extension_package("_vggt_ext_tests")
+properties = importlib.import_module(f"{EXT.__name__}.properties")
+photos_ops = importlib.import_module(f"{EXT.__name__}.operators.photos")
+main_panel = importlib.import_module(f"{EXT.__name__}.panels.main_panel")
+build = importlib.import_module(f"{EXT.__name__}.scene.build")
+node_groups = importlib.import_module(f"{EXT.__name__}.scene.node_groups")
+
+ROTATED = Path(__file__).parent / "fixtures" / "exif_orientation_6.jpg"  # stored 40 x 30, EXIF "turn right"
+
+
+class Layout:
+    """Records what a panel draws: labels, operator buttons and property fields, in order."""
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+        self.enabled = True
+        self.scale_y = 1.0
+
+    def _child(self, *args, **kwargs) -> "Layout":
+        return Layout(self.log)
+
+    row = column = box = split = _child
+
+    def label(self, text: str = "", icon: str = "NONE", **kwargs) -> None:
+        self.log.append(("label", text, icon))
+
+    def operator(self, idname: str, text: str = "", icon: str = "NONE", **kwargs):
+        module, name = idname.split(".")
+        assert hasattr(getattr(bpy.ops, module), name), f"no operator {idname}"
+        self.log.append(("operator", idname, icon))
+        return SimpleNamespace()
+
+    def prop(self, data, path: str, **kwargs) -> None:
+        data.path_resolve(path)  # the field must point at a real property
+        self.log.append(("prop", data, path))
+
+    def template_list(self, *args, **kwargs) -> None:
+        self.log.append(("list",))
+
+    def progress(self, **kwargs) -> None:
+        self.log.append(("progress", kwargs.get("text", "")))
+
+
+def draw(active_object=None) -> list:
+    log: list = []
+    context = SimpleNamespace(scene=bpy.context.scene, window_manager=bpy.context.window_manager,
+                              active_object=active_object, preferences=bpy.context.preferences)
+    main_panel.VGGT_PT_main.draw(SimpleNamespace(layout=Layout(log)), context)
+    return log
+
+
+def labels(log: list) -> list[str]:
+    return [entry[1] for entry in log if entry[0] == "label"]
+
+
+@pytest.fixture(autouse=True)
+def registered():
+    bpy.ops.wm.read_homefile(use_empty=True)
+    properties.register()
+    for cls in photos_ops.classes:
+        bpy.utils.register_class(cls)
+    main_panel._cache_for([])
+    yield
+    for cls in reversed(photos_ops.classes):
+        bpy.utils.unregister_class(cls)
+    properties.unregister()
+
+
+@pytest.fixture()
+def photo_folder(tmp_path):
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        shutil.copy(ROTATED, tmp_path / name)
+    return tmp_path
+
+
+def test_add_photos_adds_to_the_list(photo_folder):
+    settings = bpy.context.scene.vggt
+    assert bpy.ops.vggt.add_photos(directory=str(photo_folder), files=[{"name": "a.jpg"}]) == {"FINISHED"}
+    assert bpy.ops.vggt.add_photos(directory=str(photo_folder), files=[{"name": "b.jpg"}]) == {"FINISHED"}
+    assert [Path(p).name for p in settings.photo_paths()] == ["a.jpg", "b.jpg"]
+    # The whole folder: only what is not there yet is added.
+    assert bpy.ops.vggt.add_photos(directory=str(photo_folder)) == {"FINISHED"}
+    assert [Path(p).name for p in settings.photo_paths()] == ["a.jpg", "b.jpg", "c.jpg"]
+    assert bpy.ops.vggt.add_photos(directory=str(photo_folder), files=[{"name": "c.jpg"}], replace=True)
+    assert [Path(p).name for p in settings.photo_paths()] == ["c.jpg"]
+
+
+def test_panel_has_a_remove_one_button_that_removes_the_selected_photo(photo_folder):
+    settings = bpy.context.scene.vggt
+    bpy.ops.vggt.add_photos(directory=str(photo_folder))
+    assert ("operator", "vggt.remove_photo", "REMOVE") in draw()
+    settings.photo_index = 1
+    assert bpy.ops.vggt.remove_photo() == {"FINISHED"}
+    assert [Path(p).name for p in settings.photo_paths()] == ["a.jpg", "c.jpg"]
+
+
+def test_panel_shows_an_exif_rotated_photo_upright(photo_folder):
+    bpy.ops.vggt.add_photos(directory=str(photo_folder), files=[{"name": "a.jpg"}])
+    # Stored 40 wide and 30 tall; EXIF orientation 6 shows it 30 wide and 40 tall.
+    assert "Selected: 30 × 40 px" in labels(draw())
+
+
+def test_last_runs_warnings_show_after_the_run():
+    job = bpy.context.window_manager.vggt_job
+    lines = [f"IMG_{i}.jpg: a third of the portrait photo is cropped away (use Pad to keep it)" for i in range(7)]
+    properties.set_job_warnings(job, lines)
+    shown = labels(draw())
+    assert "Last run: 7 warnings" in shown
+    assert lines[0] in shown and lines[4] in shown and lines[5] not in shown
+    assert "... and 2 more (see the log)" in shown
+    job.running = True  # while a run is going, its progress shows instead
+    assert not any(text.startswith("Last run") for text in labels(draw()))
+    job.running = False
+    properties.set_job_warnings(job, [])
+    assert not any(text.startswith("Last run") for text in labels(draw()))
+
+
+def test_panel_shows_the_reconstructions_shared_plane_control_and_lens_warning():
+    n, h, w = 2, 12, 16
+    K = np.array([[[14.0, 0, 8], [0, 14.0, 6], [0, 0, 1]]] * n)
+    K[1, 1, 1] = 9.6e8  # what random weights predicted: no lens has that
+    E = np.array([np.hstack([np.eye(3), np.zeros((3, 1))])] * n)
+    rec = make_reconstruction(np.full((n, h, w), 2.0, np.float32), E, K,
+                              image_paths=["/nowhere/IMG_0.jpg", "/nowhere/IMG_1.jpg"])
+    col = build.build_scene(rec, SceneOptions(create_point_cloud=False, background_images=False), "room")
+    plane = next(o for o in col.objects if o.get("vggt_kind") == "depth_plane")
+    log = draw(active_object=plane)
+    assert ("prop", col, f'["{node_groups.PLANE_MIN_CONFIDENCE_PROP}"]') in log
+    warning = [t for t in labels(log) if t.startswith("IMG_1: implausible camera")]
+    assert len(warning) == 1 and "9.6e+08" in warning[0]
+    assert not [t for t in labels(log) if t.startswith("IMG_0:")]
+    assert not [entry for entry in draw() if entry[0] == "prop" and entry[1] == col]  # nothing selected
