@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import protocol
+from .local import remove_paths
 from .protocol import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, ProtocolError, parse_request
 from ..errors import CancelledError, RequestError, VGGTError
 
@@ -218,17 +218,6 @@ def run_request(request: dict, emit: Emitter, created: list[Path]) -> dict:
     return protocol.result(str(output), files, inference.result_summary(rec, output))
 
 
-def _remove(paths: list[Path]) -> None:
-    for path in paths:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
-                path.unlink()
-            except OSError:
-                pass
-
-
 def handle(data: Any, emit: Emitter) -> tuple[int, bool]:
     """Run one decoded request and report it; (the exit code it calls for, whether a signal cancelled it)."""
     created: list[Path] = []
@@ -242,7 +231,7 @@ def handle(data: Any, emit: Emitter) -> tuple[int, bool]:
             if _INBOX is not None:
                 _INBOX.end()
     except (Cancelled, KeyboardInterrupt, CancelledError) as exc:
-        _remove(created)  # the cancel came after the writing: a cancelled run leaves nothing
+        remove_paths(created)  # the cancel came after the writing: a cancelled run leaves nothing
         emit.error("cancelled", "cancelled")
         _install_signal_handlers()
         return EXIT_CANCELLED, not getattr(exc, "by_message", False)
