@@ -150,13 +150,13 @@ class Inbox:
             self._running = False
             sent = self._sent
         deadline = time.monotonic() + 1.0
-        while sent and time.monotonic() < deadline:
-            try:
+        try:
+            while sent and time.monotonic() < deadline:
                 time.sleep(0.001)  # the handler runs between these calls
-            except Cancelled:
-                break
-            with self._lock:
-                sent = self._sent
+                with self._lock:
+                    sent = self._sent
+        except Cancelled:
+            _install_signal_handlers()  # the absorbed cancel set them to "ignore"
 
 
 _INBOX: Inbox | None = None
