@@ -202,9 +202,9 @@ def run_request(request: dict, emit: Emitter, created: list[Path]) -> dict:
     except ModuleNotFoundError as exc:  # a Python without the runtime's packages
         from ..runtime_setup import RuntimeSetupError
 
-        raise RuntimeSetupError(f"{sys.executable}: the inference runtime has no {exc.name} module; install "
-                                "the runtime, or use a Python with torch, numpy, pillow and safetensors",
-                                file=sys.executable) from None
+        # What to do about it is the client's to say (by the code): its user installs runtimes differently.
+        raise RuntimeSetupError(f"{sys.executable}: the inference runtime has no {exc.name} module (it needs "
+                                "torch, numpy, pillow and safetensors)", file=sys.executable) from None
 
     _ensure_weights(request, emit)
     output = Path(request["output"]).expanduser().resolve()
