@@ -396,6 +396,6 @@ def test_fast_path_option_reaches_the_engine_from_cli_and_worker(tmp_path, monke
     monkeypatch.setattr(inference, "reconstruct_to_file", engine)
     request = worker.parse_request({"images": ["a.jpg"], "output": str(tmp_path / "w.npz"), "fast_path": "off"})
     with pytest.raises(RequestError, match="stop here"):
-        worker.run_request(request, worker.Emitter(io.StringIO()))
+        worker.run_request(request, worker.Emitter(io.StringIO()), [])
     assert cli.main(["reconstruct", "x", "-o", str(tmp_path / "c.npz"), "--fast-path", "on", "-q"]) == 1
     assert seen == ["off", "on"]

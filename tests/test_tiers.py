@@ -26,12 +26,15 @@ STDLIB_TIER = (
     "vggt_blender.io.atomic",
     "vggt_blender.io.photo_paths",
     "vggt_blender.io.output_paths",
+    "vggt_blender.io.exif_orientation",
     "vggt_blender.weights",
     "vggt_blender.weights.registry",
     "vggt_blender.weights.discovery",
     "vggt_blender.weights.download",
     "vggt_blender.jobs",
     "vggt_blender.jobs.local",
+    "vggt_blender.jobs.protocol",
+    "vggt_blender.jobs.interface",
     "vggt_blender.runtime_setup",
     "vggt_blender.extension_package",
 )
@@ -47,6 +50,7 @@ NUMPY_TIER = (
     "vggt_blender.geometry.selection",
     "vggt_blender.geometry.blender_camera",
     "vggt_blender.geometry.alignment",
+    "vggt_blender.geometry.lens_check",
 )
 ENGINE_ONLY = ("torch", "PIL", "safetensors", "bpy")
 
