@@ -43,3 +43,7 @@ class CancelledError(VGGTError):
 
 class RequestError(VGGTError):
     code = "bad_request"
+
+
+class RefinementError(VGGTError):
+    code = "refine_failed"

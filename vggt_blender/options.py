@@ -37,3 +37,43 @@ class SceneOptions:
         if unknown:
             raise ValueError(f"unknown scene option(s): {', '.join(sorted(unknown))}")
         return cls(**data)
+
+
+# Camera refinement (bundle adjustment): `python -m vggt_blender refine`, the worker's "refine" request, the panel.
+REFINE_CAMERA_MODELS = ("pinhole", "simple_radial", "opencv")
+
+
+@dataclass
+class RefineOptions:
+    # pinhole: no distortion; simple_radial: one radial coefficient k; opencv: k1, k2, p1, p2 (and fx, fy apart).
+    camera_model: str = "pinhole"
+    # One intrinsic set for all views (one physical camera: a video, a single-camera photo set).
+    shared_intrinsics: bool = False
+    refine_principal_point: bool = False
+    # Solve fx and fy apart (near-degenerate for cameras pitched down at a floor: off by default).
+    separate_focal: bool = False
+    # Features per photo, and the longest photo side features are found at (larger photos are scaled down).
+    max_features: int = 4096
+    max_image_size: int = 3200
+    # Each photo is matched with at most this many others, the ones its predicted view overlaps most.
+    max_pairs_per_image: int = 10
+    # Rounds of re-triangulation + bundle adjustment, with tightening outlier thresholds.
+    rounds: int = 4
+    # A view needs this many inlier observations to take a refined camera.
+    min_observations: int = 20
+
+    def __post_init__(self) -> None:
+        if self.camera_model not in REFINE_CAMERA_MODELS:
+            raise ValueError(f"camera model must be one of {', '.join(REFINE_CAMERA_MODELS)}, "
+                             f"got '{self.camera_model}'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RefineOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown refine option(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
