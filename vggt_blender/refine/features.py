@@ -53,7 +53,7 @@ def extract_features(path: str, size_wh: tuple[int, int], max_features: int, max
     extractor = pycolmap.FeatureExtractor.create(options, pycolmap.Device.cpu)
     keypoints, descriptors = extractor.extract_from_uint8_array(gray)
     xy = np.array([(kp.x, kp.y) for kp in keypoints], dtype=np.float64).reshape(-1, 2)
-    desc = np.asarray(descriptors.data, dtype=np.float32).reshape(len(xy), -1)
+    desc = np.asarray(descriptors.data, dtype=np.float32).reshape(len(xy), 128)
     desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
     xy /= scale  # COLMAP's keypoints already use the pixel-corner origin
     return Features(xy=xy, descriptors=desc, rgb=rgb[..., :3])

@@ -15,6 +15,7 @@ from ..io.reconstruction import Reconstruction
 from ..options import RefineOptions
 from . import derive
 from .features import extract_features
+from .intrinsics import shared_camera_hint
 from .matching import fundamental_from_cameras, guided_matches, overlap_pairs, verify
 from .solve import (Cameras, bundle_adjust, camera_k, check_cancel, colmap_model, distortion_params,
                     make_camera, reprojection_errors, retriangulate)
@@ -48,6 +49,7 @@ class RefineReport:
     depth_scale: float = 1.0
     seconds: float = 0.0
     messages: list[str] = field(default_factory=list)
+    suggestion: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "kept_feedforward"}
@@ -96,6 +98,8 @@ def refine_reconstruction(rec: Reconstruction, options: RefineOptions | dict | N
                               + ", ".join(sorted({f"{w}x{h}" for w, h in sizes})))
     unit = float(np.max(sizes)) / 640.0  # pixel thresholds are given for a 640-pixel photo
     report = RefineReport(camera_model=colmap_model(opts.camera_model, opts.separate_focal))
+    if not opts.shared_intrinsics:
+        report.suggestion = shared_camera_hint(rec)
     k_ff = np.asarray(rec.intrinsics, dtype=np.float64)
     ext_ff = np.asarray(rec.extrinsics, dtype=np.float64)
 
