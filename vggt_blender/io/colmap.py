@@ -27,6 +27,8 @@ from ..geometry.cameras import mat_to_quat
 MODEL_IDS = {"SIMPLE_PINHOLE": 0, "PINHOLE": 1, "SIMPLE_RADIAL": 2, "RADIAL": 3, "OPENCV": 4}
 DEPTH_POINTS = 100_000
 DEPTH_MIN_CONFIDENCE = 1.5
+# A depth point counts as seen by another view when its depth there is within this fraction of that view's depth.
+DEPTH_AGREEMENT = 0.01
 
 
 class ColmapExportError(VGGTError):
@@ -156,17 +158,37 @@ def build_model(rec: Reconstruction, max_depth_points: int = DEPTH_POINTS,
 
 
 def _depth_points(rec: Reconstruction, max_points: int, min_confidence: float):
-    ok = rec.valid_mask & np.isfinite(rec.depth) & (rec.depth > 0) & (rec.depth_conf >= min_confidence)
-    ok &= np.all(np.isfinite(rec.world_points), axis=-1)
-    view, my, mx = np.nonzero(ok)
+    """Confidence-filtered depth points, each observed in its own view at the photo pixel it came from and in
+    every other view where it projects onto that view's depth surface (within DEPTH_AGREEMENT)."""
+    good = rec.valid_mask & np.isfinite(rec.depth) & (rec.depth > 0) & (rec.depth_conf >= min_confidence)
+    good &= np.all(np.isfinite(rec.world_points), axis=-1)
+    view, my, mx = np.nonzero(good)
     if len(view) > max_points:
         pick = np.sort(np.random.default_rng(0).choice(len(view), size=max_points, replace=False))
         view, my, mx = view[pick], my[pick], mx[pick]
     xyz = rec.world_points[view, my, mx].astype(np.float64)
     rgb = rec.colors[view, my, mx].astype(np.uint8)
-    pm = np.asarray(rec.pixel_map, dtype=np.float64)[view]
-    pix = np.stack([pm[:, 0] * (mx + 0.5) + pm[:, 2], pm[:, 1] * (my + 0.5) + pm[:, 3]], axis=1)
-    return xyz, rgb, np.arange(len(view)), view, pix
+    pm = np.asarray(rec.pixel_map, dtype=np.float64)
+    pix = np.stack([pm[view, 0] * (mx + 0.5) + pm[view, 2], pm[view, 1] * (my + 0.5) + pm[view, 3]], axis=1)
+    points, views, pixels = [np.arange(len(view))], [view], [pix]
+    h, w = rec.model_hw
+    ext = np.asarray(rec.extrinsics, dtype=np.float64)
+    for j in range(rec.num_images):
+        other = np.nonzero(view != j)[0]
+        z = xyz[other] @ ext[j, 2, :3] + ext[j, 2, 3]
+        uv = project(rec, j, xyz[other])
+        with np.errstate(invalid="ignore"):
+            qx = np.floor((uv[:, 0] - pm[j, 2]) / pm[j, 0])
+            qy = np.floor((uv[:, 1] - pm[j, 3]) / pm[j, 1])
+        inside = (z > 0) & (qx >= 0) & (qx < w) & (qy >= 0) & (qy < h)
+        idx = np.nonzero(inside)[0]
+        d = rec.depth[j, qy[idx].astype(np.int64), qx[idx].astype(np.int64)]
+        seen = good[j, qy[idx].astype(np.int64), qx[idx].astype(np.int64)] & (np.abs(z[idx] - d) <= DEPTH_AGREEMENT * d)
+        idx = idx[seen]
+        points.append(other[idx])
+        views.append(np.full(len(idx), j))
+        pixels.append(uv[idx])
+    return xyz, rgb, np.concatenate(points), np.concatenate(views), np.concatenate(pixels)
 
 
 # ------------------------------------------------------------------------------------------------ writers
