@@ -214,19 +214,21 @@ def perturb_cameras(ext: np.ndarray, k: np.ndarray, rot_deg: float = 2.0, pos_fr
     return ext_p, k_p
 
 
-def scene_reconstruction(scene_dir: Path, ext: np.ndarray, k_photo: np.ndarray, model_hw: tuple[int, int] = (120, 160)):
-    """A reconstruction file's content for the rendered photos: exact depth (from the true cameras) stored
-    with the cameras given (`ext`, `k_photo`, e.g. perturbed), photos at their real paths."""
+def scene_reconstruction(scene_dir: Path, ext: np.ndarray, k_photo: np.ndarray, model_hw: tuple[int, int] = (120, 160),
+                         views: list[int] | None = None):
+    """A reconstruction file's content for the rendered photos `views` (default: the first len(ext)): exact
+    depth (from the true cameras) stored with the cameras given (`ext`, `k_photo`, e.g. perturbed)."""
     from PIL import Image
 
     from vggt_blender.io.reconstruction import make_provenance, make_reconstruction
 
     truth = np.load(Path(scene_dir) / "truth.npz")
-    paths = sorted(str(p) for p in Path(scene_dir).glob("view_*.jpg"))[: len(ext)]
+    views = list(range(len(ext))) if views is None else list(views)
+    paths = [str(Path(scene_dir) / f"view_{i:02d}.jpg") for i in views]
     w, h = Image.open(paths[0]).size
     mh, mw = model_hw
     pixel_map = np.tile(np.array([w / mw, h / mh, 0.0, 0.0]), (len(ext), 1))
-    depth = depth_maps(truth["extrinsics"][: len(ext)], truth["intrinsics"][: len(ext)], pixel_map, model_hw)
+    depth = depth_maps(truth["extrinsics"][views], truth["intrinsics"][views], pixel_map, model_hw)
     conf = np.where(np.isfinite(depth), 5.0, 1.0)
     depth = np.where(np.isfinite(depth), depth, 0.0)
     colors = np.stack([np.asarray(Image.open(p).convert("RGB").resize((mw, mh))) for p in paths])

@@ -143,9 +143,9 @@ def test_view_without_matches_keeps_its_feedforward_camera(scene_dir, tmp_path):
     for i in views:
         shutil.copy(scene_dir / f"view_{i:02d}.jpg", photos / f"view_{i:02d}.jpg")
     Image.new("RGB", (640, 480), (120, 120, 120)).save(photos / "view_06.jpg")
-    np.savez(photos / "truth.npz", extrinsics=truth["extrinsics"][views], intrinsics=truth["intrinsics"][views])
+    shutil.copy(scene_dir / "truth.npz", photos / "truth.npz")
     ext_p, k_p = gt.perturb_cameras(truth["extrinsics"][views], truth["intrinsics"][views], seed=3)
-    rec = gt.scene_reconstruction(photos, ext_p, k_p)
+    rec = gt.scene_reconstruction(photos, ext_p, k_p, views=views)
     out, report = refine_reconstruction(rec, RefineOptions(max_features=2048))
     assert 3 in report.kept_feedforward and "view_06" in report.kept_feedforward[3]
     assert report.refined_views == [0, 1, 2]
@@ -164,3 +164,25 @@ def test_refinement_refuses_what_it_cannot_do(scene_dir):
         refine_reconstruction(two, RefineOptions(shared_intrinsics=True))
     with pytest.raises(ValueError, match="camera model"):
         RefineOptions(camera_model="fisheye")
+
+
+def test_shared_intrinsics_with_radial_distortion(scene_dir, tmp_path):
+    """One lens for all views (--shared-intrinsics --camera-model simple_radial): one focal length and one k,
+    both right for the rendered (distortion-free) photos, and a COLMAP export with one SIMPLE_RADIAL camera."""
+    from vggt_blender.io.colmap import export_colmap
+
+    truth = np.load(scene_dir / "truth.npz")
+    views = list(range(2, 8))
+    ext_t, k_t = truth["extrinsics"][views], truth["intrinsics"][views]
+    ext_p, k_p = gt.perturb_cameras(ext_t, k_t, seed=5)
+    rec = gt.scene_reconstruction(scene_dir, ext_p, k_p, views=views)
+    out, report = refine_reconstruction(rec, RefineOptions(shared_intrinsics=True, camera_model="simple_radial"))
+    assert report.refined_views == list(range(len(views)))
+    assert np.ptp(out.intrinsics, axis=0).max() == 0.0  # one intrinsic set
+    assert str(out.extra["distortion_model"]) == "SIMPLE_RADIAL" and out.extra["distortion"].shape == (6, 1)
+    assert np.abs(out.extra["distortion"]).max() < 0.01
+    after = gt.camera_errors(out.extrinsics, out.intrinsics, ext_t, k_t)
+    assert after["focal_pct"].max() <= 0.5 and after["rotation_deg"].mean() <= 0.1
+    assert out.provenance_dict["refinement"]["shared_intrinsics"] is True
+    model = export_colmap(out, tmp_path / "colmap")
+    assert [c[0] for c in model.cameras] == ["SIMPLE_RADIAL"]
