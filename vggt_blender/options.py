@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T", bound="_PlainOptions")
+
+
+class _PlainOptions:
+    """to_dict / from_dict for the option dataclasses (the worker request and preferences carry plain dicts)."""
+
+    _what = "option"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_T], data: dict[str, Any]) -> _T:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown {cls._what}(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
 
 
 @dataclass
-class SceneOptions:
+class SceneOptions(_PlainOptions):
+    _what = "scene option"
+
     create_cameras: bool = True
     create_point_cloud: bool = True
     create_depth_planes: bool = True
@@ -27,16 +48,6 @@ class SceneOptions:
     # Show each photo as its camera's background image.
     background_images: bool = True
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SceneOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown scene option(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
 
 
 # Camera refinement (bundle adjustment): `python -m vggt_blender refine`, the worker's "refine" request, the panel.
@@ -44,7 +55,8 @@ REFINE_CAMERA_MODELS = ("pinhole", "simple_radial", "opencv")
 
 
 @dataclass
-class RefineOptions:
+class RefineOptions(_PlainOptions):
+    _what = "refine option"
     # pinhole: no distortion; simple_radial: one radial coefficient k; opencv: k1, k2, p1, p2 (and fx, fy apart).
     camera_model: str = "pinhole"
     # One intrinsic set for all views (one physical camera: a video, a single-camera photo set).
@@ -67,13 +79,3 @@ class RefineOptions:
             raise ValueError(f"camera model must be one of {', '.join(REFINE_CAMERA_MODELS)}, "
                              f"got '{self.camera_model}'")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RefineOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown refine option(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
