@@ -186,3 +186,19 @@ def test_shared_intrinsics_with_radial_distortion(scene_dir, tmp_path):
     assert out.provenance_dict["refinement"]["shared_intrinsics"] is True
     model = export_colmap(out, tmp_path / "colmap")
     assert [c[0] for c in model.cameras] == ["SIMPLE_RADIAL"]
+
+
+def test_worker_request_accepts_refine():
+    from vggt_blender.errors import RequestError
+    from vggt_blender.jobs.worker import parse_request
+
+    base = {"images": ["/photos"], "output": "/out.npz"}
+    assert parse_request(base)["refine"] is False
+    assert parse_request({**base, "refine": True})["refine"] is True
+    assert parse_request({**base, "refine": {"shared_intrinsics": True}})["refine"] == {"shared_intrinsics": True}
+    with pytest.raises(RequestError, match="unknown refine option"):
+        parse_request({**base, "refine": {"sharde": True}})
+    with pytest.raises(RequestError, match="camera model"):
+        parse_request({**base, "refine": {"camera_model": "fisheye"}})
+    with pytest.raises(RequestError, match="'refine' must be"):
+        parse_request({**base, "refine": "yes"})

@@ -26,7 +26,9 @@ EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
 
 # Request keys and their defaults; "images" and "output" are required.
 DEFAULTS: dict[str, Any] = {"weights": None, "device": "auto", "precision": "auto", "mode": "crop",
-                            "config": "vggt-1b", "download": False, "keep_alive": False, "fast_path": "auto"}
+                            "config": "vggt-1b", "download": False, "keep_alive": False, "fast_path": "auto",
+                            # true, or a dict of RefineOptions: bundle-adjust the cameras after inference.
+                            "refine": False}
 REQUIRED = ("images", "output")
 
 # Test hooks, read only here: a sleep (seconds) at the start of every stage, and a simulated fault.
@@ -86,6 +88,15 @@ def parse_request(data: Any) -> dict:
     for key in ("download", "keep_alive"):
         if not isinstance(request[key], bool):
             raise RequestError(f"'{key}' must be true or false")
+    if isinstance(request["refine"], dict):
+        from ..options import RefineOptions
+
+        try:
+            RefineOptions.from_dict(request["refine"])
+        except (TypeError, ValueError) as exc:
+            raise RequestError(f"'refine': {exc}") from exc
+    elif not isinstance(request["refine"], bool):
+        raise RequestError("'refine' must be true, false or an object of refine options")
     return request
 
 
@@ -135,7 +146,29 @@ def run_request(request: dict, emit: Emitter) -> dict:
         request["images"], output, progress=progress, weights=request["weights"], device=request["device"],
         precision=request["precision"], mode=request["mode"], config=request["config"],
         fast_path=request["fast_path"], warn=lambda line: emit.log(f"warning: {line}"))
+    if request["refine"]:
+        rec = _refine(rec, output, request["refine"], progress, emit)
     return inference.result_summary(rec, output)
+
+
+def _refine(rec: Any, output: Path, options: bool | dict, progress: Any, emit: Emitter) -> Any:
+    """Bundle-adjust the written reconstruction and replace the file; when refinement cannot help, the
+    feed-forward file stays as written and the reason is logged."""
+    from ..errors import RefinementError
+    from ..io.reconstruction import save_reconstruction
+
+    try:
+        from ..refine import refine_reconstruction
+
+        refined, report = refine_reconstruction(rec, options if isinstance(options, dict) else None,
+                                                progress=progress)
+    except RefinementError as exc:
+        emit.log(f"warning: {exc.message}; the feed-forward cameras are kept")
+        return rec
+    for line in report.messages:
+        emit.log(f"warning: {line}")
+    save_reconstruction(output, refined)
+    return refined
 
 
 def handle(data: Any, emit: Emitter) -> int:
