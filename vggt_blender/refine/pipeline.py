@@ -48,6 +48,7 @@ class RefineReport:
     max_error: float = float("nan")
     depth_scale: float = 1.0
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     suggestion: str | None = None
 
@@ -110,6 +111,7 @@ def refine_reconstruction(rec: Reconstruction, options: RefineOptions | dict | N
         _note(progress, 0.3 * i / n, f"features {i + 1}/{n}")
         feats.append(extract_features(_photo_path(rec, i), tuple(sizes[i]), opts.max_features, opts.max_image_size))
 
+    report.timings["features"] = time.monotonic() - started
     # 2. Pairs from predicted overlap, guided matching, geometric verification.
     pairs = overlap_pairs(_sample_points(rec, np.random.default_rng(0)), ext_ff, k_ff, sizes,
                           opts.max_pairs_per_image)
@@ -132,6 +134,7 @@ def refine_reconstruction(rec: Reconstruction, options: RefineOptions | dict | N
         sel = view == v
         xy[sel] = feats[v].xy[feat[sel]]
 
+    report.timings["matching"] = time.monotonic() - started - report.timings["features"]
     # 3. Initial cameras from the file.
     model = report.camera_model
     if opts.shared_intrinsics:
@@ -234,6 +237,7 @@ def refine_reconstruction(rec: Reconstruction, options: RefineOptions | dict | N
     k_model = affine_inv @ k_out
     world = derive.depth_to_world_points(depth, ext_out, k_model, dtype=np.float32)
     report.seconds = time.monotonic() - started
+    report.timings["adjustment"] = report.seconds - report.timings["features"] - report.timings["matching"]
 
     extra = dict(rec.extra)
     extra.setdefault("extrinsics_feedforward", ext_ff.copy())
@@ -270,6 +274,7 @@ def refine_reconstruction(rec: Reconstruction, options: RefineOptions | dict | N
         "refined_views": len(report.refined_views),
         "kept_feedforward": report.to_dict()["kept_feedforward"],
         "seconds": round(report.seconds, 3),
+        "timings": {k: round(v, 3) for k, v in report.timings.items()},
     }
     out = replace(rec, extrinsics=ext_out, intrinsics=k_out, intrinsics_model=k_model, depth=depth,
                   world_points=world, provenance=json.dumps(prov, sort_keys=True), extra=extra)
