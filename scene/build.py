@@ -10,7 +10,7 @@ import bpy
 
 from ..vggt_blender.io.reconstruction import load_reconstruction
 from ..vggt_blender.options import SceneOptions
-from .cameras import activate_camera, create_animated_camera, create_photo_cameras, scene_size_estimate
+from .cameras import activate_camera, create_animated_camera, create_photo_cameras, scene_size_estimate, solve_errors
 from .depth_planes import create_depth_plane
 from .point_cloud import create_point_cloud
 
@@ -136,6 +136,10 @@ def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, t
 
     collection["vggt_reconstruction"] = stored_source_path(source_path)
     collection["vggt_scale"] = float(options.scale)
+    known = [e for e in solve_errors(rec) if e is not None]
+    if known:
+        collection["vggt_solve_error_mean"] = sum(known) / len(known)
+        collection["vggt_solve_error_max"] = max(known)
     scene_size = scene_size_estimate(rec) * float(options.scale)
     needs_images = options.create_depth_planes or (options.create_cameras and options.background_images)
     images, warnings = load_images(rec) if needs_images else ([], [])

@@ -50,6 +50,9 @@ class SceneOptions(_PlainOptions):
 
 
 
+# A camera whose mean solve (reprojection) error exceeds this many photo pixels is flagged in the panel.
+SOLVE_ERROR_WARN_PX = 1.0
+
 # Camera refinement (bundle adjustment): `python -m vggt_blender refine`, the worker's "refine" request, the panel.
 REFINE_CAMERA_MODELS = ("pinhole", "simple_radial", "opencv")
 
