@@ -1,4 +1,4 @@
-"""All operators of the extension, registered together (and the File > Import menu entry)."""
+"""All operators of the extension, registered together (and the File > Import / Export menu entries)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import bpy
 
 from ..registration import unregister_classes
 
-# Modules exposing `classes`; a module may also expose `menu_func_import` (File > Import) and its own
+# Modules exposing `classes`; a module may also expose `menu_func_import` (File > Import),
+# `menu_func_export` (File > Export) and its own
 # register()/unregister() for what is not a class (handlers, timers, background tasks).
-_MODULE_NAMES = ("photos", "runtime", "reconstruct", "import_reconstruction", "look_through", "alignment")
+_MODULE_NAMES = ("photos", "runtime", "reconstruct", "import_reconstruction", "look_through", "alignment",
+                 "export_colmap")
+_MENUS = (("menu_func_import", "TOPBAR_MT_file_import"), ("menu_func_export", "TOPBAR_MT_file_export"))
 
 _registered: list[type] = []
 _menu_funcs: list = []
@@ -27,10 +30,11 @@ def register() -> None:
         for cls in getattr(module, "classes", ()):
             bpy.utils.register_class(cls)
             _registered.append(cls)
-        menu_func = getattr(module, "menu_func_import", None)
-        if menu_func is not None:
-            bpy.types.TOPBAR_MT_file_import.append(menu_func)
-            _menu_funcs.append(menu_func)
+        for attr, menu in _MENUS:
+            menu_func = getattr(module, attr, None)
+            if menu_func is not None:
+                getattr(bpy.types, menu).append(menu_func)
+                _menu_funcs.append((menu, menu_func))
         hook = getattr(module, "register", None)
         if hook is not None:
             hook()
@@ -42,8 +46,8 @@ def unregister() -> None:
     for module in reversed(_hooked):
         module.unregister()
     _hooked.clear()
-    for menu_func in reversed(_menu_funcs):
-        bpy.types.TOPBAR_MT_file_import.remove(menu_func)
+    for menu, menu_func in reversed(_menu_funcs):
+        getattr(bpy.types, menu).remove(menu_func)
     _menu_funcs.clear()
     unregister_classes(_registered)
     _registered.clear()

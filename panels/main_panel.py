@@ -9,6 +9,7 @@ import bpy
 from .. import runtime
 from ..scene.node_groups import PLANE_MIN_CONFIDENCE_PROP
 from ..vggt_blender.io.exif_orientation import exif_orientation, upright_size
+from ..vggt_blender.options import SOLVE_ERROR_WARN_PX
 
 # What the panel shows about the photos, read once per photo list: the panel redraws often (every progress
 # tick), and stat()-ing hundreds of photos (maybe on a network drive) each time would make it sluggish.
@@ -172,6 +173,8 @@ class VGGT_PT_main(bpy.types.Panel):
 
         # A reconstruction camera is selected: look through it with its own photo's resolution and aspect.
         ob = context.active_object
+        if ob is not None:
+            draw_solve_error(layout, ob)
         if ob is not None and ob.type == "CAMERA" and ob.get("vggt_kind") in ("camera", "animated_camera"):
             op = layout.operator("vggt.look_through", text=f"Look Through {ob.name}", icon="VIEW_CAMERA")
             op.camera = ob.name
@@ -201,6 +204,33 @@ def active_reconstruction(context: bpy.types.Context):
         if "vggt_reconstruction" in collection:
             return collection
     return None
+
+
+MAX_FLAGGED_ROWS = 8
+
+
+def draw_solve_error(layout, ob) -> None:
+    """For a refined reconstruction the active object belongs to: mean and worst camera solve error, and the
+    cameras above SOLVE_ERROR_WARN_PX in red."""
+    collection = next((c for c in ob.users_collection if "vggt_solve_error_mean" in c), None)
+    if collection is None:
+        return
+    box = layout.box()
+    mean, worst = float(collection["vggt_solve_error_mean"]), float(collection["vggt_solve_error_max"])
+    row = box.row()
+    row.alert = worst > SOLVE_ERROR_WARN_PX
+    row.label(text=f"Solve error: mean {mean:.2f} px, worst {worst:.2f} px", icon="CON_CAMERASOLVER")
+    flagged = sorted(((float(o["vggt_solve_error"]), o.name) for o in collection.objects
+                      if "vggt_solve_error" in o and float(o["vggt_solve_error"]) > SOLVE_ERROR_WARN_PX),
+                     reverse=True)
+    for err, name in flagged[:MAX_FLAGGED_ROWS]:
+        row = box.row()
+        row.alert = True
+        row.label(text=f"{name}: {err:.2f} px", icon="ERROR")
+    if len(flagged) > MAX_FLAGGED_ROWS:
+        box.label(text=f"... and {len(flagged) - MAX_FLAGGED_ROWS} more above {SOLVE_ERROR_WARN_PX:g} px")
+    if "vggt_solve_error" in ob:
+        box.label(text=f"{ob.name}: {float(ob['vggt_solve_error']):.2f} px")
 
 
 classes = (VGGT_UL_photos, VGGT_PT_main)

@@ -12,7 +12,7 @@ from ..vggt_blender.geometry.alignment import reconstruction_alignment, scaled_a
 from ..vggt_blender.geometry.lens_check import lens_warnings
 from ..vggt_blender.io.reconstruction import load_reconstruction
 from ..vggt_blender.options import SceneOptions
-from .cameras import activate_camera, create_animated_camera, create_photo_cameras, scene_size_estimate
+from .cameras import activate_camera, create_animated_camera, create_photo_cameras, scene_size_estimate, solve_errors
 from .depth_planes import create_depth_plane
 from .node_groups import PLANE_MIN_CONFIDENCE_PROP
 from .point_cloud import create_point_cloud
@@ -159,6 +159,10 @@ def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, t
 
     collection["vggt_reconstruction"] = stored_source_path(source_path, blend_path)
     collection["vggt_scale"] = float(options.scale)
+    known = [e for e in solve_errors(rec) if e is not None]
+    if known:
+        collection["vggt_solve_error_mean"] = sum(known) / len(known)
+        collection["vggt_solve_error_max"] = max(known)
     # What the objects were placed with (scale folded in): the alignment operators start from it.
     alignment = reconstruction_alignment(rec)
     collection["vggt_alignment"] = [float(v) for v in scaled_alignment(alignment, options.scale).ravel()]

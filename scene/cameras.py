@@ -39,6 +39,14 @@ def store_image_properties(ob: bpy.types.Object, params: BlenderCameraParams, vi
     ob["vggt_pixel_aspect_y"] = float(params.pixel_aspect_y)
 
 
+def solve_errors(rec) -> list[float | None]:
+    """Per view: the refined file's mean reprojection error in photo pixels, None where unknown (unrefined)."""
+    err = rec.extra.get("reprojection_error")
+    if err is None or np.shape(err) != (len(rec.image_names),):
+        return [None] * len(rec.image_names)
+    return [float(e) if np.isfinite(e) else None for e in np.asarray(err, dtype=np.float64)]
+
+
 def activate_camera(scene: bpy.types.Scene, ob: bpy.types.Object) -> None:
     """Make `ob` the scene camera and set the render size/pixel aspect its intrinsics were computed for."""
     scene.camera = ob
@@ -62,6 +70,7 @@ def create_photo_cameras(rec, scale: float, collection: bpy.types.Collection, im
                          scene_size: float) -> list[bpy.types.Object]:
     """One camera per photo, named after the photo's file stem, with its photo as background image."""
     objects = []
+    errors = solve_errors(rec)
     for i, stem in enumerate(rec.image_names):
         params = camera_params_for_view(rec, i, scale)
         cam = bpy.data.cameras.new(str(stem))
@@ -77,6 +86,8 @@ def create_photo_cameras(rec, scale: float, collection: bpy.types.Collection, im
         ob = bpy.data.objects.new(str(stem), cam)
         ob.matrix_world = Matrix(params.matrix_world.tolist())
         store_image_properties(ob, params, i, str(rec.display_paths[i]), "camera")
+        if errors[i] is not None:
+            ob["vggt_solve_error"] = errors[i]  # mean reprojection error of the refined camera, photo pixels
         collection.objects.link(ob)
         objects.append(ob)
     return objects

@@ -51,6 +51,17 @@ NUMPY_TIER = (
     "vggt_blender.geometry.blender_camera",
     "vggt_blender.geometry.alignment",
     "vggt_blender.geometry.lens_check",
+    "vggt_blender.io.colmap",
+)
+# Camera refinement: numpy and pycolmap (it runs in the worker or the CLI), but never torch.
+REFINE_TIER = (
+    "vggt_blender.refine",
+    "vggt_blender.refine.features",
+    "vggt_blender.refine.intrinsics",
+    "vggt_blender.refine.matching",
+    "vggt_blender.refine.pipeline",
+    "vggt_blender.refine.solve",
+    "vggt_blender.refine.tracks",
 )
 ENGINE_ONLY = ("torch", "PIL", "safetensors", "bpy")
 
@@ -75,6 +86,7 @@ def _import_blocked(modules: tuple[str, ...], blocked: tuple[str, ...]) -> subpr
 @pytest.mark.parametrize("tier, modules, blocked", [
     ("stdlib", STDLIB_TIER, ENGINE_ONLY + ("numpy",)),
     ("numpy", NUMPY_TIER, ENGINE_ONLY),
+    ("refine", REFINE_TIER, ("torch", "safetensors", "bpy")),
 ])
 def test_tier_imports_nothing_above_it(tier: str, modules: tuple[str, ...], blocked: tuple[str, ...]) -> None:
     result = _import_blocked(modules, blocked)
@@ -91,8 +103,8 @@ def test_every_torch_free_module_is_listed() -> None:
     # A new module in a torch-free folder must join a tier above (or this list of engine modules).
     engine = {"vggt_blender.__main__", "vggt_blender.preprocess", "vggt_blender.jobs.worker",
               "vggt_blender.weights.loading"}
-    listed = set(STDLIB_TIER) | set(NUMPY_TIER) | engine
-    for folder in ("io", "geometry", "weights", "jobs"):
+    listed = set(STDLIB_TIER) | set(NUMPY_TIER) | set(REFINE_TIER) | engine
+    for folder in ("io", "geometry", "weights", "jobs", "refine"):
         for path in (ROOT / "vggt_blender" / folder).glob("*.py"):
             name = "vggt_blender." + folder + ("" if path.stem == "__init__" else "." + path.stem)
             assert name in listed, f"{name}: add it to a tier in tests/test_tiers.py"

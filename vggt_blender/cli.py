@@ -86,6 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
     ply.add_argument("--min-confidence", type=float, default=1.0, help="drop points below this confidence")
     ply.add_argument("--max-points", type=_positive_int, help="random subset of at most N points")
 
+    from .options import REFINE_CAMERA_MODELS
+
+    ref = sub.add_parser("refine", help="refine a reconstruction's cameras by bundle adjustment (needs pycolmap)",
+                         description="Match features in the photos themselves, guided by the file's cameras, and "
+                                     "bundle-adjust the cameras; views that cannot be improved keep theirs.")
+    ref.add_argument("file", help="reconstruction file (.npz)")
+    ref.add_argument("-o", "--output", required=True, help="refined reconstruction file to write (.npz)")
+    ref.add_argument("--shared-intrinsics", action="store_true",
+                     help="one focal length (and distortion) for all photos: one physical camera")
+    ref.add_argument("--camera-model", default="pinhole", choices=REFINE_CAMERA_MODELS,
+                     help="lens model solved: pinhole (default), simple_radial (k), opencv (k1 k2 p1 p2, fx fy)")
+    ref.add_argument("--refine-principal-point", action="store_true", help="also solve the principal point")
+    ref.add_argument("--separate-focal", action="store_true", help="solve fx and fy apart (pinhole)")
+    ref.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only warnings and errors")
+
+    col = sub.add_parser("export-colmap", help="write a reconstruction as a COLMAP sparse model with its photos")
+    col.add_argument("file", help="reconstruction file (.npz)")
+    col.add_argument("out_dir", help="folder to write images/ and sparse/0/ into")
+    col.add_argument("--text", action="store_true", help="COLMAP's text format instead of binary")
+
     dl = sub.add_parser("download", help="download an official checkpoint")
     dl.add_argument("--checkpoint", default=opt.DEFAULT_CHECKPOINT, choices=opt.CHECKPOINT_NAMES)
     dl.add_argument("--token", help="Hugging Face access token (needed for the gated commercial checkpoint)")
@@ -253,6 +273,41 @@ def cmd_export_ply(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_refine(args: argparse.Namespace) -> int:
+    from .io.reconstruction import load_reconstruction, save_reconstruction
+    from .options import RefineOptions
+    from .progress import StageProgress
+    from .refine import refine_reconstruction
+
+    rec = load_reconstruction(args.file)
+    options = RefineOptions(camera_model=args.camera_model, shared_intrinsics=args.shared_intrinsics,
+                            refine_principal_point=args.refine_principal_point, separate_focal=args.separate_focal)
+    bar = StageProgress(quiet=args.quiet)
+    try:
+        refined, report = refine_reconstruction(rec, options, progress=bar)
+    finally:
+        bar.finish()
+    if report.suggestion:
+        _err(report.suggestion)
+    for line in report.messages:
+        _err(f"warning: {line}")
+    save_reconstruction(args.output, refined)
+    _err(f"wrote {args.output}: {len(report.refined_views)}/{rec.num_images} cameras refined, mean error "
+         f"{report.mean_error:.2f} px (was {report.mean_error_before:.2f} px), worst {report.max_error:.2f} px, "
+         f"{report.points:,} points, {report.seconds:.1f} s")
+    return EXIT_OK
+
+
+def cmd_export_colmap(args: argparse.Namespace) -> int:
+    from .io.colmap import export_colmap
+    from .io.reconstruction import load_reconstruction
+
+    model = export_colmap(load_reconstruction(args.file), args.out_dir, text=args.text)
+    _err(f"wrote {args.out_dir}: {len(model.names)} images, {len(model.cameras)} cameras, "
+         f"{len(model.xyz):,} points")
+    return EXIT_OK
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from .weights.download import download_named_checkpoint
     from .progress import StageProgress
@@ -271,7 +326,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"reconstruct": cmd_reconstruct, "align": cmd_align, "info": cmd_info, "export-ply": cmd_export_ply,
-            "download": cmd_download}
+            "refine": cmd_refine, "export-colmap": cmd_export_colmap, "download": cmd_download}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

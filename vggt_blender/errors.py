@@ -19,6 +19,7 @@ ERROR_CODES: dict[str, str] = {
     "out_of_memory": "the device ran out of memory",
     "cancelled": "the user cancelled",
     "no_runtime": "no Python with torch to run the model in",
+    "refine_failed": "camera refinement (bundle adjustment) could not improve the cameras",
 }
 
 
@@ -62,6 +63,10 @@ class CancelledError(VGGTError):
 
 class RequestError(VGGTError):
     code = "bad_request"
+
+
+class RefinementError(VGGTError):
+    code = "refine_failed"
 
 
 def code_of(exc: BaseException) -> str:

@@ -1,7 +1,7 @@
 """The inference runtime: a Python with torch that runs the worker outside Blender (stdlib only, no bpy).
 
 Blender-side code uses these helpers to
-- create a private virtual environment and pip-install torch + numpy + pillow + safetensors into it
+- create a private virtual environment and pip-install torch + numpy + pillow + safetensors + pycolmap into it
   (`install_commands`, `CommandSequence`), choosing the torch build for the machine (`torch_index_url`);
 - check what a runtime Python can do (`probe_runtime`: torch version, GPU, weights) with a tiny subprocess.
 """
@@ -25,7 +25,8 @@ MIN_PYTHON = (3, 10)
 PYPI_TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # CUDA 12.8 wheels run on every NVIDIA generation torch supports, RTX 50xx (Blackwell) included.
 PYPI_TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
-RUNTIME_PACKAGES = ("numpy", "pillow", "safetensors")
+# pycolmap (pinned, wheels for CPython 3.10-3.13 on Linux, macOS, Windows): camera refinement and features.
+RUNTIME_PACKAGES = ("numpy", "pillow", "safetensors", "pycolmap==4.2.1")
 
 
 class RuntimeSetupError(VGGTError):
@@ -103,7 +104,7 @@ def install_commands(
     steps += [
         ("Updating pip", pip + ["--upgrade", "pip"]),
         (f"Installing torch ({describe_torch_build(index_url)})", torch_cmd),
-        ("Installing numpy, pillow, safetensors", pip + list(RUNTIME_PACKAGES)),
+        ("Installing numpy, pillow, safetensors, pycolmap", pip + list(RUNTIME_PACKAGES)),
     ]
     return steps
 

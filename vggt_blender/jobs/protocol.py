@@ -22,7 +22,9 @@ PROTOCOL_VERSION = 1
 
 REQUIRED = ("images", "output")
 # Optional keys and their defaults.
-DEFAULTS: dict[str, Any] = {**InferenceOptions().to_dict(), "download": False, "keep_alive": False}
+DEFAULTS: dict[str, Any] = {**InferenceOptions().to_dict(), "download": False, "keep_alive": False,
+                            # true, or an object of RefineOptions: bundle-adjust the cameras after inference.
+                            "refine": False}
 _CUDA_INDEX = re.compile(r"cuda:\d+")
 # Longest file name (without folder) an output may have: its companion folder "<stem>_images" is 3 bytes longer,
 # and most file systems stop at 255 bytes.
@@ -178,6 +180,13 @@ def parse_request(data: Any) -> dict:
     for key in ("download", "keep_alive"):
         if not isinstance(request[key], bool):
             raise RequestError(f"'{key}' must be true or false")
+    if isinstance(request["refine"], dict):
+        try:
+            options.RefineOptions.from_dict(request["refine"])
+        except (TypeError, ValueError) as exc:
+            raise RequestError(f"'refine': {exc}") from exc
+    elif not isinstance(request["refine"], bool):
+        raise RequestError("'refine' must be true, false or an object of refine options")
     return request
 
 

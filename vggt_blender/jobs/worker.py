@@ -204,9 +204,31 @@ def run_request(request: dict, emit: Emitter, created: list[Path]) -> dict:
         request["images"], output, progress=emit.progress, weights=request["weights"], device=request["device"],
         precision=request["precision"], mode=request["mode"], config=request["config"],
         fast_path=request["fast_path"], warn=emit.warning)
+    if request["refine"]:
+        rec = _refine(rec, output, request["refine"], emit.progress, emit)
     files = written_files(output, rec)
     created.extend(Path(f) for f in files if not existed.get(Path(f), False))
     return protocol.result(str(output), files, inference.result_summary(rec, output))
+
+
+def _refine(rec: Any, output: Path, options: bool | dict, progress: Any, emit: Emitter) -> Any:
+    """Bundle-adjust the written reconstruction and replace the file; when refinement cannot help, the
+    feed-forward file stays as written and the reason is a warning."""
+    from ..errors import RefinementError
+    from ..io.reconstruction import save_reconstruction
+
+    try:
+        from ..refine import refine_reconstruction
+
+        refined, report = refine_reconstruction(rec, options if isinstance(options, dict) else None,
+                                                progress=progress)
+    except RefinementError as exc:
+        emit.warning(f"{exc.message}; the feed-forward cameras are kept")
+        return rec
+    for line in report.messages:
+        emit.warning(line)
+    save_reconstruction(output, refined)
+    return refined
 
 
 def handle(data: Any, emit: Emitter) -> tuple[int, bool]:

@@ -1,0 +1,59 @@
+"""SIFT features of the photos at their original resolution (pycolmap's extractor, CPU)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+
+from ..errors import ImageLoadError
+
+
+@dataclass
+class Features:
+    """Keypoints in photo pixels (continuous, (0, 0) = top-left corner, like the file's intrinsics) and
+    L2-normalised float32 descriptors [K, 128]; `rgb` is the photo for colour look-ups."""
+
+    xy: np.ndarray
+    descriptors: np.ndarray
+    rgb: np.ndarray
+
+
+def _read(path: str) -> "pycolmap.Bitmap":
+    if not Path(path).is_file():
+        raise ImageLoadError(f"{path}: photo not found (refinement reads the photos themselves)", file=path)
+    bitmap = pycolmap.Bitmap.read(path, True)
+    if bitmap is None:
+        raise ImageLoadError(f"{path}: cannot read the photo", file=path)
+    return bitmap
+
+
+def extract_features(path: str, size_wh: tuple[int, int], max_features: int, max_image_size: int) -> Features:
+    """Features of one photo. `size_wh` is the photo size the file's intrinsics refer to; a photo read at
+    another size (a rotated original, a replaced file) is refused rather than matched in the wrong pixels."""
+    rgb_bitmap = _read(path)
+    rgb = rgb_bitmap.to_array()
+    height, width = rgb.shape[:2]
+    if (width, height) != tuple(size_wh):
+        raise ImageLoadError(f"{path}: photo is {width}x{height} but the reconstruction expects "
+                             f"{size_wh[0]}x{size_wh[1]}", file=path)
+    gray = np.ascontiguousarray(
+        np.round(rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).clip(0, 255)
+        .astype(np.uint8))
+    scale = 1.0
+    if max(width, height) > max_image_size:
+        scale = max_image_size / max(width, height)
+        small = pycolmap.Bitmap.from_array(gray).rescale(int(round(width * scale)), int(round(height * scale)))
+        gray = np.ascontiguousarray(small.to_array())
+    options = pycolmap.FeatureExtractionOptions()
+    options.sift.max_num_features = int(max_features)
+    options.max_image_size = -1
+    extractor = pycolmap.FeatureExtractor.create(options, pycolmap.Device.cpu)
+    keypoints, descriptors = extractor.extract_from_uint8_array(gray)
+    xy = np.array([(kp.x, kp.y) for kp in keypoints], dtype=np.float64).reshape(-1, 2)
+    desc = np.asarray(descriptors.data, dtype=np.float32).reshape(len(xy), 128)
+    desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+    xy /= scale  # COLMAP's keypoints already use the pixel-corner origin
+    return Features(xy=xy, descriptors=desc, rgb=rgb[..., :3])
