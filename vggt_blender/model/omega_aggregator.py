@@ -88,13 +88,12 @@ class OmegaAggregator(nn.Module):
         _, num_tokens, dim = tokens.shape
         special = self.patch_start_idx
 
-        with torch.no_grad():
-            tables = self.rope_embed(height // self.patch_size, width // self.patch_size)
+        pos = self.rope_embed(height // self.patch_size, width // self.patch_size, special)  # [1, P, 2, d]
 
         outputs: dict[int, Tensor] = {}
         last = max(keep) if keep else -1
         for i in range(last + 1):
-            tokens = self.frame_blocks[i](tokens.reshape(batch * frames, num_tokens, dim), pos=tables)
+            tokens = self.frame_blocks[i](tokens.reshape(batch * frames, num_tokens, dim), pos=pos)
             frame_out = tokens.reshape(batch, frames, num_tokens, dim)
             block = self.inter_frame_blocks[i]
             if self.inter_frame_kind(i) == "register":

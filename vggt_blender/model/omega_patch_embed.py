@@ -63,9 +63,8 @@ class DinoV3Encoder(nn.Module):
         x = self.patch_embed(images)  # [N, h*w, C]
         # fp32 prefix + autocast-bf16 patches: cat promotes to fp32, as in the official model.
         x = torch.cat([self.prefix_tokens().expand(n, -1, -1), x], dim=1)
-        with torch.no_grad():
-            tables = self.rope_embed(grid_h, grid_w)  # the same for every block
+        pos = self.rope_embed(grid_h, grid_w, self.num_prefix_tokens)  # the same table for every block
         for block in self.blocks:
-            x = block(x, pos=tables)
+            x = block(x, pos=pos)
         # The official model norms every token and keeps the patches; LayerNorm is per token, so norm only those.
         return self.norm(x[:, self.num_prefix_tokens :])
