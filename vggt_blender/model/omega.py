@@ -9,6 +9,7 @@ everything is float32 unless the caller enabled autocast. Only the layers the he
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +57,21 @@ class VGGTOmega(nn.Module):
             if text is not None
             else None
         )
+        # How the modules execute (model/execution.py): None is the plain path.
+        self.execution: Any = None
+
+    def set_execution(self, execution: Any) -> "VGGTOmega":
+        """Use `execution` (an ExecutionMode) from now on; the aggregator's matrices are cast to its dtype,
+        the heads stay float32. The lean mode is the memory-lean inference arrangement of the same modules."""
+        from .execution import cast_matrices
+
+        self.execution = execution
+        base = self.aggregator.camera_token.dtype  # the plain path computes in the parameters' own dtype
+        cast_matrices(self.aggregator, execution.dtype if execution.lean else base)
+        if execution.lean:
+            self.eval()
+            self.requires_grad_(False)
+        return self
 
     def needed_layers(self) -> list[int]:
         """Aggregator layers the outputs read (absolute indices): the last one and the depth taps."""
@@ -66,6 +82,7 @@ class VGGTOmega(nn.Module):
         images: Tensor,
         frames_chunk_size: int | None = None,
         cuda_autocast: bool = True,
+        execution: Any = None,
     ) -> dict[str, Tensor]:
         """images [S, 3, H, W] or [B, S, 3, H, W] in [0, 1].
 
@@ -73,22 +90,37 @@ class VGGTOmega(nn.Module):
         depth_conf [B,S,H,W], with the text head text_alignment_embedding and text_alignment_token
         [B,2C], and in eval mode the input images. `frames_chunk_size` (default: the config's, 8) is the
         depth head's frames per chunk; `cuda_autocast=False` runs a CUDA aggregator without autocast.
+        `execution` (default: the mode set with `set_execution`): in the lean mode (matrices already in its
+        dtype, no autocast needed) the images may stay on the host, the depth head runs over `head_frames`
+        frames at a time into preallocated outputs, and the outputs are on the model's device.
         """
         if images.dim() == 4:
             images = images.unsqueeze(0)
         if images.dim() != 5:
             raise ValueError(f"images must be [S,3,H,W] or [B,S,3,H,W], got shape {tuple(images.shape)}")
-        with _aggregator_autocast(images.device, cuda_autocast):
-            tokens, patch_start_idx = self.aggregator(images, keep_layers=self.needed_layers())
+        execution = self.execution if execution is None else execution
+        lean = execution is not None and execution.lean
+        device = self.aggregator.camera_token.device
+        if lean:
+            frames_chunk_size = execution.head_frames or images.shape[1]
+            autocast = contextlib.nullcontext()  # the lean mode does the official casts itself
+        else:
+            autocast = _aggregator_autocast(images.device, cuda_autocast)
+        with autocast:
+            tokens, patch_start_idx = self.aggregator(images, keep_layers=self.needed_layers(), execution=execution)
 
         final = tokens[self.config.depth - 1]
-        predictions: dict[str, Tensor] = {"camera_and_register_tokens": final[:, :, :patch_start_idx].contiguous()}
-        with _autocast_disabled(images.device):  # the heads run in fp32 even under the caller's autocast
+        special = final[:, :, :patch_start_idx]
+        # float32 as the official model's residual stream under autocast (the lean mode keeps layers in its dtype).
+        special = special.float() if lean else special
+        predictions: dict[str, Tensor] = {"camera_and_register_tokens": special.contiguous()}
+        with _autocast_disabled(device):  # the heads run in fp32 even under the caller's autocast
             if self.camera_head is not None:
                 predictions["pose_enc"] = self.camera_head(tokens, patch_start_idx)
             if self.dense_head is not None:
                 chunk = frames_chunk_size or self.config.dense_head.frames_chunk_size
-                depth, depth_conf = self.dense_head(tokens, images.shape, patch_start_idx, chunk)
+                out = self._dense_outputs(images.shape, device) if lean else None
+                depth, depth_conf = self.dense_head(tokens, images.shape, patch_start_idx, chunk, out=out)
                 predictions["depth"] = depth
                 predictions["depth_conf"] = depth_conf
             if self.text_alignment_head is not None:
@@ -97,3 +129,11 @@ class VGGTOmega(nn.Module):
         if not self.training:
             predictions["images"] = images
         return predictions
+
+    def _dense_outputs(self, image_shape: Any, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Preallocated float32 depth [B,S,H',W',1] and confidence [B,S,H',W'] (H' = patch * (H // patch))."""
+        batch, frames, _, height, width = image_shape
+        patch = self.config.patch_size
+        size = (patch * (height // patch), patch * (width // patch))
+        return (torch.empty(batch, frames, *size, 1, device=device),
+                torch.empty(batch, frames, *size, device=device))

@@ -9,7 +9,7 @@ the requested layers are kept.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -59,11 +59,14 @@ class OmegaAggregator(nn.Module):
     def inter_frame_kind(self, layer: int) -> str:
         return "register" if layer in self.register_layers else "global"
 
-    def forward(self, images: Tensor, keep_layers: Iterable[int] | None = None) -> tuple[dict[int, Tensor], int]:
+    def forward(self, images: Tensor, keep_layers: Iterable[int] | None = None,
+                execution: Any = None) -> tuple[dict[int, Tensor], int]:
         """images [B, S, 3, H, W] in [0, 1] -> ({layer: [B, S, P, 2C]}, patch_start_idx).
 
         `keep_layers`: the layers to return (default: the configured cached layers); they must be cached
-        ones, as the official model has nothing else to give.
+        ones, as the official model has nothing else to give. `execution`: an ExecutionMode
+        (model/execution.py); in the lean mode the images may be on the host (moved per chunk of frames),
+        one residual stream is updated in place and the kept layers are in the mode's dtype.
         """
         batch, frames, channels, height, width = images.shape
         if channels != 3:
@@ -72,6 +75,10 @@ class OmegaAggregator(nn.Module):
         bad = sorted(keep - set(self.cached_layers))
         if bad:
             raise ValueError(f"layers {bad} are not cached by this model (cached: {list(self.cached_layers)})")
+
+        if execution is not None and execution.lean:
+            with torch.no_grad():
+                return self._forward_lean(images, sorted(keep), execution), self.patch_start_idx
 
         # Constants made per call (not buffers): a meta-built model loaded with assign=True keeps no meta buffer.
         mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=images.device).view(1, 1, 3, 1, 1)
@@ -106,3 +113,54 @@ class OmegaAggregator(nn.Module):
                 outputs[i] = torch.cat([frame_out, tokens], dim=-1)  # [B, S, P, 2C]
             del frame_out
         return outputs, special
+
+    def _forward_lean(self, images: Tensor, keep: list[int], execution: Any) -> dict[int, Tensor]:
+        """The same layers with one in-place residual stream and preallocated outputs for the kept layers."""
+        batch, frames, _, height, width = images.shape
+        device = self.camera_token.device
+        grid_h, grid_w = height // self.patch_size, width // self.patch_size
+        special = self.patch_start_idx
+        num_tokens = special + grid_h * grid_w
+        dim = self.camera_token.shape[-1]
+        rows = batch * frames
+
+        # [B*S, P, C] is the same memory as [B, S*P, C]: frame and global blocks take views of one tensor.
+        x = torch.empty(rows, num_tokens, dim, dtype=execution.residual_dtype, device=device)
+        x[:, :1] = _first_and_rest(self.camera_token, batch, frames)
+        x[:, 1:special] = _first_and_rest(self.register_token, batch, frames)
+        self._embed_patches_lean(images, x[:, special:], execution)
+
+        pos = self.rope_embed(grid_h, grid_w, special).expand(rows, -1, -1, -1)
+        outputs = {i: torch.empty(batch, frames, num_tokens, 2 * dim, dtype=execution.dtype, device=device)
+                   for i in keep}
+        x4 = x.view(batch, frames, num_tokens, dim)
+        for i in range(keep[-1] + 1 if keep else 0):
+            self.frame_blocks[i](x, pos=pos, execution=execution)
+            if i in outputs:
+                outputs[i][..., :dim].copy_(x4)
+            block = self.inter_frame_blocks[i]
+            if self.inter_frame_kind(i) == "register":
+                specials = x.new_empty(batch, frames * special, dim)  # a small contiguous copy
+                specials.view(batch, frames, special, dim).copy_(x4[:, :, :special])
+                block(specials, execution=execution)
+                x4[:, :, :special] = specials.view(batch, frames, special, dim)
+                del specials
+            else:
+                block(x.view(batch, frames * num_tokens, dim), execution=execution)
+            if i in outputs:
+                outputs[i][..., dim:].copy_(x4)
+        return outputs
+
+    def _embed_patches_lean(self, images: Tensor, out: Tensor, execution: Any) -> None:
+        """Normalize and patch-embed chunks of frames (moved to the model's device here) into out [B*S, h*w, C]."""
+        batch, frames, _, height, width = images.shape
+        device = out.device
+        flat = images.reshape(batch * frames, 3, height, width)
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        per = max(1, execution.token_chunk // (out.shape[1] + self.patch_embed.num_prefix_tokens))
+        for lo in range(0, flat.shape[0], per):
+            hi = min(lo + per, flat.shape[0])
+            chunk = (flat[lo:hi].to(device=device, dtype=torch.float32, non_blocking=True) - mean) / std
+            out[lo:hi] = self.patch_embed(chunk, execution=execution)
+            del chunk

@@ -7,6 +7,8 @@ No position table: RoPE in every block carries the positions. Only the normed pa
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -56,10 +58,16 @@ class DinoV3Encoder(nn.Module):
             return cls
         return torch.cat([cls, self.storage_tokens], dim=1)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """[N, 3, H, W] normalized images -> [N, h*w, C] normed patch tokens."""
+    def forward(self, images: Tensor, execution: Any = None) -> Tensor:
+        """[N, 3, H, W] normalized images -> [N, h*w, C] normed patch tokens.
+
+        `execution`: an ExecutionMode (model/execution.py); in the lean mode the blocks update one residual
+        stream in place, over chunks of tokens, and the result is float32.
+        """
         n, _, height, width = images.shape
         grid_h, grid_w = height // self.patch_size, width // self.patch_size
+        if execution is not None and execution.lean:
+            return self._forward_lean(images, grid_h, grid_w, execution)
         x = self.patch_embed(images)  # [N, h*w, C]
         # fp32 prefix + autocast-bf16 patches: cat promotes to fp32, as in the official model.
         x = torch.cat([self.prefix_tokens().expand(n, -1, -1), x], dim=1)
@@ -68,3 +76,16 @@ class DinoV3Encoder(nn.Module):
             x = block(x, pos=pos)
         # The official model norms every token and keeps the patches; LayerNorm is per token, so norm only those.
         return self.norm(x[:, self.num_prefix_tokens :])
+
+    def _forward_lean(self, images: Tensor, grid_h: int, grid_w: int, execution: Any) -> Tensor:
+        n = images.shape[0]
+        prefix = self.num_prefix_tokens
+        proj = self.patch_embed.proj
+        x = torch.empty(n, prefix + grid_h * grid_w, proj.out_channels, dtype=execution.residual_dtype,
+                        device=images.device)
+        x[:, :prefix] = self.prefix_tokens()
+        x[:, prefix:] = self.patch_embed(images.to(proj.weight.dtype))
+        pos = self.rope_embed(grid_h, grid_w, prefix).expand(n, -1, -1, -1)
+        for block in self.blocks:
+            block(x, pos=pos, execution=execution)  # in place
+        return self.norm(x[:, prefix:].to(self.norm.weight.dtype))
