@@ -163,3 +163,18 @@ def test_a_broken_mask_buffer_is_visible(fixtures):
         out = broken(cases["case1.images"])
     ref = outputs["case1"]["pose_enc"]
     assert ((out["pose_enc"] - ref).abs().max() / ref.abs().max()).item() > 1e-4
+
+
+def test_model_held_in_bfloat16_runs(fixtures):
+    # Not the official path (that is autocast), but a bf16-weights model must not fail on dtype mixes
+    # (the RoPE tables stay float32 and the rotation casts back).
+    model, cases, outputs = fixtures["omega_tiny"]
+    with torch.device("meta"):
+        low = VGGTOmega(model.config)
+    low.load_state_dict({k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}, strict=True, assign=True)
+    with torch.no_grad():
+        out = low.eval()(cases["case0.images"])
+    for key in ("pose_enc", *DENSE):
+        ref = outputs["case0"][key]
+        assert out[key].dtype == torch.bfloat16 and torch.isfinite(out[key]).all(), key
+        assert (out[key].float() - ref).abs().max() / ref.abs().max() < 0.1, key
