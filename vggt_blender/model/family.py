@@ -93,13 +93,23 @@ def default_config(family: str, keys: Iterable[str] = ()) -> Any:
     return VGGTConfig.vggt_1b()
 
 
-def build_model(config: Any) -> Any:
-    """VGGT or VGGTOmega for a config of either family (on the current default device)."""
+V1_HEAD_FLAGS = ("enable_camera", "enable_depth", "enable_point", "enable_track")
+
+
+def build_model(config: Any, **v1_flags: Any) -> Any:
+    """VGGT or VGGTOmega for a config of either family (on the current default device).
+
+    `v1_flags` (enable_track=False, ...) go to VGGT; VGGT-Omega has no point or track head and takes its
+    heads from the config, so they are ignored there.
+    """
     from .omega import VGGTOmega
     from .vggt import VGGT
 
+    unknown = sorted(set(v1_flags) - set(V1_HEAD_FLAGS))
+    if unknown:
+        raise TypeError(f"unknown model flags: {', '.join(unknown)}")
     config = resolve_config(config)
-    return VGGTOmega(config) if family_of_config(config) == "vggt-omega" else VGGT(config)
+    return VGGTOmega(config) if family_of_config(config) == "vggt-omega" else VGGT(config, **v1_flags)
 
 
 def family_mismatch(keys: Iterable[str], config: Any) -> str | None:
