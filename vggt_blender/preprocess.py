@@ -1,7 +1,9 @@
-"""Photos -> VGGT model input, plus the mapping from model-input pixels back to the original photo.
+"""Photos -> VGGT / VGGT-Omega model input, plus the mapping from model-input pixels back to the photo.
 
-The resize/crop/pad arithmetic reproduces the official `load_and_preprocess_images` (PIL bicubic, Python
-`round`, centre crop, white padding, white batch padding) so the model sees the same numbers. On top of that
+The resize/crop/pad arithmetic reproduces the official `load_and_preprocess_images` of each model
+(VGGT: PIL bicubic, Python `round`, centre crop, white padding; VGGT-Omega: aspect pre-crop to [0.5, 2],
+token-budget ("balanced") or longest-side ("max_size") sizes with numpy rounding, no crop or pad after
+the resize; both: white batch padding) so the model sees the same numbers. On top of that
 we apply EXIF orientation (phone photos come out upright), composite any transparency on white, convert
 16-bit and exotic modes properly, and record where every model pixel comes from in the photo.
 
@@ -27,6 +29,12 @@ if TYPE_CHECKING:  # pragma: no cover
 PATCH_SIZE = 14
 DEFAULT_TARGET_SIZE = 518
 MODES = ("crop", "pad")
+# VGGT-Omega (VGGT_OMEGA_SPEC §2): patch 16, 512 px (256 for the text-aligned checkpoint).
+OMEGA_PATCH_SIZE = 16
+OMEGA_DEFAULT_TARGET_SIZE = 512
+OMEGA_MODES = ("balanced", "max_size")
+OMEGA_ASPECT_RANGE = (0.5, 2.0)  # height / width; photos outside are centre-cropped into it first
+MODEL_FAMILIES = ("vggt", "vggt-omega")
 _EXIF_ORIENTATION_TAG = 0x0112
 
 
@@ -42,7 +50,7 @@ class PreprocessResult:
     valid_box:      int32 [N,4] (x0, y0, x1, y1), half-open model pixels that show the photo.
     rotated:        bool [N], True where EXIF orientation changed the image.
     model_size:     (width, height) of the model input.
-    mode, target_size: the settings used.
+    mode, target_size: the settings used; model: the family they are for ("vggt" or "vggt-omega").
     """
 
     images_np: np.ndarray
@@ -55,6 +63,7 @@ class PreprocessResult:
     mode: str = "crop"
     target_size: int = DEFAULT_TARGET_SIZE
     notes: list[str] = field(default_factory=list)
+    model: str = "vggt"
 
     @property
     def images(self) -> "torch.Tensor":
@@ -236,11 +245,53 @@ def resized_size(width: int, height: int, mode: str, target_size: int = DEFAULT_
     return new_width, _round_to_patch(height * (new_width / width))
 
 
-def _check_settings(mode: str, target_size: int) -> None:
-    if mode not in MODES:
-        raise RequestError(f"unknown preprocessing mode {mode!r}: use 'crop' or 'pad'")
-    if not isinstance(target_size, (int, np.integer)) or target_size < PATCH_SIZE or target_size % PATCH_SIZE:
-        raise RequestError(f"target size {target_size!r} must be a positive multiple of {PATCH_SIZE}")
+def omega_aspect_crop(width: int, height: int) -> tuple[int, int, int, int]:
+    """(left, top, width, height) of the centred window VGGT-Omega keeps so that height/width is in [0.5, 2]."""
+    low, high = OMEGA_ASPECT_RANGE
+    aspect = height / max(width, 1)
+    if aspect < low:
+        crop_width = min(width, max(1, int(round(height / low))))
+        return max((width - crop_width) // 2, 0), 0, crop_width, height
+    if aspect > high:
+        crop_height = min(height, max(1, int(round(width * high))))
+        return 0, max((height - crop_height) // 2, 0), width, crop_height
+    return 0, 0, width, height
+
+
+def omega_resized_size(width: int, height: int, mode: str, target_size: int = OMEGA_DEFAULT_TARGET_SIZE,
+                       patch_size: int = OMEGA_PATCH_SIZE) -> tuple[int, int]:
+    """(width, height) VGGT-Omega resizes a photo of (already pre-cropped) size width x height to.
+
+    "balanced": about (target/patch)^2 patches at the photo's aspect; "max_size": the longer side is
+    `target_size`. numpy rounding (half to even), at least one patch, as the official loader.
+    """
+    aspect = height / max(width, 1)
+    if mode == "balanced":
+        tokens = (target_size // patch_size) ** 2
+        w_patches = np.sqrt(tokens / aspect)
+        h_patches = tokens / w_patches  # from the unrounded width, as the official code
+        return patch_size * max(1, int(np.round(w_patches))), patch_size * max(1, int(np.round(h_patches)))
+
+    def to_patches(value: float) -> int:
+        return max(patch_size, int(np.round(float(value) / patch_size)) * patch_size)
+
+    if aspect >= 1.0:
+        return to_patches(target_size / aspect), target_size
+    return target_size, to_patches(target_size * aspect)
+
+
+def _check_settings(mode: str, target_size: int, model: str = "vggt") -> None:
+    modes, patch = (OMEGA_MODES, OMEGA_PATCH_SIZE) if model == "vggt-omega" else (MODES, PATCH_SIZE)
+    if model not in MODEL_FAMILIES:
+        raise RequestError(f"unknown model family {model!r}: use {' or '.join(repr(m) for m in MODEL_FAMILIES)}")
+    if mode not in modes:
+        other = "vggt-omega" if mode in OMEGA_MODES else "vggt" if mode in MODES else None
+        hint = f" (that is a {other} mode)" if other else ""
+        raise RequestError(f"unknown preprocessing mode {mode!r} for {model}{hint}: use "
+                           + " or ".join(repr(m) for m in modes))
+    if (isinstance(target_size, bool) or not isinstance(target_size, (int, np.integer)) or target_size < patch
+            or target_size % patch):
+        raise RequestError(f"target size {target_size!r} must be a positive multiple of {patch} for {model}")
 
 
 @dataclass
@@ -253,6 +304,7 @@ class _Prepared:
     shown: tuple[int, int]  # (width, height) of the photo content inside `pixels`
     rotated: bool
     frames: int = 1  # frames (GIF) or pages (TIFF) in the file; only the first is used
+    photo_offset: tuple[int, int] = (0, 0)  # (left, top) photo pixels cut off before the resize (Omega pre-crop)
 
 
 def _prepare_one(path: str, mode: str, target_size: int) -> _Prepared:
@@ -285,6 +337,31 @@ def _prepare_one(path: str, mode: str, target_size: int) -> _Prepared:
     )
 
 
+def _prepare_one_omega(path: str, mode: str, target_size: int) -> _Prepared:
+    img, rotated = _load_upright(path)
+    frames = int(img.info.get(FRAMES_INFO, 1))
+    width, height = img.size
+    left, top, crop_w, crop_h = omega_aspect_crop(width, height)
+    if (crop_w, crop_h) != (width, height):
+        cropped = img.crop((left, top, left + crop_w, top + crop_h))
+        img.close()
+        img = cropped
+    new_width, new_height = omega_resized_size(crop_w, crop_h, mode, target_size)
+    pixels = np.asarray(img.resize((new_width, new_height), Image.Resampling.BICUBIC), dtype=np.uint8)
+    img.close()
+    return _Prepared(
+        pixels=pixels,
+        size=(width, height),
+        scale=(crop_w / new_width, crop_h / new_height),
+        crop_top=0,
+        pad=(0, 0),
+        shown=(new_width, new_height),
+        rotated=rotated,
+        frames=frames,
+        photo_offset=(left, top),
+    )
+
+
 def _pad_white(pixels: np.ndarray, height: int, width: int, left: int, top: int) -> np.ndarray:
     out = np.full((height, width, 3), 255, dtype=np.uint8)
     out[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
@@ -293,18 +370,28 @@ def _pad_white(pixels: np.ndarray, height: int, width: int, left: int, top: int)
 
 def preprocess_images(
     paths: Sequence[str | os.PathLike],
-    mode: str = "crop",
-    target_size: int = DEFAULT_TARGET_SIZE,
+    mode: str | None = None,
+    target_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    model: str = "vggt",
 ) -> PreprocessResult:
-    """Load, orient, resize and crop/pad `paths` into one batch, as the official VGGT loader does.
+    """Load, orient, resize and crop/pad `paths` into one batch, as the official loader of `model` does.
 
-    mode "crop": width -> target_size, height scaled and rounded to a multiple of 14, centre-cropped to
-    target_size when taller. mode "pad": longer side -> target_size, padded white to a square. Images of
-    different shapes are then padded white (centred, floor/ceil) to the largest height and width.
-    `progress(done, total)` is called after each image (it may raise to cancel).
+    model "vggt" (default mode "crop", 518): mode "crop": width -> target_size, height scaled and rounded
+    to a multiple of 14, centre-cropped to target_size when taller. mode "pad": longer side ->
+    target_size, padded white to a square.
+    model "vggt-omega" (default mode "balanced", 512; 256 for the text checkpoint): photos with
+    height/width outside [0.5, 2] are first centre-cropped into it; "balanced" keeps about
+    (target_size/16)^2 patches at the photo's aspect, "max_size" makes the longer side target_size.
+    Either way, images of different shapes are then padded white (centred, floor/ceil) to the largest
+    height and width. `progress(done, total)` is called after each image (it may raise to cancel).
     """
-    _check_settings(mode, target_size)
+    omega = model == "vggt-omega"
+    if mode is None:
+        mode = OMEGA_MODES[0] if omega else MODES[0]
+    if target_size is None:
+        target_size = OMEGA_DEFAULT_TARGET_SIZE if omega else DEFAULT_TARGET_SIZE
+    _check_settings(mode, target_size, model)
     target_size = int(target_size)
     path_list = [os.fspath(p) for p in paths]
     if not path_list:
@@ -312,7 +399,7 @@ def preprocess_images(
 
     prepared: list[_Prepared] = []
     for index, path in enumerate(path_list):
-        prepared.append(_prepare_one(path, mode, target_size))
+        prepared.append(_prepare_one_omega(path, mode, target_size) if omega else _prepare_one(path, mode, target_size))
         if progress is not None:
             progress(index + 1, len(path_list))
 
@@ -340,7 +427,9 @@ def preprocess_images(
         sx, sy = item.scale
         left = item.pad[0] + batch_left
         top = item.pad[1] + batch_top
-        pixel_map[i] = (sx, sy, -sx * left + 0.0, sy * (item.crop_top - top) + 0.0)  # +0.0: no -0.0
+        # Then the Omega pre-crop: photo = offset + resized-image coordinate * scale.
+        off_x, off_y = item.photo_offset
+        pixel_map[i] = (sx, sy, off_x - sx * left + 0.0, off_y + sy * (item.crop_top - top) + 0.0)  # +0.0: no -0.0
 
         shown_w, shown_h = item.shown
         valid_box[i] = (left, top, left + shown_w, top + shown_h)
@@ -361,4 +450,5 @@ def preprocess_images(
         mode=mode,
         target_size=target_size,
         notes=notes,
+        model=model,
     )

@@ -31,29 +31,31 @@ def interpolate_bilinear(x: Tensor, size: tuple[int, int]) -> Tensor:
 class ResidualConvUnit(nn.Module):
     """ReLU -> conv3x3 -> ReLU -> conv3x3, plus a skip.
 
-    The official unit uses an in-place ReLU on its input, so its skip carries ReLU(x), not x. That is
+    The official VGGT unit uses an in-place ReLU on its input, so its skip carries ReLU(x), not x. That is
     reproduced here explicitly (out of place): RCU(x) = conv2(relu(conv1(relu(x)))) + relu(x).
+    VGGT-Omega's ReLU is not in place: `relu_skip=False` gives RCU(x) = conv2(relu(conv1(relu(x)))) + x.
     """
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, relu_skip: bool = True) -> None:
         super().__init__()
+        self.relu_skip = relu_skip
         self.conv1 = nn.Conv2d(features, features, kernel_size=3, padding=1, bias=True)
         self.conv2 = nn.Conv2d(features, features, kernel_size=3, padding=1, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.relu(x)
-        out = self.conv2(F.relu(self.conv1(x)))
-        return out + x
+        activated = F.relu(x)
+        out = self.conv2(F.relu(self.conv1(activated)))
+        return out + (activated if self.relu_skip else x)
 
 
 class FeatureFusionBlock(nn.Module):
     """(running + RCU1(skip)) -> RCU2 -> bilinear resize (align_corners) -> 1x1 out_conv."""
 
-    def __init__(self, features: int, has_residual: bool = True) -> None:
+    def __init__(self, features: int, has_residual: bool = True, relu_skip: bool = True) -> None:
         super().__init__()
         self.out_conv = nn.Conv2d(features, features, kernel_size=1, bias=True)
-        self.resConfUnit1 = ResidualConvUnit(features) if has_residual else None
-        self.resConfUnit2 = ResidualConvUnit(features)
+        self.resConfUnit1 = ResidualConvUnit(features, relu_skip) if has_residual else None
+        self.resConfUnit2 = ResidualConvUnit(features, relu_skip)
 
     def forward(self, x: Tensor, skip: Tensor | None = None, size: tuple[int, int] | None = None) -> Tensor:
         if self.resConfUnit1 is not None and skip is not None:
@@ -63,6 +65,53 @@ class FeatureFusionBlock(nn.Module):
             size = (x.shape[-2] * 2, x.shape[-1] * 2)
         x = interpolate_bilinear(x, tuple(size))
         return self.out_conv(x)
+
+
+def build_front_end(head: nn.Module, dim_in: int, out_channels: Sequence[int], features: int,
+                    relu_skip: bool = True) -> None:
+    """The DPT parts VGGT and VGGT-Omega share, as attributes of `head` (official key names): norm,
+    projects (1x1 convs), resize_layers (x4, x2, x1, /2), scratch.layer{1..4}_rn and refinenet{1..4}."""
+    out_channels = list(out_channels)
+    head.norm = nn.LayerNorm(dim_in)
+    head.projects = nn.ModuleList(nn.Conv2d(dim_in, oc, kernel_size=1) for oc in out_channels)
+    # Tap k is brought to 4x, 2x, 1x and 1/2x the patch grid.
+    head.resize_layers = nn.ModuleList(
+        [
+            nn.ConvTranspose2d(out_channels[0], out_channels[0], kernel_size=4, stride=4),
+            nn.ConvTranspose2d(out_channels[1], out_channels[1], kernel_size=2, stride=2),
+            nn.Identity(),
+            nn.Conv2d(out_channels[3], out_channels[3], kernel_size=3, stride=2, padding=1),
+        ]
+    )
+    head.scratch = nn.Module()
+    for i, oc in enumerate(out_channels, start=1):
+        setattr(head.scratch, f"layer{i}_rn", nn.Conv2d(oc, features, kernel_size=3, padding=1, bias=False))
+    head.scratch.refinenet1 = FeatureFusionBlock(features, relu_skip=relu_skip)
+    head.scratch.refinenet2 = FeatureFusionBlock(features, relu_skip=relu_skip)
+    head.scratch.refinenet3 = FeatureFusionBlock(features, relu_skip=relu_skip)
+    head.scratch.refinenet4 = FeatureFusionBlock(features, has_residual=False, relu_skip=relu_skip)
+
+
+def tap_maps(head: nn.Module, tokens: Mapping[int, Tensor] | Sequence[Tensor], layers: Sequence[int],
+             patch_start_idx: int, start: int, end: int, grid: tuple[int, int], image_size: tuple[int, int],
+             pos_embed: bool = True) -> list[Tensor]:
+    """Frames start..end of each tapped layer's patch tokens -> norm -> map -> project (+ UV) -> resize.
+
+    tokens[layer] [B, S, P, 2C]; grid (h, w); image_size (width, height). Returns the 4 maps, finest first.
+    """
+    grid_h, grid_w = grid
+    width, height = image_size
+    dtype = head.norm.weight.dtype
+    maps = []
+    for k, layer_idx in enumerate(layers):
+        x = tokens[layer_idx][:, start:end, patch_start_idx:].to(dtype)  # [B, s, h*w, 2C]
+        x = head.norm(x.reshape(-1, x.shape[-2], x.shape[-1]))
+        x = x.permute(0, 2, 1).reshape(x.shape[0], x.shape[-1], grid_h, grid_w)  # [N, 2C, h, w]
+        x = head.projects[k](x)
+        if pos_embed:
+            x = add_uv_embedding(x, width, height)
+        maps.append(head.resize_layers[k](x))
+    return maps
 
 
 class DPTHead(nn.Module):
@@ -90,25 +139,7 @@ class DPTHead(nn.Module):
         self.down_ratio = down_ratio
         self.intermediate_layer_idx = list(intermediate_layer_idx)
 
-        self.norm = nn.LayerNorm(dim_in)
-        self.projects = nn.ModuleList(nn.Conv2d(dim_in, oc, kernel_size=1) for oc in out_channels)
-        # Tap k is brought to 4x, 2x, 1x and 1/2x the patch grid.
-        self.resize_layers = nn.ModuleList(
-            [
-                nn.ConvTranspose2d(out_channels[0], out_channels[0], kernel_size=4, stride=4),
-                nn.ConvTranspose2d(out_channels[1], out_channels[1], kernel_size=2, stride=2),
-                nn.Identity(),
-                nn.Conv2d(out_channels[3], out_channels[3], kernel_size=3, stride=2, padding=1),
-            ]
-        )
-
-        self.scratch = nn.Module()
-        for i, oc in enumerate(out_channels, start=1):
-            setattr(self.scratch, f"layer{i}_rn", nn.Conv2d(oc, features, kernel_size=3, padding=1, bias=False))
-        self.scratch.refinenet1 = FeatureFusionBlock(features)
-        self.scratch.refinenet2 = FeatureFusionBlock(features)
-        self.scratch.refinenet3 = FeatureFusionBlock(features)
-        self.scratch.refinenet4 = FeatureFusionBlock(features, has_residual=False)
+        build_front_end(self, dim_in, out_channels, features)
         if feature_only:
             self.scratch.output_conv1 = nn.Conv2d(features, features, kernel_size=3, padding=1)
         else:
@@ -148,17 +179,8 @@ class DPTHead(nn.Module):
         frames = end - start
         height, width = images.shape[-2:]
         grid_h, grid_w = height // self.patch_size, width // self.patch_size
-        dtype = self.norm.weight.dtype
-
-        maps = []
-        for k, layer_idx in enumerate(self.intermediate_layer_idx):
-            x = tokens[layer_idx][:, start:end, patch_start_idx:].to(dtype)  # [B, s, h*w, 2C]
-            x = self.norm(x.reshape(batch * frames, -1, x.shape[-1]))
-            x = x.permute(0, 2, 1).reshape(batch * frames, x.shape[-1], grid_h, grid_w)  # [N, 2C, h, w]
-            x = self.projects[k](x)
-            if self.pos_embed:
-                x = add_uv_embedding(x, width, height)
-            maps.append(self.resize_layers[k](x))
+        maps = tap_maps(self, tokens, self.intermediate_layer_idx, patch_start_idx, start, end, (grid_h, grid_w),
+                        (width, height), self.pos_embed)
 
         out = self._fuse(maps)  # [N, F', 8h, 8w]
         out_size = (int(grid_h * self.patch_size / self.down_ratio), int(grid_w * self.patch_size / self.down_ratio))

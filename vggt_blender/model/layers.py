@@ -53,8 +53,29 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class MaskedKBiasLinear(nn.Linear):
+    """VGGT-Omega's qkv Linear: the bias used is `bias * bias_mask`, a persistent buffer of the checkpoint
+    (1 on the q and v thirds, 0 on the k third)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        if bias:
+            third = out_features // 3
+            mask = torch.ones(out_features)
+            mask[third : 2 * third] = 0.0
+            self.register_buffer("bias_mask", mask)
+
+    def forward(self, x: Tensor) -> Tensor:
+        bias = None if self.bias is None else self.bias * self.bias_mask.to(self.bias.dtype)
+        return F.linear(x, self.weight, bias)
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention with optional per-head qk LayerNorm and 2-D RoPE, via SDPA."""
+    """Multi-head self-attention with optional per-head qk LayerNorm and 2-D RoPE, via SDPA.
+
+    `mask_k_bias` (VGGT-Omega) makes qkv a MaskedKBiasLinear. `rope` may be any parameter-free module
+    called as rope(t, pos) on q and k; VGGT-Omega passes its own (pos = its sin/cos tables).
+    """
 
     def __init__(
         self,
@@ -64,13 +85,14 @@ class Attention(nn.Module):
         proj_bias: bool = True,
         qk_norm: bool = False,
         rope: RotaryPositionEmbedding2D | None = None,
+        mask_k_bias: bool = False,
     ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.qkv = (MaskedKBiasLinear if mask_k_bias else nn.Linear)(dim, 3 * dim, bias=qkv_bias)
         # qk-norm uses the PyTorch default eps (1e-5), per head.
         self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
@@ -108,10 +130,12 @@ class Block(nn.Module):
         qkv_bias: bool = True,
         proj_bias: bool = True,
         ffn_bias: bool = True,
+        mask_k_bias: bool = False,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, proj_bias=proj_bias, qk_norm=qk_norm, rope=rope)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, proj_bias=proj_bias, qk_norm=qk_norm, rope=rope,
+                              mask_k_bias=mask_k_bias)
         self.ls1 = LayerScale(dim, init_values)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), bias=ffn_bias)

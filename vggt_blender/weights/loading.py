@@ -158,37 +158,44 @@ def _parameters_on_meta() -> Iterator[None]:
 
 
 def _resolve_config(config: Any) -> Any:
-    from ..model import VGGTConfig
+    from ..model.family import resolve_config
 
-    if isinstance(config, VGGTConfig):
-        return config
-    if isinstance(config, (str, os.PathLike)):
-        return VGGTConfig.resolve(os.fspath(config))  # the one preset-or-file lookup
-    if isinstance(config, Mapping):
-        return VGGTConfig.from_dict(dict(config))
-    raise TypeError(f"config must be a VGGTConfig, a preset name, a JSON path or a dict, not {type(config).__name__}")
+    return resolve_config(config)  # the one preset-or-file lookup, for either model family
 
 
 def load_model(config: Any, path: str | os.PathLike[str], device: Any = "cpu", dtype: Any = None) -> "torch.nn.Module":
-    """Build VGGT for `config` and load the checkpoint at `path` straight onto `device` in `dtype`.
+    """Build VGGT or VGGT-Omega for `config` and load the checkpoint at `path` straight onto `device` in `dtype`.
 
-    `config`: a VGGTConfig, a preset name ("vggt-1b"), a config.json path or a dict. Parameters are created
+    `config`: a VGGTConfig or VGGTOmegaConfig, a preset name ("vggt-1b", "vggt-omega-1b-512", ...), a
+    config.json path, a dict, or None: then the model family (and the Omega text head) is recognised from
+    the checkpoint's keys and its published configuration is used. A checkpoint of the other family than
+    the requested config fails with a message saying so. Parameters are created
     on the meta device and replaced by the checkpoint's tensors (load_state_dict(assign=True)), so no random
     weights are ever allocated; each tensor is converted on its way to the device. `dtype` (default float32)
     applies to floating-point parameters and buffers. The model is returned in eval mode without gradients.
     """
     import torch
 
-    from ..model import VGGT
+    from ..model.family import FAMILY_NAMES, build_model, default_config, detect_family, family_mismatch
+    from ..model.family import family_of_config
 
     dtype = torch.float32 if dtype is None else dtype
     device = torch.device(device)
-    cfg = _resolve_config(config)
-    with _parameters_on_meta():
-        model = VGGT(cfg)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    cfg = None if config is None else _resolve_config(config)
     sd = read_state_dict(path, map_location="cpu")
-    check_state_dict(sd, expected, file=str(path))
+    if cfg is None:
+        family = detect_family(sd)
+        if family is None:
+            raise CheckpointError(f"{path}: not a VGGT or VGGT-Omega checkpoint (its keys: "
+                                  f"{_first(sorted(sd)) if sd else 'none'})", file=str(path))
+        cfg = default_config(family, sd)
+    mismatch = family_mismatch(sd, cfg)
+    if mismatch:
+        raise CheckpointError(f"{path}: {mismatch}", file=str(path))
+    with _parameters_on_meta():
+        model = build_model(cfg)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_state_dict(sd, expected, file=str(path), model_name=FAMILY_NAMES[family_of_config(cfg)])
     for key in list(sd):
         tensor = sd[key]
         sd[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
