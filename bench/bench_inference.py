@@ -1,7 +1,8 @@
 """VGGT inference benchmark: seconds, peak GPU memory and error vs the fp32 path, per frame count and path.
 
 Paths (--paths):
-  fast          vggt_blender.model.fast_path (bf16 aggregator, fp32 residual, chunked, fp32 heads)
+  fast          our VGGT in its lean execution mode (vggt_blender.model.execution: bf16 aggregator matrices,
+                fp32 residual, chunked token-wise work, kept layers only, fp32 heads per chunk of frames)
   fast_bf16res  the same with a bf16 residual stream (less memory, ~3x the error)
   autocast      our VGGT (fp32 weights) under torch.autocast, as the official README runs it
   fp32          our VGGT in fp32 (also the reference for the error columns)
@@ -38,9 +39,11 @@ from torch import nn  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from vggt_blender.model import VGGT, VGGTConfig  # noqa: E402
-from vggt_blender.model.fast_path import (  # noqa: E402
-    DEFAULT_HEAD_FRAMES, DEFAULT_TOKEN_CHUNK, fast_from_state_dict, load_fast, parse_sdpa_backends, prepare_fast,
+from vggt_blender.model.execution import (  # noqa: E402
+    DEFAULT_HEAD_FRAMES, DEFAULT_TOKEN_CHUNK, SMALL_GPU_HEAD_FRAMES, SMALL_GPU_TOKEN_CHUNK, ExecutionMode,
+    parse_sdpa_backends,
 )
+from vggt_blender.weights.loading import build_on_meta, load_model, model_from_state_dict  # noqa: E402
 
 DEFAULT_FRAMES = "1,10,50,100,200,300,500,1000"
 ALL_PATHS = ("fast", "fast_bf16res", "autocast", "fp32", "official")
@@ -107,11 +110,10 @@ def checkpoint_state_dict(path: str) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in read_state_dict(path).items() if not k.startswith("track_head.")}
 
 
-def build_ours(cfg: VGGTConfig, sd: dict[str, torch.Tensor], device: torch.device) -> VGGT:
-    with torch.device("meta"):
-        model = VGGT(cfg, enable_track=False)
-    model.load_state_dict({k: v.to(device) for k, v in sd.items()}, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+def build_ours(cfg: VGGTConfig, sd: dict[str, torch.Tensor], device: torch.device,
+               execution: ExecutionMode | None = None) -> VGGT:
+    """Our VGGT on `device` (a lean `execution` puts the aggregator's matrices there in its dtype directly)."""
+    return model_from_state_dict(cfg, dict(sd), device, execution=execution, enable_track=False)
 
 
 # --------------------------------------------------------------------------------- official code
@@ -226,8 +228,9 @@ def make_paths(names: list[str], cfg: VGGTConfig, sd: dict[str, torch.Tensor], d
     backends = parse_sdpa_backends(args.sdpa)
     fast_opts = dict(token_chunk=args.token_chunk, head_frames=args.head_frames, sdpa_backends=backends)
 
-    def run_fast(runner: Any, images: torch.Tensor) -> dict:
-        return runner(images)
+    def run_fast(model: Any, images: torch.Tensor) -> dict:
+        with torch.inference_mode():
+            return model(images)
 
     def run_ours(autocast: bool) -> Callable[[Any, torch.Tensor], dict]:
         def call(model: Any, images: torch.Tensor) -> dict:
@@ -246,11 +249,12 @@ def make_paths(names: list[str], cfg: VGGTConfig, sd: dict[str, torch.Tensor], d
     paths: dict[str, RunPath] = {}
     for name in names:
         if name == "fast":
-            paths[name] = RunPath(name, lambda: fast_from_state_dict(cfg, dict(sd), device, dtype, **fast_opts),
+            mode = ExecutionMode.lean_for(device, dtype, **fast_opts)
+            paths[name] = RunPath(name, lambda m=mode: build_ours(cfg, sd, device, m),
                                 run_fast, wants_host_images=not args.images_on_device)
         elif name == "fast_bf16res":
-            paths[name] = RunPath(name, lambda: fast_from_state_dict(cfg, dict(sd), device, dtype,
-                                                                   residual_dtype=dtype, **fast_opts),
+            mode = ExecutionMode.lean_for(device, dtype, residual_dtype=dtype, **fast_opts)
+            paths[name] = RunPath(name, lambda m=mode: build_ours(cfg, sd, device, m),
                                 run_fast, wants_host_images=not args.images_on_device)
         elif name == "autocast":
             paths[name] = RunPath(name, lambda: build_ours(cfg, sd, device), run_ours(True))
@@ -502,8 +506,9 @@ def run_load_checkpoint(args: argparse.Namespace, device: torch.device, dtype: t
         torch.zeros(1, device=device)  # CUDA context before the clock starts
     rows = []
     for label, load in (
-        (f"load_fast ({str(dtype).replace('torch.', '')} aggregator, fp32 heads)",
-         lambda: load_fast(args.config, args.load_checkpoint, device, dtype)),
+        (f"load_model lean ({str(dtype).replace('torch.', '')} aggregator, fp32 heads)",
+         lambda: load_model(args.config, args.load_checkpoint, device,
+                            execution=ExecutionMode.lean_for(device, dtype))),
         ("weights.load_model (fp32)", lambda: load_model(args.config, args.load_checkpoint, device, torch.float32)),
     ):
         free(device)
@@ -608,8 +613,6 @@ class LiveTensorBytes(TorchDispatchMode):
 def run_estimate_memory(args: argparse.Namespace, cfg: VGGTConfig, dtype: torch.dtype,
                         frames_list: list[int]) -> None:
     height, width = parse_size(args.size)
-    from vggt_blender.model.fast_path import SMALL_GPU_HEAD_FRAMES, SMALL_GPU_TOKEN_CHUNK
-
     # (label, residual dtype, token chunk, head frames); "fast_small" is the setting used on GPUs <= 12 GiB.
     residuals = [("fast", torch.float32, args.token_chunk, args.head_frames),
                  ("fast_bf16res", dtype, args.token_chunk, args.head_frames),
@@ -622,30 +625,29 @@ def run_estimate_memory(args: argparse.Namespace, cfg: VGGTConfig, dtype: torch.
     for n in frames_list:
         cells = []
         for _, residual, token_chunk, head_frames in residuals:
-            with torch.device("meta"):
-                model = VGGT(cfg, enable_track=False)
-            runner = prepare_fast(model, "meta", dtype, residual_dtype=residual, token_chunk=token_chunk,
-                                  head_frames=head_frames, sdpa_backends=backends)
+            model = build_on_meta(cfg, enable_track=False)
+            model.set_execution(ExecutionMode(lean=True, dtype=dtype, residual_dtype=residual,
+                                              token_chunk=token_chunk or DEFAULT_TOKEN_CHUNK,
+                                              head_frames=head_frames or DEFAULT_HEAD_FRAMES,
+                                              sdpa_backends=backends))
 
-            def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, execution: Any = None) -> torch.Tensor:
                 # A fused kernel's footprint: the output plus its fp32 log-sum-exp, no score matrix.
                 lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
                 del lse
                 return torch.empty_like(q)
 
-            runner._attention = attention
+            for module in model.aggregator.modules():  # this model's instances only
+                if hasattr(module, "attend"):
+                    module.attend = attention
             images = torch.empty(1, n, 3, height, width, device="meta")
-            existing = [p for p in model.parameters()] + [t for t in runner._small.values()]
-            existing += [t for group in (runner._frame, runner._global, runner._dino) for bp in group
-                         for t in (bp.ls1, bp.ls2, *bp.norm1_lp, *bp.norm2_lp, bp.norm1.weight, bp.norm1.bias,
-                                   bp.norm2.weight, bp.norm2.bias) if t is not None]
-            tracker = LiveTensorBytes(existing)
-            with tracker:
-                out = runner(images)
+            tracker = LiveTensorBytes(list(model.parameters()))
+            with tracker, torch.inference_mode():
+                out = model(images)
                 del out
             cells.append(tracker.peak / 2**30)
             weights_gb = tracker.base / 2**30
-            del runner, model, tracker
+            del model, tracker
             gc.collect()
         log(f"{n:>7} | " + " | ".join(f"{c:>12.2f}" for c in cells) + f" | {weights_gb:.2f}")
 

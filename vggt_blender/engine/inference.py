@@ -3,9 +3,10 @@
 `reconstruct()` returns the in-memory Reconstruction; `reconstruct_to_file()` also writes the .npz (atomically) and
 the upright copies of EXIF-rotated photos, and removes what it created when it fails or is cancelled.
 
-Two execution paths give the same outputs: "standard" (`VGGT.forward`, under autocast for bf16/fp16) and "fast"
-(`model.fast_path.FastRunner`: bf16/fp16 aggregator weights, only the layers the heads read kept, heads per chunk
-of frames, images copied to the device per chunk). `fast_path="auto"` picks the fast one on CUDA in bf16/fp16,
+Two execution modes of the one model give the same outputs: "standard" (`VGGT.forward`, under autocast for
+bf16/fp16) and "fast" (the lean `ExecutionMode` of model/execution.py: bf16/fp16 aggregator weights, only the
+layers the heads read kept, chunked token-wise work, heads per chunk of frames, images copied to the device per
+chunk). `fast_path="auto"` picks the fast one on CUDA in bf16/fp16,
 where the standard path's fp32 tokens run out of memory past a few hundred photos.
 """
 
@@ -29,7 +30,7 @@ from ..errors import CancelledError, OutOfMemoryError, RequestError
 from ..geometry.cameras import depth_to_world_points, intrinsics_to_photo, pose_encoding_to_extrinsics_intrinsics
 from ..io.photo_paths import collect_images
 from ..model import VGGTConfig
-from ..model.fast_path import FastRunner, load_fast, prepare_fast
+from ..model.execution import ExecutionMode, is_lean
 from ..preprocess import load_image, preprocess_images
 from ..io.reconstruction import Reconstruction, make_provenance, save_reconstruction
 from ..weights.discovery import resolve_weights, sha256_file
@@ -46,7 +47,7 @@ FAST_PATH_CHOICES = ("auto", "on", "off")
 @dataclass
 class _CachedModel:
     key: tuple
-    model: Any  # a VGGT (standard path) or a FastRunner (fast path)
+    model: Any  # a VGGT (its execution mode: plain for the standard path, lean for the fast one)
     checkpoint_sha256: str
 
 
@@ -99,7 +100,7 @@ def use_fast_path(choice: str, device: torch.device, dtype: torch.dtype) -> bool
 
 def load_cached_model(config: Any, config_name: str, weights_path: str, device: torch.device,
                       dtype: torch.dtype, fast: bool = False) -> tuple[Any, str, bool]:
-    """(model or FastRunner, checkpoint sha256, was_cached): reuse the cached one when the key matches."""
+    """(model, checkpoint sha256, was_cached): reuse the cached one when the key matches."""
     global _MODEL_CACHE
     key = (str(Path(weights_path).resolve()), config_name, str(device), str(dtype), "fast" if fast else "standard")
     if _MODEL_CACHE is not None and _MODEL_CACHE.key == key:
@@ -109,7 +110,7 @@ def load_cached_model(config: Any, config_name: str, weights_path: str, device: 
     if fast:
         # Straight to the device tensor by tensor: aggregator matrices in `dtype`, heads fp32; never an fp32
         # copy of the aggregator on the GPU.
-        model = load_fast(config, weights_path, device, dtype)
+        model = load_model(config, weights_path, device, execution=ExecutionMode.lean_for(device, dtype))
     else:
         # Weights stay fp32: reduced precision comes from autocast, and the heads run in fp32 by design.
         model = load_model(config, weights_path, device, torch.float32)
@@ -121,14 +122,19 @@ def load_cached_model(config: Any, config_name: str, weights_path: str, device: 
 
 def _forward(model: Any, images: torch.Tensor, device: torch.device, dtype: torch.dtype) -> dict:
     """The bare model call on either path (the worker's fault hook replaces this in tests)."""
-    if isinstance(model, FastRunner):
-        return model(images)  # its own dtypes and inference mode; images may be on the host
+    if _is_fast(model):
+        with torch.inference_mode():
+            return model(images)  # its own dtypes; images may be on the host
     if uses_autocast(device, dtype):
         autocast = torch.autocast(device_type=device.type, dtype=dtype)
     else:
         autocast = contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         return model(images)
+
+
+def _is_fast(model: Any) -> bool:
+    return is_lean(getattr(model, "execution", None))
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -228,8 +234,8 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
     """Run VGGT on photos (files or folders) and return a Reconstruction.
 
     `model` skips loading (its weights are then unknown to provenance unless `weights` is given too); a
-    FastRunner always runs the fast path, a VGGT given with the fast path chosen is wrapped by `prepare_fast`
-    on a copy (the caller's model is left as it is).
+    model set to a lean execution mode always runs the fast path, a plain one given with the fast path chosen
+    is switched to the lean mode on a copy (the caller's model is left as it is).
     `display_dir`: where upright copies of EXIF-rotated photos go (none are written without it).
     `fast_path`: "auto" (fast on CUDA with bf16/fp16, standard otherwise), "on" (any device, CPU included)
     or "off" (always `VGGT.forward`).
@@ -245,7 +251,7 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
     dtype = choose_precision(torch_device, precision)
     device_text = describe_device(torch_device)
     model_config, config_name = _resolve_config(config)
-    fast = isinstance(model, FastRunner) or use_fast_path(fast_path, torch_device, dtype)
+    fast = _is_fast(model) or use_fast_path(fast_path, torch_device, dtype)
 
     weights_path: str | None = None
     if model is None or weights is not None:
@@ -282,8 +288,8 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
             raise
         report("loading", 1.0, "cached model" if cached else "model loaded")
     else:
-        if fast and not isinstance(model, FastRunner):
-            model = prepare_fast(copy.deepcopy(model), torch_device, dtype)
+        if fast and not _is_fast(model):
+            model = copy.deepcopy(model).to(torch_device).set_execution(ExecutionMode.lean_for(torch_device, dtype))
         report("loading", 1.0, "model given")
     timings["loading"] = time.perf_counter() - start
     _check_cancel(should_cancel)
@@ -298,14 +304,9 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
         report("inference", fraction, f"{count} image(s)")
         _check_cancel(should_cancel)
 
-    if isinstance(model, FastRunner):
-        # One step per aggregator block pair, 90 % of the stage like the hooks below; raising cancels.
-        hooks = []
-        model.on_step = lambda done, total: block_done(0.9 * done / total)
-        images = prep.images  # stays on the host: the runner copies one chunk of frames at a time
-    else:
-        hooks = _block_progress_hooks(model, block_done)
-        images = prep.images.to(torch_device, dtype=torch.float32)
+    hooks = _block_progress_hooks(model, block_done)
+    # The fast path leaves the images on the host: it copies one chunk of frames at a time.
+    images = prep.images if _is_fast(model) else prep.images.to(torch_device, dtype=torch.float32)
     try:
         outputs = _forward(model, images, torch_device, dtype)
         pose_enc = _as_numpy(outputs["pose_enc"])[0].astype(np.float64)
@@ -320,8 +321,6 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
                                                 device_text, path_name)) from None
         raise
     finally:
-        if isinstance(model, FastRunner):
-            model.on_step = None  # the cached runner must not call back into a finished run
         for handle in hooks:
             handle.remove()
         del images
