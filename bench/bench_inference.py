@@ -6,6 +6,7 @@ Paths (--paths):
   fast_bf16res  the same with a bf16 residual stream (less memory, ~3x the error)
   autocast      our VGGT (fp32 weights) under torch.autocast, as the official README runs it
   fp32          our VGGT in fp32 (also the reference for the error columns)
+  int8          our VGGT in fp32 with the aggregator's Linear layers dynamically quantised to int8 (CPU only)
   official      the upstream code (--official DIR, commit 44b3afb) run the official way:
                 no_grad + torch.cuda.amp.autocast(dtype=bf16 on Ampere+, else fp16)
 All paths get the same seeded random weights (never downloads), or a real checkpoint with --weights.
@@ -46,7 +47,7 @@ from vggt_blender.model.execution import (  # noqa: E402
 from vggt_blender.weights.loading import build_on_meta, load_model, model_from_state_dict  # noqa: E402
 
 DEFAULT_FRAMES = "1,10,50,100,200,300,500,1000"
-ALL_PATHS = ("fast", "fast_bf16res", "autocast", "fp32", "official")
+ALL_PATHS = ("fast", "fast_bf16res", "autocast", "fp32", "int8", "official")
 ERROR_KEYS = (("depth", "depth"), ("points", "world_points"), ("pose", "pose_enc"))
 
 
@@ -260,6 +261,10 @@ def make_paths(names: list[str], cfg: VGGTConfig, sd: dict[str, torch.Tensor], d
             paths[name] = RunPath(name, lambda: build_ours(cfg, sd, device), run_ours(True))
         elif name == "fp32":
             paths[name] = RunPath(name, lambda: build_ours(cfg, sd, device), run_ours(False))
+        elif name == "int8":
+            from vggt_blender.model.quantization import quantize_aggregator_int8
+
+            paths[name] = RunPath(name, lambda: quantize_aggregator_int8(build_ours(cfg, sd, device)), run_ours(False))
         elif name == "official":
             if not args.official:
                 raise SystemExit("--paths official needs --official DIR (the upstream checkout)")
@@ -491,6 +496,55 @@ def run_table(args: argparse.Namespace, cfg: VGGTConfig, sd: dict, device: torch
     print_tables(frames_list, table, header)
 
 
+def run_alternating(args: argparse.Namespace, cfg: VGGTConfig, sd: dict, device: torch.device,
+                    dtype: torch.dtype, frames: int) -> None:
+    """Every path built at once, warmed, then timed in turns (A B, B A, A B, ...) for --alternate rounds.
+
+    On a shared machine the load drifts: taking turns exposes each path to the same drift, and the
+    per-round ratio to the first path cancels most of it. Medians are reported.
+    """
+    height, width = parse_size(args.size)
+    names = [p.strip() for p in args.paths.split(",") if p.strip()]
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    images = torch.rand(frames, 3, height, width, generator=gen)
+    paths = make_paths(names, cfg, sd, device, dtype, args)
+    models = {}
+    for name, path in paths.items():
+        t0 = time.perf_counter()
+        models[name] = path.build()
+        log(f"[{name}] ready in {time.perf_counter() - t0:.1f} s" + (f" ({path.note})" if path.note else ""))
+    outputs = {}
+    for name, path in paths.items():  # warm-up (cold, reported apart); its outputs give the errors between paths
+        batch = images if path.wants_host_images else images.to(device)
+        out, seconds, _ = timed_call(path, models[name], batch, device)
+        outputs[name] = keep_for_reference(out)
+        del out
+        log(f"warm-up (cold): {name} {seconds:.2f} s")
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(args.alternate):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            path = paths[name]
+            batch = images if path.wants_host_images else images.to(device)
+            _, seconds, _ = timed_call(path, models[name], batch, device)
+            times[name].append(seconds)
+            log(f"round {r + 1}: {name} {seconds:.2f} s")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    log("")
+    log(f"alternating runs, {args.config}, {frames} frames of {height}x{width}, {str(dtype).replace('torch.', '')} "
+        f"where a path uses it, on {where}, torch {torch.__version__}, {args.alternate} rounds after one warm-up")
+    first = names[0]
+    log(f"{'path':>12} | {'median s':>9} | {'min s':>7} | {'max s':>7} | {'median ratio to ' + first:>24} | runs")
+    for name in names:
+        ratios = [a / b for a, b in zip(times[name], times[first])]
+        log(f"{name:>12} | {statistics.median(times[name]):9.2f} | {min(times[name]):7.2f} | {max(times[name]):7.2f} "
+            f"| {statistics.median(ratios):24.3f} | " + " ".join(f"{t:.1f}" for t in times[name]))
+    for name in names[1:]:
+        errs = relative_errors(outputs[name], outputs[first])
+        log(f"{name} vs {first}: " + " ".join(f"{k} {v[0]:.1e}" for k, v in errs.items()) + " (max|a-b|/max|b|)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"frames": frames, "size": [height, width], "times": times}) + "\n")
+
+
 def _read_through(path: str) -> None:
     """Read a file once so both timed loads find it in the page cache."""
     with open(path, "rb") as fh:
@@ -684,6 +738,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fidelity-max", type=int, default=25, help="at most this many photos for --fidelity")
     parser.add_argument("--estimate-memory", action="store_true",
                         help="predict the fast path's peak memory per frame count without running it (meta tensors)")
+    parser.add_argument("--alternate", type=int, default=0, metavar="ROUNDS",
+                        help="time the --paths in turns for ROUNDS rounds at the first --frames count (medians)")
     parser.add_argument("--cpu-10", action="store_true", help="time 10 photos on the CPU (paths from --paths)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--json", default=None, help="also write every run to this JSON file as it finishes")
@@ -735,7 +791,9 @@ def main(argv: list[str] | None = None) -> None:
     log(f"weights ready in {time.perf_counter() - t0:.1f} s ({sum(v.numel() for v in sd.values()) / 1e6:.0f} M)")
     if args.fidelity:
         run_fidelity(args, cfg, sd, device, dtype)
-    if frames_list:
+    if args.alternate:
+        run_alternating(args, cfg, sd, device, dtype, frames_list[0] if frames_list else 2)
+    elif frames_list:
         run_table(args, cfg, sd, device, dtype, sorted(frames_list), budget)
 
 

@@ -29,11 +29,8 @@ def lean(dtype: torch.dtype = torch.float32, **options) -> ExecutionMode:
 
 
 @pytest.fixture(scope="module")
-def model() -> VGGT:
-    torch.set_num_threads(1)
-    net = VGGT(VGGTConfig.load(TINY / "config.json")).eval()
-    net.load_state_dict({k: v.float() for k, v in load_file(str(TINY / "weights.safetensors")).items()}, strict=True)
-    return net
+def model(tiny_vggt) -> VGGT:
+    return tiny_vggt
 
 
 @pytest.fixture(scope="module")

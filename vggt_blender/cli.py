@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-o", "--output", help="reconstruction file to write (.npz); default: beside --blend")
     rec.add_argument("--weights", help="checkpoint file (.pt or .safetensors); default: search the usual places")
     rec.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
-    rec.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    rec.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32", "int8"),
+                     help="int8: the aggregator's Linear weights quantised to int8 (CPU only)")
     rec.add_argument("--mode", default="crop", choices=("crop", "pad"),
                      help="crop: width 518, centre-crop tall images; pad: longer side 518, pad to a square")
     rec.add_argument("--config", default="vggt-1b", help="model preset (vggt-1b) or a config .json file")

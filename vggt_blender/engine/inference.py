@@ -31,6 +31,7 @@ from ..geometry.cameras import depth_to_world_points, intrinsics_to_photo, pose_
 from ..io.photo_paths import collect_images
 from ..model import VGGTConfig
 from ..model.execution import ExecutionMode, is_lean
+from ..model.quantization import is_int8, quantize_aggregator_int8
 from ..preprocess import load_image, preprocess_images
 from ..io.reconstruction import Reconstruction, make_provenance, save_reconstruction
 from ..weights.discovery import resolve_weights, sha256_file
@@ -110,11 +111,13 @@ def load_cached_model(config: Any, config_name: str, weights_path: str, device: 
     if fast:
         # Straight to the device tensor by tensor: aggregator matrices in `dtype`, heads fp32; never an fp32
         # copy of the aggregator on the GPU.
-        model = load_model(config, weights_path, device, execution=ExecutionMode.lean_for(device, dtype))
+        model = load_model(config, weights_path, device, execution=_lean_mode(device, dtype))
     else:
         # Weights stay fp32: reduced precision comes from autocast, and the heads run in fp32 by design.
         model = load_model(config, weights_path, device, torch.float32)
         model.eval()
+    if dtype is torch.qint8:
+        quantize_aggregator_int8(model)
     digest = sha256_file(weights_path)
     _MODEL_CACHE = _CachedModel(key, model, digest)
     return model, digest, False
@@ -131,6 +134,11 @@ def _forward(model: Any, images: torch.Tensor, device: torch.device, dtype: torc
         autocast = contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         return model(images)
+
+
+def _lean_mode(device: torch.device, dtype: torch.dtype) -> ExecutionMode:
+    # int8 keeps float32 activations: its lean mode chunks the work without casting anything.
+    return ExecutionMode.lean_for(device, torch.float32 if dtype is torch.qint8 else dtype)
 
 
 def _is_fast(model: Any) -> bool:
@@ -288,8 +296,12 @@ def reconstruct(image_paths: Iterable[str], weights: str | None = None, device: 
             raise
         report("loading", 1.0, "cached model" if cached else "model loaded")
     else:
-        if fast and not _is_fast(model):
-            model = copy.deepcopy(model).to(torch_device).set_execution(ExecutionMode.lean_for(torch_device, dtype))
+        if (fast and not _is_fast(model)) or (dtype is torch.qint8 and not is_int8(model)):
+            model = copy.deepcopy(model).to(torch_device)
+            if fast and not _is_fast(model):
+                model.set_execution(_lean_mode(torch_device, dtype))
+            if dtype is torch.qint8 and not is_int8(model):
+                quantize_aggregator_int8(model)
         report("loading", 1.0, "model given")
     timings["loading"] = time.perf_counter() - start
     _check_cancel(should_cancel)

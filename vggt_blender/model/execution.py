@@ -179,7 +179,7 @@ def as_dtype_of(x: Tensor, layer: nn.Module) -> Tensor:
     """`x` in the dtype of `layer`'s weight: a no-op in the plain fp32 path, and exact under autocast (which
     casts Linear inputs down and LayerNorm inputs up itself), so the lean mode can mix dtypes without it."""
     weight = getattr(layer, "weight", None)
-    if weight is None or x.dtype == weight.dtype:
+    if not isinstance(weight, Tensor) or x.dtype == weight.dtype:  # int8 layers: weight() is a method, fp32 in
         return x
     return x.to(weight.dtype)
 
