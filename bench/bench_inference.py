@@ -600,18 +600,22 @@ def run_fidelity(args: argparse.Namespace, cfg: VGGTConfig, sd: dict, device: to
         names.append("official")
     ref_path = make_paths(["fp32"], cfg, sd, device, dtype, args)["fp32"]
     ref_model = ref_path.build()
-    ref = keep_for_reference(ref_path.call(ref_model, images.to(device)))
-    del ref_model
+    out, ref_seconds, _ = timed_call(ref_path, ref_model, images.to(device), device)
+    ref = keep_for_reference(out)
+    del ref_model, out
     free(device)
     paths_ = make_paths(names, cfg, sd, device, dtype, args)
-    log(f"{'path':>12} | {'depth max (mean)':>20} | {'points max (mean)':>20} | {'pose max (mean)':>20}")
+    log(f"fp32 reference: {ref_seconds:.1f} s (one cold call)")
+    log(f"{'path':>12} | {'depth max (mean)':>20} | {'points max (mean)':>20} | {'pose max (mean)':>20} | cold s")
     for name, path in paths_.items():
         runner = path.build()
         batch = images if path.wants_host_images else images.to(device)
-        errs = relative_errors(path.call(runner, batch), ref)
-        del runner
+        out, seconds, _ = timed_call(path, runner, batch, device)
+        errs = relative_errors(out, ref)
+        del runner, out
         free(device)
-        log(f"{name:>12} | " + " | ".join(f"{errs[k][0]:.2e} ({errs[k][1]:.1e})".rjust(20) for k, _ in ERROR_KEYS))
+        log(f"{name:>12} | " + " | ".join(f"{errs[k][0]:.2e} ({errs[k][1]:.1e})".rjust(20) for k, _ in ERROR_KEYS)
+            + f" | {seconds:.1f}")
 
 
 class LiveTensorBytes(TorchDispatchMode):

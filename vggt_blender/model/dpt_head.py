@@ -41,9 +41,9 @@ class ResidualConvUnit(nn.Module):
         self.conv2 = nn.Conv2d(features, features, kernel_size=3, padding=1, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.relu(x)
-        out = self.conv2(F.relu(self.conv1(x)))
-        return out + x
+        x = F.relu(x)  # out of place: the caller's tensor is left alone
+        out = self.conv2(F.relu(self.conv1(x), inplace=True))  # conv1's output is ours to overwrite
+        return out.add_(x)
 
 
 class FeatureFusionBlock(nn.Module):
