@@ -1,10 +1,12 @@
 """VGGT inference benchmark: seconds, peak GPU memory and error vs the fp32 path, per frame count and path.
 
 Paths (--paths):
-  fast          vggt_blender.model.fast_path (bf16 aggregator, fp32 residual, chunked, fp32 heads)
+  fast          our VGGT in its lean execution mode (vggt_blender.model.execution: bf16 aggregator matrices,
+                fp32 residual, chunked token-wise work, kept layers only, fp32 heads per chunk of frames)
   fast_bf16res  the same with a bf16 residual stream (less memory, ~3x the error)
   autocast      our VGGT (fp32 weights) under torch.autocast, as the official README runs it
   fp32          our VGGT in fp32 (also the reference for the error columns)
+  int8          our VGGT in fp32 with the aggregator's Linear layers dynamically quantised to int8 (CPU only)
   official      the upstream code (--official DIR, commit 44b3afb) run the official way:
                 no_grad + torch.cuda.amp.autocast(dtype=bf16 on Ampere+, else fp16)
 All paths get the same seeded random weights (never downloads), or a real checkpoint with --weights.
@@ -39,12 +41,14 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from vggt_blender.engine.devices import is_out_of_memory  # noqa: E402
 from vggt_blender.model import VGGT, VGGTConfig  # noqa: E402
-from vggt_blender.model.fast_path import (  # noqa: E402
-    DEFAULT_HEAD_FRAMES, DEFAULT_TOKEN_CHUNK, fast_from_state_dict, load_fast, parse_sdpa_backends, prepare_fast,
+from vggt_blender.model.execution import (  # noqa: E402
+    DEFAULT_HEAD_FRAMES, DEFAULT_TOKEN_CHUNK, SMALL_GPU_HEAD_FRAMES, SMALL_GPU_TOKEN_CHUNK, ExecutionMode,
+    parse_sdpa_backends,
 )
+from vggt_blender.weights.loading import build_on_meta, load_model, model_from_state_dict  # noqa: E402
 
 DEFAULT_FRAMES = "1,10,50,100,200,300,500,1000"
-ALL_PATHS = ("fast", "fast_bf16res", "autocast", "fp32", "official")
+ALL_PATHS = ("fast", "fast_bf16res", "autocast", "fp32", "int8", "official")
 ERROR_KEYS = (("depth", "depth"), ("points", "world_points"), ("pose", "pose_enc"))
 
 
@@ -106,11 +110,10 @@ def checkpoint_state_dict(path: str) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in read_state_dict(path).items() if not k.startswith("track_head.")}
 
 
-def build_ours(cfg: VGGTConfig, sd: dict[str, torch.Tensor], device: torch.device) -> VGGT:
-    with torch.device("meta"):
-        model = VGGT(cfg, enable_track=False)
-    model.load_state_dict({k: v.to(device) for k, v in sd.items()}, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+def build_ours(cfg: VGGTConfig, sd: dict[str, torch.Tensor], device: torch.device,
+               execution: ExecutionMode | None = None) -> VGGT:
+    """Our VGGT on `device` (a lean `execution` puts the aggregator's matrices there in its dtype directly)."""
+    return model_from_state_dict(cfg, dict(sd), device, execution=execution, enable_track=False)
 
 
 # --------------------------------------------------------------------------------- official code
@@ -225,8 +228,9 @@ def make_paths(names: list[str], cfg: VGGTConfig, sd: dict[str, torch.Tensor], d
     backends = parse_sdpa_backends(args.sdpa)
     fast_opts = dict(token_chunk=args.token_chunk, head_frames=args.head_frames, sdpa_backends=backends)
 
-    def run_fast(runner: Any, images: torch.Tensor) -> dict:
-        return runner(images)
+    def run_fast(model: Any, images: torch.Tensor) -> dict:
+        with torch.inference_mode():
+            return model(images)
 
     def run_ours(autocast: bool) -> Callable[[Any, torch.Tensor], dict]:
         def call(model: Any, images: torch.Tensor) -> dict:
@@ -245,16 +249,21 @@ def make_paths(names: list[str], cfg: VGGTConfig, sd: dict[str, torch.Tensor], d
     paths: dict[str, RunPath] = {}
     for name in names:
         if name == "fast":
-            paths[name] = RunPath(name, lambda: fast_from_state_dict(cfg, dict(sd), device, dtype, **fast_opts),
+            mode = ExecutionMode.lean_for(device, dtype, **fast_opts)
+            paths[name] = RunPath(name, lambda m=mode: build_ours(cfg, sd, device, m),
                                 run_fast, wants_host_images=not args.images_on_device)
         elif name == "fast_bf16res":
-            paths[name] = RunPath(name, lambda: fast_from_state_dict(cfg, dict(sd), device, dtype,
-                                                                   residual_dtype=dtype, **fast_opts),
+            mode = ExecutionMode.lean_for(device, dtype, residual_dtype=dtype, **fast_opts)
+            paths[name] = RunPath(name, lambda m=mode: build_ours(cfg, sd, device, m),
                                 run_fast, wants_host_images=not args.images_on_device)
         elif name == "autocast":
             paths[name] = RunPath(name, lambda: build_ours(cfg, sd, device), run_ours(True))
         elif name == "fp32":
             paths[name] = RunPath(name, lambda: build_ours(cfg, sd, device), run_ours(False))
+        elif name == "int8":
+            from vggt_blender.model.quantization import quantize_aggregator_int8
+
+            paths[name] = RunPath(name, lambda: quantize_aggregator_int8(build_ours(cfg, sd, device)), run_ours(False))
         elif name == "official":
             if not args.official:
                 raise SystemExit("--paths official needs --official DIR (the upstream checkout)")
@@ -486,6 +495,55 @@ def run_table(args: argparse.Namespace, cfg: VGGTConfig, sd: dict, device: torch
     print_tables(frames_list, table, header)
 
 
+def run_alternating(args: argparse.Namespace, cfg: VGGTConfig, sd: dict, device: torch.device,
+                    dtype: torch.dtype, frames: int) -> None:
+    """Every path built at once, warmed, then timed in turns (A B, B A, A B, ...) for --alternate rounds.
+
+    On a shared machine the load drifts: taking turns exposes each path to the same drift, and the
+    per-round ratio to the first path cancels most of it. Medians are reported.
+    """
+    height, width = parse_size(args.size)
+    names = [p.strip() for p in args.paths.split(",") if p.strip()]
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    images = torch.rand(frames, 3, height, width, generator=gen)
+    paths = make_paths(names, cfg, sd, device, dtype, args)
+    models = {}
+    for name, path in paths.items():
+        t0 = time.perf_counter()
+        models[name] = path.build()
+        log(f"[{name}] ready in {time.perf_counter() - t0:.1f} s" + (f" ({path.note})" if path.note else ""))
+    outputs = {}
+    for name, path in paths.items():  # warm-up (cold, reported apart); its outputs give the errors between paths
+        batch = images if path.wants_host_images else images.to(device)
+        out, seconds, _ = timed_call(path, models[name], batch, device)
+        outputs[name] = keep_for_reference(out)
+        del out
+        log(f"warm-up (cold): {name} {seconds:.2f} s")
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(args.alternate):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            path = paths[name]
+            batch = images if path.wants_host_images else images.to(device)
+            _, seconds, _ = timed_call(path, models[name], batch, device)
+            times[name].append(seconds)
+            log(f"round {r + 1}: {name} {seconds:.2f} s")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    log("")
+    log(f"alternating runs, {args.config}, {frames} frames of {height}x{width}, {str(dtype).replace('torch.', '')} "
+        f"where a path uses it, on {where}, torch {torch.__version__}, {args.alternate} rounds after one warm-up")
+    first = names[0]
+    log(f"{'path':>12} | {'median s':>9} | {'min s':>7} | {'max s':>7} | {'median ratio to ' + first:>24} | runs")
+    for name in names:
+        ratios = [a / b for a, b in zip(times[name], times[first])]
+        log(f"{name:>12} | {statistics.median(times[name]):9.2f} | {min(times[name]):7.2f} | {max(times[name]):7.2f} "
+            f"| {statistics.median(ratios):24.3f} | " + " ".join(f"{t:.1f}" for t in times[name]))
+    for name in names[1:]:
+        errs = relative_errors(outputs[name], outputs[first])
+        log(f"{name} vs {first}: " + " ".join(f"{k} {v[0]:.1e}" for k, v in errs.items()) + " (max|a-b|/max|b|)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"frames": frames, "size": [height, width], "times": times}) + "\n")
+
+
 def _read_through(path: str) -> None:
     """Read a file once so both timed loads find it in the page cache."""
     with open(path, "rb") as fh:
@@ -501,8 +559,9 @@ def run_load_checkpoint(args: argparse.Namespace, device: torch.device, dtype: t
         torch.zeros(1, device=device)  # CUDA context before the clock starts
     rows = []
     for label, load in (
-        (f"load_fast ({str(dtype).replace('torch.', '')} aggregator, fp32 heads)",
-         lambda: load_fast(args.config, args.load_checkpoint, device, dtype)),
+        (f"load_model lean ({str(dtype).replace('torch.', '')} aggregator, fp32 heads)",
+         lambda: load_model(args.config, args.load_checkpoint, device,
+                            execution=ExecutionMode.lean_for(device, dtype))),
         ("weights.load_model (fp32)", lambda: load_model(args.config, args.load_checkpoint, device, torch.float32)),
     ):
         free(device)
@@ -540,18 +599,22 @@ def run_fidelity(args: argparse.Namespace, cfg: VGGTConfig, sd: dict, device: to
         names.append("official")
     ref_path = make_paths(["fp32"], cfg, sd, device, dtype, args)["fp32"]
     ref_model = ref_path.build()
-    ref = keep_for_reference(ref_path.call(ref_model, images.to(device)))
-    del ref_model
+    out, ref_seconds, _ = timed_call(ref_path, ref_model, images.to(device), device)
+    ref = keep_for_reference(out)
+    del ref_model, out
     free(device)
     paths_ = make_paths(names, cfg, sd, device, dtype, args)
-    log(f"{'path':>12} | {'depth max (mean)':>20} | {'points max (mean)':>20} | {'pose max (mean)':>20}")
+    log(f"fp32 reference: {ref_seconds:.1f} s (one cold call)")
+    log(f"{'path':>12} | {'depth max (mean)':>20} | {'points max (mean)':>20} | {'pose max (mean)':>20} | cold s")
     for name, path in paths_.items():
         runner = path.build()
         batch = images if path.wants_host_images else images.to(device)
-        errs = relative_errors(path.call(runner, batch), ref)
-        del runner
+        out, seconds, _ = timed_call(path, runner, batch, device)
+        errs = relative_errors(out, ref)
+        del runner, out
         free(device)
-        log(f"{name:>12} | " + " | ".join(f"{errs[k][0]:.2e} ({errs[k][1]:.1e})".rjust(20) for k, _ in ERROR_KEYS))
+        log(f"{name:>12} | " + " | ".join(f"{errs[k][0]:.2e} ({errs[k][1]:.1e})".rjust(20) for k, _ in ERROR_KEYS)
+            + f" | {seconds:.1f}")
 
 
 class LiveTensorBytes(TorchDispatchMode):
@@ -607,8 +670,6 @@ class LiveTensorBytes(TorchDispatchMode):
 def run_estimate_memory(args: argparse.Namespace, cfg: VGGTConfig, dtype: torch.dtype,
                         frames_list: list[int]) -> None:
     height, width = parse_size(args.size)
-    from vggt_blender.model.fast_path import SMALL_GPU_HEAD_FRAMES, SMALL_GPU_TOKEN_CHUNK
-
     # (label, residual dtype, token chunk, head frames); "fast_small" is the setting used on GPUs <= 12 GiB.
     residuals = [("fast", torch.float32, args.token_chunk, args.head_frames),
                  ("fast_bf16res", dtype, args.token_chunk, args.head_frames),
@@ -621,30 +682,29 @@ def run_estimate_memory(args: argparse.Namespace, cfg: VGGTConfig, dtype: torch.
     for n in frames_list:
         cells = []
         for _, residual, token_chunk, head_frames in residuals:
-            with torch.device("meta"):
-                model = VGGT(cfg, enable_track=False)
-            runner = prepare_fast(model, "meta", dtype, residual_dtype=residual, token_chunk=token_chunk,
-                                  head_frames=head_frames, sdpa_backends=backends)
+            model = build_on_meta(cfg, enable_track=False)
+            model.set_execution(ExecutionMode(lean=True, dtype=dtype, residual_dtype=residual,
+                                              token_chunk=token_chunk or DEFAULT_TOKEN_CHUNK,
+                                              head_frames=head_frames or DEFAULT_HEAD_FRAMES,
+                                              sdpa_backends=backends))
 
-            def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, execution: Any = None) -> torch.Tensor:
                 # A fused kernel's footprint: the output plus its fp32 log-sum-exp, no score matrix.
                 lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
                 del lse
                 return torch.empty_like(q)
 
-            runner._attention = attention
+            for module in model.aggregator.modules():  # this model's instances only
+                if hasattr(module, "attend"):
+                    module.attend = attention
             images = torch.empty(1, n, 3, height, width, device="meta")
-            existing = [p for p in model.parameters()] + [t for t in runner._small.values()]
-            existing += [t for group in (runner._frame, runner._global, runner._dino) for bp in group
-                         for t in (bp.ls1, bp.ls2, *bp.norm1_lp, *bp.norm2_lp, bp.norm1.weight, bp.norm1.bias,
-                                   bp.norm2.weight, bp.norm2.bias) if t is not None]
-            tracker = LiveTensorBytes(existing)
-            with tracker:
-                out = runner(images)
+            tracker = LiveTensorBytes(list(model.parameters()))
+            with tracker, torch.inference_mode():
+                out = model(images)
                 del out
             cells.append(tracker.peak / 2**30)
             weights_gb = tracker.base / 2**30
-            del runner, model, tracker
+            del model, tracker
             gc.collect()
         log(f"{n:>7} | " + " | ".join(f"{c:>12.2f}" for c in cells) + f" | {weights_gb:.2f}")
 
@@ -681,6 +741,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fidelity-max", type=int, default=25, help="at most this many photos for --fidelity")
     parser.add_argument("--estimate-memory", action="store_true",
                         help="predict the fast path's peak memory per frame count without running it (meta tensors)")
+    parser.add_argument("--alternate", type=int, default=0, metavar="ROUNDS",
+                        help="time the --paths in turns for ROUNDS rounds at the first --frames count (medians)")
     parser.add_argument("--cpu-10", action="store_true", help="time 10 photos on the CPU (paths from --paths)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--json", default=None, help="also write every run to this JSON file as it finishes")
@@ -732,7 +794,9 @@ def main(argv: list[str] | None = None) -> None:
     log(f"weights ready in {time.perf_counter() - t0:.1f} s ({sum(v.numel() for v in sd.values()) / 1e6:.0f} M)")
     if args.fidelity:
         run_fidelity(args, cfg, sd, device, dtype)
-    if frames_list:
+    if args.alternate:
+        run_alternating(args, cfg, sd, device, dtype, frames_list[0] if frames_list else 2)
+    elif frames_list:
         run_table(args, cfg, sd, device, dtype, sorted(frames_list), budget)
 
 

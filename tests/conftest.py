@@ -5,11 +5,28 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="module")
+def tiny_vggt():
+    """The tiny parity model (fixtures/parity/tiny) with its weights in float32, eval mode, one per test module."""
+    import torch
+    from safetensors.torch import load_file
+
+    from vggt_blender.model import VGGT, VGGTConfig
+
+    torch.set_num_threads(1)
+    tiny = FIXTURES / "parity" / "tiny"
+    net = VGGT(VGGTConfig.load(tiny / "config.json")).eval()
+    net.load_state_dict({k: v.float() for k, v in load_file(str(tiny / "weights.safetensors")).items()}, strict=True)
+    return net
 
 
 # The bpy 4.2 module can crash while the interpreter shuts down (after every test has passed and pytest has

@@ -232,15 +232,13 @@ def _run(setup: dict, fast_path: str, precision: str = "fp32", **more):
 
 
 def test_fast_path_gives_the_standard_reconstruction(fast_setup):
-    from vggt_blender.model.fast_path import FastRunner
-
     inference.clear_model_cache()
     try:
         standard = _run(fast_setup, "off")
         assert standard.provenance_dict["path"] == "standard"
         fast = _run(fast_setup, "on")
         assert fast.provenance_dict["path"] == "fast"
-        assert isinstance(inference._MODEL_CACHE.model, FastRunner)
+        assert inference._MODEL_CACHE.model.execution.lean
         errors = {key: _relative(getattr(fast, key), getattr(standard, key))
                   for key in ("depth", "world_points", "point_map", "extrinsics", "intrinsics", "depth_conf")}
         assert max(errors.values()) < 1e-5, errors
@@ -249,8 +247,8 @@ def test_fast_path_gives_the_standard_reconstruction(fast_setup):
         assert autocast.provenance_dict["path"] == "standard"
         low = _run(fast_setup, "on", "bf16")
         runner = inference._MODEL_CACHE.model
-        assert runner.model.aggregator.frame_blocks[0].attn.qkv.weight.dtype == torch.bfloat16
-        assert runner.model.depth_head.projects[0].weight.dtype == torch.float32
+        assert runner.aggregator.frame_blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+        assert runner.depth_head.projects[0].weight.dtype == torch.float32
         assert low.provenance_dict["precision"] == "bf16" and low.provenance_dict["path"] == "fast"
         # Measured: fast bf16 depth 5e-5, points 2e-2, extrinsics 2e-2; autocast bf16 5e-5, 3e-2, 3e-2.
         for key in ("depth", "world_points", "point_map", "extrinsics"):
@@ -258,6 +256,26 @@ def test_fast_path_gives_the_standard_reconstruction(fast_setup):
             err_autocast = _relative(getattr(autocast, key), getattr(standard, key))
             assert err_fast < 5e-2 and err_fast <= 2 * err_autocast + 1e-4, (key, err_fast, err_autocast)
         assert inference.result_summary(low)["inference_path"] == "fast"
+    finally:
+        inference.clear_model_cache()
+
+
+def test_int8_precision_on_the_cpu(fast_setup):
+    from vggt_blender.model.quantization import is_int8
+
+    inference.clear_model_cache()
+    try:
+        standard = _run(fast_setup, "off")
+        autocast = _run(fast_setup, "off", "bf16")
+        for fast_path in ("off", "on"):
+            low = _run(fast_setup, fast_path, "int8")
+            assert low.provenance_dict["precision"] == "int8"
+            assert is_int8(inference._MODEL_CACHE.model)
+            for key in ("depth", "world_points", "extrinsics"):
+                err = _relative(getattr(low, key), getattr(standard, key))
+                err_bf16 = _relative(getattr(autocast, key), getattr(standard, key))
+                print(f"int8 {fast_path} {key}: {err:.1e} (bf16 autocast {err_bf16:.1e})")
+                assert 0 < err < 0.15, (fast_path, key, err)  # measured 1e-1 at most (bf16: 2e-2)
     finally:
         inference.clear_model_cache()
 
@@ -276,13 +294,13 @@ def test_given_model_runs_the_fast_path_on_a_copy(tmp_path, model):
 
 def test_fast_runner_is_cached_and_reports_every_step(fast_setup, monkeypatch):
     loads = []
-    real_load_fast = inference.load_fast
+    real_load_model = inference.load_model
 
-    def counting_load_fast(*args, **kwargs):
+    def counting_load_model(*args, **kwargs):
         loads.append(args[1])
-        return real_load_fast(*args, **kwargs)
+        return real_load_model(*args, **kwargs)
 
-    monkeypatch.setattr(inference, "load_fast", counting_load_fast)
+    monkeypatch.setattr(inference, "load_model", counting_load_model)
     inference.clear_model_cache()
     try:
         runs = []
@@ -291,7 +309,8 @@ def test_fast_runner_is_cached_and_reports_every_step(fast_setup, monkeypatch):
             _run(fast_setup, "on", progress=lambda s, f, m: events.append((s, f, m)))
             runs.append((events, inference._MODEL_CACHE.model))
         assert loads == [fast_setup["checkpoint"]]  # loaded once, then reused
-        assert runs[0][1] is runs[1][1] and runs[1][1].on_step is None
+        assert runs[0][1] is runs[1][1] and runs[1][1].execution.lean
+        assert not any(b._forward_hooks for b in runs[1][1].aggregator.global_blocks)  # no progress hook left
         for (events, _), message in zip(runs, ["model loaded", "cached model"]):
             assert [m for s, f, m in events if s == "loading" and f == 1.0] == [message]
             fractions = [f for s, f, m in events if s == "inference"]
@@ -318,7 +337,7 @@ def test_cancel_during_fast_inference_leaves_no_output(fast_setup, tmp_path):
         assert list(tmp_path.iterdir()) == []
         # The cached runner is left usable: the next run completes from the cache.
         runner = inference._MODEL_CACHE.model
-        assert runner.on_step is None
+        assert not any(b._forward_hooks for b in runner.aggregator.global_blocks)
         messages = []
         inference.reconstruct_to_file([fast_setup["photos"]], out, weights=fast_setup["checkpoint"],
                                       config=str(TINY_CONFIG), device="cpu", fast_path="on",
@@ -329,14 +348,14 @@ def test_cancel_during_fast_inference_leaves_no_output(fast_setup, tmp_path):
 
 
 def test_out_of_memory_on_the_fast_path(fast_setup, monkeypatch):
-    from vggt_blender.model.fast_path import FastRunner
+    from vggt_blender.model.aggregator import Aggregator
 
     def out_of_memory(*_args, **_kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 30.00 GiB")
 
     inference.clear_model_cache()
     try:
-        monkeypatch.setattr(FastRunner, "aggregate", out_of_memory)
+        monkeypatch.setattr(Aggregator, "_forward_lean", out_of_memory)
         with pytest.raises(OutOfMemoryError) as info:
             _run(fast_setup, "on", "bf16", mode="pad")
         message = str(info.value)
@@ -344,11 +363,11 @@ def test_out_of_memory_on_the_fast_path(fast_setup, monkeypatch):
         assert message.startswith("out of GPU memory running 2 image(s) at 518x518 (pad, bf16) on cpu")
         assert "use fewer images (this run had 2)" in message and "--mode crop" in message
         assert "--fast-path" not in message  # already on the lean path
-        assert inference._MODEL_CACHE.model.on_step is None
+        assert not any(b._forward_hooks for b in inference._MODEL_CACHE.model.aggregator.global_blocks)
 
         # Running out while loading names the file and the (smaller) size of the bf16 weights.
         inference.clear_model_cache()
-        monkeypatch.setattr(inference, "load_fast", out_of_memory)
+        monkeypatch.setattr(inference, "load_model", out_of_memory)
         with pytest.raises(OutOfMemoryError, match="bf16 weights alone need about 3 GB") as info:
             _run(fast_setup, "on", "bf16")
         assert fast_setup["checkpoint"] in str(info.value) and inference._MODEL_CACHE is None

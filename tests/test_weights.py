@@ -334,6 +334,62 @@ def test_load_model_config_forms_and_dtype(tiny_files, tiny_sd) -> None:
         assert v.dtype == torch.float32 and torch.equal(v, disk[k].float()), k
 
 
+def test_load_model_lean_puts_matrices_in_low_precision(tiny_files, tiny_sd, tiny_config) -> None:
+    from vggt_blender.model.execution import ExecutionMode
+
+    model = load_model(tiny_config, tiny_files["safetensors"], execution=ExecutionMode.lean_for("cpu", torch.bfloat16))
+    assert model.execution.lean and model.execution.dtype == torch.bfloat16
+    params = dict(model.named_parameters())
+    assert params.keys() == tiny_sd.keys()  # the track head is loaded too
+    for key in ("aggregator.frame_blocks.0.attn.qkv.weight", "aggregator.patch_embed.blocks.1.mlp.fc2.bias",
+                "aggregator.patch_embed.patch_embed.proj.weight"):
+        assert params[key].dtype == torch.bfloat16 and torch.equal(params[key], tiny_sd[key].to(torch.bfloat16)), key
+    # Norms, LayerScale, tokens, the position table and every head keep the checkpoint's exact float32 values.
+    for key in ("aggregator.frame_blocks.0.norm1.weight", "aggregator.global_blocks.2.ls1.gamma",
+                "aggregator.camera_token", "aggregator.patch_embed.pos_embed",
+                "aggregator.frame_blocks.0.attn.q_norm.weight", "depth_head.projects.0.weight",
+                "track_head.tracker.corr_mlp.fc1.weight", "camera_head.trunk.0.attn.qkv.weight"):
+        assert params[key].dtype == torch.float32 and torch.equal(params[key], tiny_sd[key]), key
+
+
+@pytest.mark.parametrize("bad", [torch.int64, torch.bool, torch.int8])
+def test_integer_or_bool_weights_are_one_line_errors(tmp_path: Path, tiny_sd, tiny_config, bad) -> None:
+    sd = dict(tiny_sd)
+    key = "aggregator.frame_blocks.1.mlp.fc1.weight"
+    sd[key] = sd[key].to(bad)
+    path = tmp_path / "ints.safetensors"
+    save_file(sd, str(path))
+    with pytest.raises(CheckpointError) as info:
+        load_model(tiny_config, path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path}: weight '{key}' holds ")
+    assert "floating-point" in message and info.value.file == str(path)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_or_inf_weights_are_refused(tmp_path: Path, tiny_sd, tiny_config, value) -> None:
+    sd = dict(tiny_sd)
+    key = "depth_head.scratch.output_conv2.2.bias"
+    sd[key] = sd[key].clone()
+    sd[key][0] = value
+    path = tmp_path / "nan.pt"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match=rf"nan\.pt: weight '{key}' holds NaN or infinite values"):
+        load_model(tiny_config, path)
+
+
+def test_weights_that_overflow_the_chosen_precision_are_named(tmp_path: Path, tiny_sd, tiny_config) -> None:
+    sd = dict(tiny_sd)
+    key = "camera_head.embed_pose.weight"
+    sd[key] = sd[key].clone()
+    sd[key][0, 0] = 1e6  # finite in float32, infinite in float16
+    path = tmp_path / "big.pt"
+    torch.save(sd, path)
+    load_model(tiny_config, path)  # float32: fine
+    with pytest.raises(CheckpointError, match=rf"big\.pt: weight '{key}' does not fit in float16"):
+        load_model(tiny_config, path, dtype=torch.float16)
+
+
 def test_load_model_refuses_wrong_checkpoint(tmp_path: Path, tiny_config, tiny_files) -> None:
     with pytest.raises(CheckpointError, match="shape mismatch"):
         load_model("vggt-1b", tiny_files["pt"])  # tiny weights for the 1B configuration
@@ -352,12 +408,11 @@ def _rss_mib() -> float:
 
 def test_building_the_1b_model_allocates_no_weights() -> None:
     before = _rss_mib()
-    with loading._parameters_on_meta():
-        model = VGGT(VGGTConfig.vggt_1b())
+    model = loading.build_on_meta(VGGTConfig.vggt_1b())
     grown_mib = _rss_mib() - before
     params = list(model.parameters())
     assert sum(p.numel() for p in params) == 1_256_537_516
     assert all(p.device.type == "meta" for p in params)
     assert grown_mib < 500, f"peak memory grew by {grown_mib:.0f} MiB (weights are 4,800 MiB)"
-    # the patch is undone afterwards
+    # nothing global changed: modules built afterwards are real again
     assert torch.nn.Linear(2, 2).weight.device.type == "cpu"

@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-o", "--output", help="reconstruction file to write (.npz); default: beside --blend")
     rec.add_argument("--weights", help="checkpoint file (.pt or .safetensors); default: search the usual places")
     rec.add_argument("--device", default=opt.DEFAULT_DEVICE, choices=opt.DEVICES)
-    rec.add_argument("--precision", default=opt.DEFAULT_PRECISION, choices=opt.PRECISIONS)
+    rec.add_argument("--precision", default=opt.DEFAULT_PRECISION, choices=opt.PRECISIONS,
+                     help="int8: the aggregator's Linear weights quantised to int8 (CPU only)")
     rec.add_argument("--mode", default=opt.DEFAULT_MODE, choices=opt.MODES,
                      help="crop: width 518, centre-crop tall images; pad: longer side 518, pad to a square")
     rec.add_argument("--config", default=opt.DEFAULT_CONFIG, help="model preset (vggt-1b) or a config .json file")

@@ -51,6 +51,7 @@ PRECISION_ITEMS: Items = (
     ("bf16", "bfloat16", "Half the memory; needs compute capability 8.0+"),
     ("fp16", "float16", "Half the memory"),
     ("fp32", "float32", "Full precision (most memory)"),
+    ("int8", "int8 (CPU)", "The aggregator's linear weights quantised to int8: CPU only, more error than bf16"),
 )
 MODE_ITEMS: Items = (
     ("crop", "Crop", "Resize to 518 px wide and centre-crop tall photos (the model's usual input)"),

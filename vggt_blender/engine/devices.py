@@ -7,7 +7,8 @@ import torch
 from ..errors import RequestError
 from ..options import DEVICES as DEVICE_CHOICES, PRECISIONS as PRECISION_CHOICES
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# int8 is not a compute dtype: torch.qint8 marks "float32 model, aggregator Linear layers quantised to int8".
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "int8": torch.qint8}
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 
 
@@ -81,20 +82,23 @@ def choose_precision(device: torch.device, requested: str = "auto") -> torch.dty
                               f"has {major}.{minor}: use fp16 or fp32")
     if dtype is torch.bfloat16 and kind == "mps":
         raise DeviceError("precision bf16 is not supported on MPS: use fp16 or fp32")
+    if dtype is torch.qint8 and kind != "cpu":
+        raise DeviceError(f"precision int8 (quantised aggregator weights) runs on the CPU only, not on {kind}: "
+                          "use --device cpu, or bf16/fp16 on the GPU")
     if dtype is torch.float16 and kind == "cpu":
         raise DeviceError("precision fp16 is not supported on the CPU: use fp32 (or bf16)")
     return dtype
 
 
 def precision_name(dtype: torch.dtype) -> str:
-    """'bf16', 'fp16' or 'fp32'."""
+    """'bf16', 'fp16', 'fp32' or 'int8'."""
     return _NAMES[dtype]
 
 
 def uses_autocast(device: torch.device, dtype: torch.dtype) -> bool:
     """Reduced precision runs as autocast over fp32 weights (the heads turn it off for themselves), on the
     device types autocast supports with that dtype; anything else runs in plain fp32."""
-    if dtype is torch.float32:
+    if dtype in (torch.float32, torch.qint8):  # int8: quantised layers, float32 activations
         return False
     if not hasattr(torch, "autocast") or not hasattr(torch.amp, "is_autocast_available"):
         return device.type in ("cuda", "cpu", "mps")

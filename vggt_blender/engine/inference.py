@@ -3,9 +3,10 @@
 `reconstruct()` returns the in-memory Reconstruction; `reconstruct_to_file()` also writes the .npz (atomically) and
 the upright copies of EXIF-rotated photos, and removes what it created when it fails or is cancelled.
 
-Two execution paths give the same outputs: "standard" (`VGGT.forward`, under autocast for bf16/fp16) and "fast"
-(`model.fast_path.FastRunner`: bf16/fp16 aggregator weights, only the layers the heads read kept, heads per chunk
-of frames, images copied to the device per chunk). `fast_path="auto"` picks the fast one on CUDA in bf16/fp16,
+Two execution modes of the one model give the same outputs: "standard" (`VGGT.forward`, under autocast for
+bf16/fp16) and "fast" (the lean `ExecutionMode` of model/execution.py: bf16/fp16 aggregator weights, only the
+layers the heads read kept, chunked token-wise work, heads per chunk of frames, images copied to the device per
+chunk). `fast_path="auto"` picks the fast one on CUDA in bf16/fp16,
 where the standard path's fp32 tokens run out of memory past a few hundred photos.
 """
 
@@ -32,7 +33,8 @@ from ..io.output_paths import display_folder_for, resolve_output
 from ..io.photo_paths import collect_images
 from ..io.reconstruction import Reconstruction, make_provenance, save_reconstruction
 from ..model import VGGTConfig
-from ..model.fast_path import FastRunner, load_fast, prepare_fast
+from ..model.execution import ExecutionMode, is_lean
+from ..model.quantization import is_int8, quantize_aggregator_int8
 from ..options import FAST_PATH_CHOICES, InferenceOptions
 from ..preprocess import load_image, preprocess_images
 from ..weights.discovery import resolve_weights, sha256_file
@@ -48,7 +50,7 @@ STAGES = ("preprocessing", "loading", "inference", "writing")  # in the order th
 @dataclass
 class _CachedModel:
     key: tuple
-    model: Any  # a VGGT (standard path) or a FastRunner (fast path)
+    model: Any  # a VGGT (its execution mode: plain for the standard path, lean for the fast one)
     checkpoint_sha256: str
 
 
@@ -128,7 +130,7 @@ def use_fast_path(choice: str, device: torch.device, dtype: torch.dtype) -> bool
 
 def load_cached_model(config: Any, config_name: str, weights_path: str, device: torch.device,
                       dtype: torch.dtype, fast: bool = False) -> tuple[Any, str, bool]:
-    """(model or FastRunner, checkpoint sha256, was_cached): reuse the cached one when the key matches."""
+    """(model, checkpoint sha256, was_cached): reuse the cached one when the key matches."""
     global _MODEL_CACHE
     key = (str(Path(weights_path).resolve()), config_name, str(device), str(dtype), "fast" if fast else "standard")
     if _MODEL_CACHE is not None and _MODEL_CACHE.key == key:
@@ -138,11 +140,13 @@ def load_cached_model(config: Any, config_name: str, weights_path: str, device: 
     if fast:
         # Straight to the device tensor by tensor: aggregator matrices in `dtype`, heads fp32; never an fp32
         # copy of the aggregator on the GPU.
-        model = load_fast(config, weights_path, device, dtype)
+        model = load_model(config, weights_path, device, execution=_lean_mode(device, dtype))
     else:
         # Weights stay fp32: reduced precision comes from autocast, and the heads run in fp32 by design.
         model = load_model(config, weights_path, device, torch.float32)
         model.eval()
+    if dtype is torch.qint8:
+        quantize_aggregator_int8(model)
     digest = sha256_file(weights_path)
     _MODEL_CACHE = _CachedModel(key, model, digest)
     return model, digest, False
@@ -150,14 +154,24 @@ def load_cached_model(config: Any, config_name: str, weights_path: str, device: 
 
 def _forward(model: Any, images: torch.Tensor, device: torch.device, dtype: torch.dtype) -> dict:
     """The bare model call on either path (the worker's fault hook replaces this in tests)."""
-    if isinstance(model, FastRunner):
-        return model(images)  # its own dtypes and inference mode; images may be on the host
+    if _is_fast(model):
+        with torch.inference_mode():
+            return model(images)  # its own dtypes; images may be on the host
     if uses_autocast(device, dtype):
         autocast = torch.autocast(device_type=device.type, dtype=dtype)
     else:
         autocast = contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         return model(images)
+
+
+def _lean_mode(device: torch.device, dtype: torch.dtype) -> ExecutionMode:
+    # int8 keeps float32 activations: its lean mode chunks the work without casting anything.
+    return ExecutionMode.lean_for(device, torch.float32 if dtype is torch.qint8 else dtype)
+
+
+def _is_fast(model: Any) -> bool:
+    return is_lean(getattr(model, "execution", None))
 
 
 def _oom_message(count: int, size: tuple[int, int], mode: str, precision: str, device_text: str,
@@ -271,8 +285,8 @@ def reconstruct(image_paths: Iterable[str], options: InferenceOptions | None = N
     `options` (InferenceOptions: weights, device, precision, mode, config, fast_path) say how; keyword
     values of the same names override single fields (`reconstruct(paths, device="cpu")`).
     `model` skips loading (its weights are then unknown to provenance unless `weights` is given too); a
-    FastRunner always runs the fast path, a VGGT given with the fast path chosen is wrapped by `prepare_fast`
-    on a copy (the caller's model is left as it is).
+    model set to a lean execution mode always runs the fast path, a plain one given with the fast path chosen
+    is switched to the lean mode on a copy (the caller's model is left as it is).
     `display_dir`: where upright copies of EXIF-rotated photos go (none are written without it).
     `fast_path`: "auto" (fast on CUDA with bf16/fp16, standard otherwise), "on" (any device, CPU included)
     or "off" (always `VGGT.forward`).
@@ -288,7 +302,7 @@ def reconstruct(image_paths: Iterable[str], options: InferenceOptions | None = N
     dtype = choose_precision(device, opts.precision)
     model_config, config_name = _resolve_config(opts.config)
     run = _Run(opts, device, dtype, describe_device(device),
-               fast=isinstance(model, FastRunner) or use_fast_path(opts.fast_path, device, dtype),
+               fast=_is_fast(model) or use_fast_path(opts.fast_path, device, dtype),
                weights_path=str(resolve_weights(opts.weights)) if model is None or opts.weights is not None else None)
     stages.check_cancel()
 
@@ -308,8 +322,12 @@ def reconstruct(image_paths: Iterable[str], options: InferenceOptions | None = N
             model, checkpoint_sha, cached = _load(run, model_config, config_name)
             stages.report("loading", 1.0, "cached model" if cached else "model loaded")
         else:
-            if run.fast and not isinstance(model, FastRunner):
-                model = prepare_fast(copy.deepcopy(model), device, dtype)
+            if (run.fast and not _is_fast(model)) or (dtype is torch.qint8 and not is_int8(model)):
+                model = copy.deepcopy(model).to(device)  # the caller's model is left as it is
+                if run.fast and not _is_fast(model):
+                    model.set_execution(_lean_mode(device, dtype))
+                if dtype is torch.qint8 and not is_int8(model):
+                    quantize_aggregator_int8(model)
             stages.report("loading", 1.0, "model given")
 
     count = len(paths)
@@ -341,14 +359,9 @@ def _infer(run: _Run, model: Any, prep: Any, stages: Stages) -> dict[str, np.nda
     def block_done(fraction: float) -> None:
         stages.step("inference", fraction, f"{count} image(s)")
 
-    if isinstance(model, FastRunner):
-        # One step per aggregator block pair, 90 % of the stage like the hooks below; raising cancels.
-        hooks = []
-        model.on_step = lambda done, total: block_done(0.9 * done / total)
-        images = prep.images  # stays on the host: the runner copies one chunk of frames at a time
-    else:
-        hooks = _block_progress_hooks(model, block_done)
-        images = prep.images.to(run.device, dtype=torch.float32)
+    hooks = _block_progress_hooks(model, block_done)
+    # The fast path leaves the images on the host: it copies one chunk of frames at a time.
+    images = prep.images if _is_fast(model) else prep.images.to(run.device, dtype=torch.float32)
     try:
         outputs = _forward(model, images, run.device, run.dtype)
         result = {
@@ -365,8 +378,6 @@ def _infer(run: _Run, model: Any, prep: Any, stages: Stages) -> dict[str, np.nda
                                                 run.device_text, run.path_name)) from None
         raise
     finally:
-        if isinstance(model, FastRunner):
-            model.on_step = None  # the cached runner must not call back into a finished run
         for handle in hooks:
             handle.remove()
         del images

@@ -2,9 +2,11 @@
 `VGGTOmega(VGGTOmegaConfig.omega_1b_512())`."""
 
 from .config import ModelConfigError, VGGTConfig
+from .execution import ExecutionMode
 from .family import FAMILIES, detect_family
 from .omega import VGGTOmega
 from .omega_config import VGGTOmegaConfig
 from .vggt import VGGT
 
-__all__ = ["VGGT", "VGGTConfig", "VGGTOmega", "VGGTOmegaConfig", "ModelConfigError", "detect_family", "FAMILIES"]
+__all__ = ["VGGT", "VGGTConfig", "VGGTOmega", "VGGTOmegaConfig", "ModelConfigError", "ExecutionMode", "detect_family",
+           "FAMILIES"]

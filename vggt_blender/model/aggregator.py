@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .config import PatchEmbedConfig
 from .dinov2 import DinoV2Encoder
+from .execution import ExecutionMode, is_lean
 from .layers import Block, PatchEmbed
 from .rope import RotaryPositionEmbedding2D, patch_positions
 
@@ -74,18 +75,26 @@ class Aggregator(nn.Module):
         # The ImageNet constants are made per call (not buffers): a model built on the meta device and
         # loaded with assign=True would otherwise keep meta buffers.
 
-    def forward(self, images: Tensor, keep_layers: Iterable[int] | None = None) -> tuple[dict[int, Tensor], int]:
+    def forward(
+        self, images: Tensor, keep_layers: Iterable[int] | None = None, execution: ExecutionMode | None = None
+    ) -> tuple[dict[int, Tensor], int]:
         """images [B, S, 3, H, W] in [0, 1] -> ({layer: [B, S, P, 2C]}, patch_start_idx).
 
-        `keep_layers`: absolute step indices to return (None: all `depth` steps).
+        `keep_layers`: absolute step indices to return (None: all `depth` steps). In the lean mode the images
+        may be on another device (moved per chunk of frames) and the kept layers are in the mode's dtype.
         """
         batch, frames, channels, height, width = images.shape
         if channels != 3:
             raise ValueError(f"expected 3 input channels, got {channels}")
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}")
         keep = set(range(self.depth)) if keep_layers is None else {int(i) for i in keep_layers}
         bad = [i for i in keep if not 0 <= i < self.depth]
         if bad:
             raise ValueError(f"layer indices {sorted(bad)} are outside 0..{self.depth - 1}")
+        if is_lean(execution):
+            with torch.no_grad():
+                return self._forward_lean(images, sorted(keep), execution), self.patch_start_idx
 
         mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=images.device).view(1, 1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=images.device).view(1, 1, 3, 1, 1)
@@ -124,6 +133,59 @@ class Aggregator(nn.Module):
                 )  # [B, S, P, 2C]
             del frame_out
         return outputs, self.patch_start_idx
+
+    def _positions(self, rows: int, grid_h: int, grid_w: int, device: torch.device) -> Tensor | None:
+        if self.rope is None:
+            return None
+        return patch_positions(rows, grid_h, grid_w, self.patch_start_idx, device)
+
+    def _forward_lean(self, images: Tensor, keep: list[int], execution: ExecutionMode) -> dict[int, Tensor]:
+        """The same steps with one in-place residual stream and preallocated outputs for the kept layers only."""
+        batch, frames, _, height, width = images.shape
+        device = self.camera_token.device
+        grid_h, grid_w = height // self.patch_size, width // self.patch_size
+        start = self.patch_start_idx
+        num_tokens = start + grid_h * grid_w
+        dim = self.camera_token.shape[-1]
+        rows = batch * frames
+
+        # [B*S, P, C] is the same memory as [B, S*P, C]: frame and global blocks take views of one tensor.
+        x = torch.empty(rows, num_tokens, dim, dtype=execution.residual_dtype, device=device)
+        x[:, :1] = _first_and_rest(self.camera_token, batch, frames)
+        x[:, 1:start] = _first_and_rest(self.register_token, batch, frames)
+        self._embed_patches_lean(images, x[:, start:], execution)
+
+        pos = self._positions(rows, grid_h, grid_w, device)
+        global_pos = pos.reshape(batch, frames * num_tokens, 2) if pos is not None else None
+        outputs = {i: torch.empty(batch, frames, num_tokens, 2 * dim, dtype=execution.dtype, device=device)
+                   for i in keep}
+        x4 = x.view(batch, frames, num_tokens, dim)
+        for i in range(keep[-1] + 1 if keep else 0):
+            self.frame_blocks[i](x, pos=pos, execution=execution)
+            if i in outputs:
+                outputs[i][..., :dim].copy_(x4)
+            self.global_blocks[i](x.view(batch, frames * num_tokens, dim), pos=global_pos, execution=execution)
+            if i in outputs:
+                outputs[i][..., dim:].copy_(x4)
+        return outputs
+
+    def _embed_patches_lean(self, images: Tensor, out: Tensor, execution: ExecutionMode) -> None:
+        """Normalize and patch-embed chunks of frames (moved to the model's device here) into out [B*S, h*w, C]."""
+        batch, frames, _, height, width = images.shape
+        device = out.device
+        flat = images.reshape(batch * frames, 3, height, width)
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        extra = 1 + getattr(self.patch_embed, "num_register_tokens", -1)  # DINO's cls + registers (0 for conv)
+        per = max(1, execution.token_chunk // (out.shape[1] + extra))
+        for lo in range(0, flat.shape[0], per):
+            hi = min(lo + per, flat.shape[0])
+            chunk = (flat[lo:hi].to(device=device, dtype=torch.float32, non_blocking=True) - mean) / std
+            if isinstance(self.patch_embed, DinoV2Encoder):
+                out[lo:hi] = self.patch_embed(chunk, execution=execution)
+            else:
+                out[lo:hi] = self.patch_embed(chunk)
+            del chunk
 
 
 def _first_and_rest(token: Tensor, batch: int, frames: int) -> Tensor:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .execution import ExecutionMode, is_lean
 from .layers import Block, PatchEmbed
 
 DINO_NORM_EPS = 1e-6
@@ -68,11 +69,24 @@ class DinoV2Encoder(nn.Module):
         patches = grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
         return torch.cat([cls_pos, patches], dim=1).to(dtype)
 
-    def forward(self, images: Tensor) -> Tensor:
+    def forward(self, images: Tensor, execution: ExecutionMode | None = None) -> Tensor:
         """[N, 3, H, W] normalized images -> [N, h*w, D] normed patch tokens."""
         n, _, height, width = images.shape
         grid_h, grid_w = height // self.patch_size, width // self.patch_size
         x = self.patch_embed(images)  # [N, h*w, D]
+        regs = self.num_register_tokens
+        if is_lean(execution):
+            # One preallocated residual stream, [cls, registers, patches], updated in place by the blocks.
+            table = self.position_table(grid_h, grid_w, self.pos_embed.dtype)
+            tokens = torch.empty(n, 1 + regs + x.shape[1], x.shape[2], dtype=execution.residual_dtype, device=x.device)
+            tokens[:, :1] = self.cls_token + table[:, :1]
+            if self.register_tokens is not None:
+                tokens[:, 1:1 + regs] = self.register_tokens
+            tokens[:, 1 + regs:] = x.to(table.dtype) + table[:, 1:]
+            del x
+            for block in self.blocks:
+                block(tokens, execution=execution)
+            return self.norm(tokens[:, 1 + regs:].to(self.norm.weight.dtype))
         x = torch.cat([self.cls_token.expand(n, -1, -1), x], dim=1)  # [N, 1 + h*w, D]
         x = x + self.position_table(grid_h, grid_w, x.dtype)
         if self.register_tokens is not None:
@@ -81,4 +95,4 @@ class DinoV2Encoder(nn.Module):
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)
-        return x[:, 1 + self.num_register_tokens :]
+        return x[:, 1 + regs :]

@@ -43,9 +43,9 @@ class ResidualConvUnit(nn.Module):
         self.conv2 = nn.Conv2d(features, features, kernel_size=3, padding=1, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        activated = F.relu(x)
-        out = self.conv2(F.relu(self.conv1(activated)))
-        return out + (activated if self.relu_skip else x)
+        activated = F.relu(x)  # out of place: the caller's tensor is left alone
+        out = self.conv2(F.relu(self.conv1(activated), inplace=True))  # conv1's output is ours to overwrite
+        return out.add_(activated if self.relu_skip else x)
 
 
 class FeatureFusionBlock(nn.Module):
@@ -164,13 +164,20 @@ class DPTHead(nn.Module):
         """
         frames = images.shape[1]
         step = frames if not frames_chunk_size or frames_chunk_size >= frames else frames_chunk_size
-        chunks = [self._forward_frames(tokens, images, patch_start_idx, s, min(s + step, frames))
-                  for s in range(0, frames, step)]
-        if len(chunks) == 1:
-            return chunks[0]
-        if self.feature_only:
-            return torch.cat(chunks, dim=1)
-        return torch.cat([c[0] for c in chunks], dim=1), torch.cat([c[1] for c in chunks], dim=1)
+        # Each chunk's results go straight into outputs allocated after the first chunk (no concat copy).
+        outputs: list[Tensor] | None = None
+        for s in range(0, frames, step):
+            chunk = self._forward_frames(tokens, images, patch_start_idx, s, min(s + step, frames))
+            parts = [chunk] if self.feature_only else list(chunk)
+            if step == frames:
+                outputs = parts
+                break
+            if outputs is None:
+                outputs = [p.new_empty((p.shape[0], frames, *p.shape[2:])) for p in parts]
+            for out, part in zip(outputs, parts):
+                out[:, s:s + part.shape[1]] = part
+            del chunk, parts
+        return outputs[0] if self.feature_only else (outputs[0], outputs[1])
 
     def _forward_frames(
         self, tokens: Mapping[int, Tensor] | Sequence[Tensor], images: Tensor, patch_start_idx: int, start: int, end: int

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .execution import ExecutionMode, as_dtype_of, is_lean, scaled_dot_product, token_slices
 from .rope import RotaryPositionEmbedding2D
 
 
@@ -25,7 +26,7 @@ class PatchEmbed(nn.Module):
         _, _, height, width = images.shape
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}")
-        x = self.proj(images)  # [N, D, h, w]
+        x = self.proj(as_dtype_of(images, self.proj))  # [N, D, h, w]
         return x.flatten(2).transpose(1, 2)  # [N, h*w, D]
 
 
@@ -50,7 +51,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, out_features or in_features, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(self.act(self.fc1(as_dtype_of(x, self.fc1))))
 
 
 class MaskedKBiasLinear(nn.Linear):
@@ -100,19 +101,31 @@ class Attention(nn.Module):
         # One RoPE module (no parameters, so no state-dict keys) is shared by all aggregator blocks.
         self.rope = rope
 
-    def forward(self, x: Tensor, pos: Tensor | None = None) -> Tensor:
-        batch, tokens, dim = x.shape
+    def project_qkv(self, x: Tensor, pos: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, N, C] -> q, k, v [B, heads, N, head_dim]; q and k after qk-norm and RoPE (in the norm's dtype)."""
+        batch, tokens, _ = x.shape
         # qkv channels are [q | k | v], each split into contiguous per-head slices.
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim)
+        qkv = self.qkv(as_dtype_of(x, self.qkv)).reshape(batch, tokens, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, N, head_dim]
-        q = self.q_norm(q)
-        k = self.k_norm(k)
+        q = self.q_norm(as_dtype_of(q, self.q_norm))
+        k = self.k_norm(as_dtype_of(k, self.k_norm))
         if self.rope is not None and pos is not None:
             q = self.rope(q, pos)
             k = self.rope(k, pos)
-        out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, N, head_dim]
-        out = out.transpose(1, 2).reshape(batch, tokens, dim)
-        return self.proj(out)
+        return q, k, v
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, execution: ExecutionMode | None = None) -> Tensor:
+        """Fused SDPA (default scale, no mask) -> [B, heads, N, head_dim]; the mode picks the CUDA backends."""
+        return scaled_dot_product(q, k, v, execution)
+
+    def merge_heads(self, out: Tensor) -> Tensor:
+        """[B, heads, N, head_dim] -> projected [B, N, C]."""
+        batch, _, tokens, _ = out.shape
+        return self.proj(as_dtype_of(out.transpose(1, 2).reshape(batch, tokens, -1), self.proj))
+
+    def forward(self, x: Tensor, pos: Tensor | None = None, execution: ExecutionMode | None = None) -> Tensor:
+        q, k, v = self.project_qkv(x, pos)
+        return self.merge_heads(self.attend(q, k, v, execution))
 
 
 class Block(nn.Module):
@@ -141,7 +154,34 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), bias=ffn_bias)
         self.ls2 = LayerScale(dim, init_values)
 
-    def forward(self, x: Tensor, pos: Tensor | None = None) -> Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x), pos=pos))
-        x = x + self.ls2(self.mlp(self.norm2(x)))
+    def forward(self, x: Tensor, pos: Tensor | None = None, execution: ExecutionMode | None = None) -> Tensor:
+        """x [B, N, C]. Plain: returns a new tensor. Lean (inference only): updates x in place and returns it."""
+        if is_lean(execution):
+            return self._forward_lean(x, pos, execution)
+        x = x + self.ls1(self.attn(self.norm1(as_dtype_of(x, self.norm1)), pos=pos, execution=execution))
+        x = x + self.ls2(self.mlp(self.norm2(as_dtype_of(x, self.norm2))))
+        return x
+
+    def _forward_lean(self, x: Tensor, pos: Tensor | None, execution: ExecutionMode) -> Tensor:
+        """The same block over chunks of tokens, residual updated in place; only attention sees whole sequences."""
+        attn = self.attn
+        rows, tokens, _ = x.shape
+        shape = (rows, attn.num_heads, tokens, attn.head_dim)
+        q, k, v = (torch.empty(shape, dtype=execution.dtype, device=x.device) for _ in range(3))
+        pieces = list(token_slices(rows, tokens, execution.token_chunk))
+        for r, t in pieces:
+            h = self.norm1(as_dtype_of(x[r, t], self.norm1)).to(execution.dtype)
+            qc, kc, vc = attn.project_qkv(h, None if pos is None else pos[r, t])
+            del h
+            q[r, :, t], k[r, :, t], v[r, :, t] = qc, kc, vc
+            del qc, kc, vc
+        out = attn.attend(q, k, v, execution)
+        del q, k, v
+        for r, t in pieces:
+            xc = x[r, t]  # a view: the in-place adds below write into x
+            xc.add_(self.ls1(attn.merge_heads(out[r, :, t])))
+            h = self.norm2(as_dtype_of(xc, self.norm2)).to(execution.dtype)
+            xc.add_(self.ls2(self.mlp(h)))
+            del h
+        del out
         return x

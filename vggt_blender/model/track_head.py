@@ -60,11 +60,13 @@ class TrackHead(nn.Module):
         patch_start_idx: int,
         query_points: torch.Tensor,
         iters: int | None = None,
+        frames_chunk_size: int | None = 8,
     ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
-        """tokens: layer index -> [B,S,P,2C]; images [B,S,3,H,W] in [0,1]; query_points [B,N,2] pixel (x, y)
-        on frame 0. Returns (tracks per iteration [B,S,N,2] in input pixels, vis [B,S,N], conf [B,S,N])."""
+        """tokens: layer index -> [B,S,P,2C]; images [B,S,3,H,W] in [0,1] (only its shape is used);
+        query_points [B,N,2] pixel (x, y) on frame 0; the feature maps are made per `frames_chunk_size` frames.
+        Returns (tracks per iteration [B,S,N,2] in input pixels, vis [B,S,N], conf [B,S,N])."""
         if query_points is None or query_points.dim() != 3 or query_points.shape[-1] != 2:
             shape = None if query_points is None else tuple(query_points.shape)
             raise ValueError(f"track head: query_points must be [B,N,2] pixel (x, y), got {shape}")
-        fmaps = self.feature_extractor(tokens, images, patch_start_idx)  # [B,S,C,H/2,W/2]
+        fmaps = self.feature_extractor(tokens, images, patch_start_idx, frames_chunk_size)  # [B,S,C,H/2,W/2]
         return self.tracker(query_points, fmaps, iters=self.iters if iters is None else iters)

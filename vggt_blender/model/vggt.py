@@ -3,7 +3,8 @@
 aggregator -> camera head (pose encodings), depth head, point head, and the track head on request.
 Under CUDA/CPU autocast the aggregator runs in low precision while the camera, depth and point heads
 run with autocast disabled (fp32), like the official model; the track head runs under the caller's
-autocast.
+autocast. `set_execution(ExecutionMode.lean(...))` switches the same modules to the memory-lean arrangement
+(model/execution.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .aggregator import Aggregator
 from .camera_head import CameraHead
 from .config import VGGTConfig
 from .dpt_head import DPTHead
+from .execution import PLAIN, ExecutionMode, cast_matrices
 from .track_head import TrackHead
 
 
@@ -100,6 +102,18 @@ class VGGT(nn.Module):
                 intermediate_layer_idx=list(dpt.intermediate_layer_idx),
             )
 
+        self.execution: ExecutionMode = PLAIN
+
+    def set_execution(self, execution: ExecutionMode) -> "VGGT":
+        """Use `execution` from now on; the aggregator's matrices are cast to its dtype (heads keep theirs)."""
+        self.execution = execution
+        base = self.aggregator.camera_token.dtype  # the plain path computes in the parameters' own dtype
+        cast_matrices(self.aggregator, execution.dtype if execution.lean else base)
+        if execution.lean:
+            self.eval()
+            self.requires_grad_(False)
+        return self
+
     def needed_layers(self, with_tracks: bool) -> list[int]:
         """Aggregator steps the enabled heads read (absolute indices)."""
         layers: set[int] = set()
@@ -117,8 +131,13 @@ class VGGT(nn.Module):
         images: Tensor,
         query_points: Tensor | None = None,
         frames_chunk_size: int | None = 8,
+        execution: ExecutionMode | None = None,
     ) -> dict[str, Tensor | list[Tensor]]:
         """images [S, 3, H, W] or [B, S, 3, H, W] in [0, 1]; query_points [N, 2] or [B, N, 2] (x, y) pixels.
+
+        `execution` (default: the mode set with `set_execution`) may be lean only when the model's matrices
+        already are in its dtype. In the lean mode the images may stay on the host, the dense heads run
+        over `head_frames` frames at a time, and outputs are on the model's device.
 
         Returns pose_enc [B,S,9], pose_enc_list, depth [B,S,H,W,1], depth_conf [B,S,H,W],
         world_points [B,S,H,W,3], world_points_conf [B,S,H,W], with query points also track [B,S,N,2],
@@ -131,12 +150,19 @@ class VGGT(nn.Module):
         if query_points is not None and query_points.dim() == 2:
             query_points = query_points.unsqueeze(0)
         with_tracks = query_points is not None and self.track_head is not None
+        execution = self.execution if execution is None else execution
+        device = self.aggregator.camera_token.device
+        if execution.lean:
+            frames_chunk_size = execution.head_frames
+            if query_points is not None:
+                query_points = query_points.to(device)
 
-        tokens, patch_start_idx = self.aggregator(images, keep_layers=self.needed_layers(with_tracks))
+        tokens, patch_start_idx = self.aggregator(images, keep_layers=self.needed_layers(with_tracks),
+                                                  execution=execution)
 
         predictions: dict[str, Tensor | list[Tensor]] = {}
         # The geometry heads run in fp32 even when the caller enabled autocast.
-        with _autocast_disabled(images.device):
+        with _autocast_disabled(device):
             if self.camera_head is not None:
                 pose_enc_list = self.camera_head(tokens)
                 predictions["pose_enc"] = pose_enc_list[-1]
@@ -151,7 +177,8 @@ class VGGT(nn.Module):
                 predictions["world_points_conf"] = points_conf
 
         if with_tracks:
-            track_list, vis, conf = self.track_head(tokens, images, patch_start_idx, query_points)
+            track_list, vis, conf = self.track_head(tokens, images, patch_start_idx, query_points,
+                                                    frames_chunk_size=frames_chunk_size)
             predictions["track"] = track_list[-1]
             predictions["vis"] = vis
             predictions["conf"] = conf

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import CheckpointError
 
@@ -136,25 +135,17 @@ def check_state_dict(sd: Any, expected: Mapping[str, Sequence[int]], file: str |
 # ------------------------------------------------------------------------------------------- loading
 
 
-@contextlib.contextmanager
-def _parameters_on_meta() -> Iterator[None]:
-    """While building a module, put every parameter on the meta device (no memory, no random init cost)
-    but keep buffers real: non-persistent buffers (ImageNet mean/std) are not in the checkpoint, so they
-    must keep the values the constructor computed."""
+def build_on_meta(config: Any, **flags: Any) -> "torch.nn.Module":
+    """VGGT or VGGT-Omega for `config` with every parameter and buffer on the meta device: no memory, no random
+    init; an assign-load of a state dict then replaces them all (VGGT-Omega's buffers are in its state dict).
+    `flags` go to VGGT (enable_track=False, ...); VGGT-Omega has none of them.
+    """
     import torch
 
-    original = torch.nn.Module.register_parameter
+    from ..model.family import build_model
 
-    def register_on_meta(module: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
-        if param is not None and param.device.type != "meta":
-            param = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-        original(module, name, param)
-
-    torch.nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        torch.nn.Module.register_parameter = original  # type: ignore[method-assign]
+    with torch.device("meta"):
+        return build_model(_resolve_config(config), **flags)
 
 
 def _resolve_config(config: Any) -> Any:
@@ -163,59 +154,95 @@ def _resolve_config(config: Any) -> Any:
     return resolve_config(config)  # the one preset-or-file lookup, for either model family
 
 
-def load_model(config: Any, path: str | os.PathLike[str], device: Any = "cpu", dtype: Any = None) -> "torch.nn.Module":
-    """Build VGGT or VGGT-Omega for `config` and load the checkpoint at `path` straight onto `device` in `dtype`.
+def _check_values(key: str, tensor: "torch.Tensor", converted: "torch.Tensor", where: str) -> None:
+    """Refuse NaN/Inf weights (a "successful" run of NaN cameras otherwise), naming the first bad tensor."""
+    import torch
+
+    if bool(torch.isfinite(converted).all()):
+        return
+    if bool(torch.isfinite(tensor).all()):
+        raise CheckpointError(f"{where}: weight {key!r} does not fit in {str(converted.dtype).replace('torch.', '')} "
+                              "(values overflow to infinity); use a wider precision", file=where)
+    raise CheckpointError(f"{where}: weight {key!r} holds NaN or infinite values; the checkpoint is damaged. "
+                          "Download it again.", file=where)
+
+
+def load_model(config: Any, path: str | os.PathLike[str], device: Any = "cpu", dtype: Any = None,
+               execution: Any = None, enable_track: bool = True) -> "torch.nn.Module":
+    """Build VGGT or VGGT-Omega for `config` and load the checkpoint at `path` straight onto `device`.
 
     `config`: a VGGTConfig or VGGTOmegaConfig, a preset name ("vggt-1b", "vggt-omega-1b-512", ...), a
-    config.json path, a dict, or None: then the model family (and the Omega text head) is recognised from
-    the checkpoint's keys and its published configuration is used. A checkpoint of the other family than
-    the requested config fails with a message saying so. Parameters are created
-    on the meta device and replaced by the checkpoint's tensors (load_state_dict(assign=True)), so no random
-    weights are ever allocated; each tensor is converted on its way to the device. `dtype` (default float32)
-    applies to floating-point parameters and buffers. The model is returned in eval mode without gradients.
+    config.json path, a dict, or None: then the model family (and the Omega text head) is recognised from the
+    checkpoint's keys and its published configuration is used. The rest is `model_from_state_dict`'s (the
+    checkpoint is read memory-mapped, see `read_state_dict`).
+    """
+    sd = read_state_dict(path, map_location="cpu")
+    return model_from_state_dict(config, sd, device, dtype, execution, enable_track, file=str(path))
+
+
+def model_from_state_dict(config: Any, sd: dict[str, "torch.Tensor"], device: Any = "cpu", dtype: Any = None,
+                          execution: Any = None, enable_track: bool = True,
+                          file: str | None = None) -> "torch.nn.Module":
+    """VGGT or VGGT-Omega for `config` (None: recognised from the keys) holding the tensors of `sd` (emptied as
+    it goes: pass a copy to keep it). A checkpoint of the other family than the requested config fails with a
+    message saying so.
+
+    Parameters are created on the meta device and replaced by the state dict's tensors
+    (load_state_dict(assign=True)), so no random weights are ever allocated; each tensor is converted on its
+    way to `device`. `dtype` (default float32) applies to every parameter, except that with a lean
+    `execution` (model/execution.py) the aggregator's matrices go to the device directly in the mode's dtype
+    (never an fp32 copy of them on a GPU), and the mode is set on the model. Every key of the official layout
+    must be there (track-head keys are dropped when `enable_track` is False) with floating-point, finite
+    values; problems are CheckpointErrors naming `file`. The model is returned in eval mode without gradients.
     """
     import torch
 
-    from ..model.family import FAMILY_NAMES, build_model, default_config, detect_family, family_mismatch
-    from ..model.family import family_of_config
+    from ..model.execution import lean_parameter_names
+    from ..model.family import FAMILY_NAMES, default_config, detect_family, family_mismatch, family_of_config
 
     dtype = torch.float32 if dtype is None else dtype
     device = torch.device(device)
-    cfg = None if config is None else _resolve_config(config)
-    sd = read_state_dict(path, map_location="cpu")
-    if cfg is None:
+    where = file or "state dict"
+    if config is None:
         family = detect_family(sd)
         if family is None:
-            raise CheckpointError(f"{path}: not a VGGT or VGGT-Omega checkpoint (its keys: "
-                                  f"{_first(sorted(sd)) if sd else 'none'})", file=str(path))
+            raise CheckpointError(f"{where}: not a VGGT or VGGT-Omega checkpoint (its keys: "
+                                  f"{_first(sorted(sd)) if sd else 'none'})", file=file)
         cfg = default_config(family, sd)
+    else:
+        cfg = _resolve_config(config)
     mismatch = family_mismatch(sd, cfg)
     if mismatch:
-        raise CheckpointError(f"{path}: {mismatch}", file=str(path))
-    with _parameters_on_meta():
-        model = build_model(cfg)
+        raise CheckpointError(f"{where}: {mismatch}", file=file)
+    model = build_on_meta(cfg, enable_track=enable_track)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    check_state_dict(sd, expected, file=str(path), model_name=FAMILY_NAMES[family_of_config(cfg)])
+    if not enable_track:
+        for key in [k for k in sd if k.startswith("track_head.")]:
+            del sd[key]
+    check_state_dict(sd, expected, file=file, model_name=FAMILY_NAMES[family_of_config(cfg)])
+    not_float = [k for k in sd if not sd[k].is_floating_point()]
+    if not_float:
+        key = not_float[0]
+        raise CheckpointError(f"{where}: weight {key!r} holds {str(sd[key].dtype).replace('torch.', '')} values "
+                              f"where the model needs floating-point weights ({len(not_float)} such tensor"
+                              f"{'s' if len(not_float) != 1 else ''}); not a usable checkpoint", file=file)
+    low = lean_parameter_names(model) if execution is not None and execution.lean else set()
     for key in list(sd):
         tensor = sd[key]
-        sd[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+        converted = tensor.to(device=device, dtype=execution.dtype if key in low else dtype)
+        _check_values(key, tensor, converted, where)
+        sd[key] = converted
+        del tensor, converted
     model.load_state_dict(sd, strict=True, assign=True)
-    del sd
-    # Buffers were built on the CPU by the constructor; bring them along.
-    for module in model.modules():
-        for name, buf in list(module._buffers.items()):
-            if buf is None:
-                continue
-            if buf.device.type == "meta":
-                raise CheckpointError(f"{path}: buffer {name!r} of {type(module).__name__} has no value after "
-                                      "loading", file=str(path))
-            module._buffers[name] = buf.to(device=device, dtype=dtype if buf.is_floating_point() else buf.dtype)
-    leftover = [k for k, p in model.named_parameters() if p.device.type == "meta"]
+    sd.clear()
+    leftover = [k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
     if leftover:
-        raise CheckpointError(f"{path}: parameters not loaded: {_first(leftover)}", file=str(path))
+        raise CheckpointError(f"{where}: not loaded: {_first(leftover)}", file=file)
     model.eval()
     model.requires_grad_(False)
+    if execution is not None:
+        model.set_execution(execution)
     return model
 
 
-__all__ = ["read_state_dict", "check_state_dict", "load_model"]
+__all__ = ["read_state_dict", "check_state_dict", "build_on_meta", "load_model", "model_from_state_dict"]
