@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from vggt_blender.extension_package import load_extension_package
-from vggt_blender.io.reconstruction import save_reconstruction, synthetic_reconstruction
+from tests.helpers import synthetic_reconstruction
+from vggt_blender.io.reconstruction import save_reconstruction
 from vggt_blender.options import SceneOptions
 
 EXT = load_extension_package("_vggt_ext_tests")
