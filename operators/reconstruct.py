@@ -64,14 +64,119 @@ def unique_output_path(folder: Path, name: str) -> Path:
     return path
 
 
-class ReconstructionRun(tasks.Task):
-    """One reconstruction: start the job, follow its progress, then build the scene (or leave it unchanged).
+class WorkerRun(tasks.Task):
+    """A job (jobs/interface.py) followed as a task: start it, mirror its progress across stages, take its
+    outcome; subclasses make `self.job` and build the scene in `finish()` (or leave it unchanged).
 
-    A task of the registry: `poll()` never blocks, `finish()` builds the scene on the main thread.
+    A task of the registry: `poll()` never blocks, `finish()` runs on the main thread.
     """
 
-    name = TASK
     cancel_on_load = True  # its scene would be built in the file just opened
+    stage_labels = STAGE_LABELS
+    stage_span = _STAGE_SPAN
+    what = "reconstruction"  # for the reports ("VGGT: reconstruction cancelled")
+    done_verb = "Created"  # the panel's line after a run: "Created <collection>"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.job = None
+        self.stage = "starting"
+        self.message = "Starting the inference runtime"
+        self.collection = None
+        self.result_path: str | None = None
+
+    # ---- progress ----
+
+    def _advance(self, stage: str, fraction: float) -> None:
+        """Overall progress 0..1 across stages; never moves backwards (stages may come in another order)."""
+        self.stage = stage
+        lo, hi = self.stage_span.get(stage, (self.fraction, self.fraction))
+        self.fraction = max(self.fraction, lo + (hi - lo) * min(max(fraction, 0.0), 1.0))
+        self.label = self.stage_labels.get(stage, stage.capitalize())
+
+    def start(self) -> None:
+        """Start the job; a job that cannot start leaves the run over with its error."""
+        self.label = self.stage_labels["starting"]
+        self.job.start()
+        if self.job.finished:
+            self._take_outcome()
+
+    def poll(self) -> bool:
+        self.job.poll()
+        progress = self.job.progress
+        if progress.stage != "starting":
+            self._advance(progress.stage, progress.fraction)
+            self.message = progress.message
+        if self.job.finished:
+            self._take_outcome()
+        _publish(bpy.context, self)
+        return self.over
+
+    def _take_outcome(self) -> None:
+        job = self.job
+        self.over = True
+        if job.state == CANCELLED:
+            self.cancelled = True
+        elif job.state == FAILED:
+            self.error_code = job.error_code or "internal"
+            text = one_line(job.error_message or self.error_code)
+            if job.error_file and job.error_file not in text:
+                text = f"{job.error_file}: {text}"
+            if self.error_code == "no_runtime" and not self.python:
+                text = "No inference runtime"
+            hint = _BLENDER_HINTS.get(self.error_code)
+            self.error = f"{text}; {hint}" if hint else text
+        elif job.state == DONE:
+            self.result_path = job.result["path"]
+
+    def finish(self) -> None:
+        """On the main thread: bring the result files to `self.output`'s folder and build the scene from them."""
+        if self.error or self.result_path is None:
+            return
+        self._advance("building", 0.0)
+        self.message = "Building the scene"
+        try:
+            path = str(self.job.fetch(self.output.parent)[0])
+            self.collection = self._build_scene(path)
+        except VGGTError as exc:
+            self.error, self.error_code = one_line(exc), exc.code
+        except Exception as exc:  # a builder bug: keep Blender alive, say where the details are
+            self.error, self.error_code = one_line(f"building the scene failed: {type(exc).__name__}: {exc}"), \
+                "internal"
+            self._append_log(exc)
+        self._advance("building", 1.0)
+
+    def _build_scene(self, path: str) -> bpy.types.Collection:  # pragma: no cover - overridden
+        """The collection made from the result file `path` (raise VGGTError; never leave a half-built scene)."""
+        raise NotImplementedError
+
+    def _append_log(self, exc: BaseException) -> None:
+        import traceback
+
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as log:
+                log.write("\n[blender] " + "".join(traceback.format_exception(exc)))
+        except OSError:
+            pass
+
+    def cancel(self) -> None:
+        """Stop the job (a cancel message to the worker); nothing reaches the scene and no output file is left
+        (the job removes a result that arrives anyway). Returns at once."""
+        self.cancelled = True
+        self.job.cancel()
+
+    def error_message(self) -> str:
+        return f"VGGT: {self.error} (full log: {self.log_path})"
+
+    def done_report(self) -> str:
+        """The INFO report of a run that built its collection."""
+        raise NotImplementedError
+
+
+class ReconstructionRun(WorkerRun):
+    """One reconstruction: photos -> the worker's reconstruction file -> a new collection."""
+
+    name = TASK
 
     def __init__(self, context: bpy.types.Context) -> None:
         super().__init__()
@@ -109,71 +214,6 @@ class ReconstructionRun(tasks.Task):
         self.python = runtime.runtime_python(prefs)
         self.job = LocalJob(self.python, self.request, self.log_path, caller="blender",
                             keep_alive=bool(getattr(prefs, "keep_worker", True)))
-        self.stage = "starting"
-        self.message = "Starting the inference runtime"
-        self.collection = None
-        self.result_path: str | None = None
-
-    # ---- progress ----
-
-    def _advance(self, stage: str, fraction: float) -> None:
-        """Overall progress 0..1 across stages; never moves backwards (stages may come in another order)."""
-        self.stage = stage
-        lo, hi = _STAGE_SPAN.get(stage, (self.fraction, self.fraction))
-        self.fraction = max(self.fraction, lo + (hi - lo) * min(max(fraction, 0.0), 1.0))
-        self.label = STAGE_LABELS.get(stage, stage.capitalize())
-
-    def start(self) -> None:
-        """Start the job; a job that cannot start leaves the run over with its error."""
-        self.label = STAGE_LABELS["starting"]
-        self.job.start()
-        if self.job.finished:
-            self._take_outcome()
-
-    def poll(self) -> bool:
-        self.job.poll()
-        progress = self.job.progress
-        if progress.stage != "starting":
-            self._advance(progress.stage, progress.fraction)
-            self.message = progress.message
-        if self.job.finished:
-            self._take_outcome()
-        _publish(bpy.context, self)
-        return self.over
-
-    def _take_outcome(self) -> None:
-        job = self.job
-        self.over = True
-        if job.state == CANCELLED:
-            self.cancelled = True
-        elif job.state == FAILED:
-            self.error_code = job.error_code or "internal"
-            text = one_line(job.error_message or self.error_code)
-            if job.error_file and job.error_file not in text:
-                text = f"{job.error_file}: {text}"
-            if self.error_code == "no_runtime" and not self.python:
-                text = "No inference runtime"
-            hint = _BLENDER_HINTS.get(self.error_code)
-            self.error = f"{text}; {hint}" if hint else text
-        elif job.state == DONE:
-            self.result_path = job.result["path"]
-
-    def finish(self) -> None:
-        """On the main thread: bring the result files beside the .blend's reconstructions and build the scene."""
-        if self.error or self.result_path is None:
-            return
-        self._advance("building", 0.0)
-        self.message = "Building the scene"
-        try:
-            path = str(self.job.fetch(self.output.parent)[0])
-            self.collection = self._build_scene(path)
-        except VGGTError as exc:
-            self.error, self.error_code = one_line(exc), exc.code
-        except Exception as exc:  # a builder bug: keep Blender alive, say where the details are
-            self.error, self.error_code = one_line(f"building the scene failed: {type(exc).__name__}: {exc}"), \
-                "internal"
-            self._append_log(exc)
-        self._advance("building", 1.0)
 
     def _build_scene(self, path: str):
         from ..scene.build import build_scene
@@ -184,29 +224,28 @@ class ReconstructionRun(tasks.Task):
         # source_path: the collection remembers its reconstruction file ("vggt_reconstruction").
         return build_scene(rec, self.options, self.name_text, context=bpy.context, source_path=path)
 
-    def _append_log(self, exc: BaseException) -> None:
-        import traceback
-
-        try:
-            with open(self.log_path, "a", encoding="utf-8") as log:
-                log.write("\n[blender] " + "".join(traceback.format_exception(exc)))
-        except OSError:
-            pass
-
-    def cancel(self) -> None:
-        """Stop the job (a cancel message to the worker); nothing reaches the scene and no output file is left
-        (the job removes a result that arrives anyway). Returns at once."""
-        self.cancelled = True
-        self.job.cancel()
-
-    def error_message(self) -> str:
-        return f"VGGT: {self.error} (full log: {self.log_path})"
+    def done_report(self) -> str:
+        name = self.collection.name if self.collection is not None else ""
+        return f"VGGT: created collection {name} from {len(self.photos)} photos"
 
 
-def active_run() -> ReconstructionRun | None:
+# The tasks that run a job and share the panel's progress bar and Cancel button (one at a time): a
+# reconstruction, and a camera refinement (operators/refine.py).
+REFINE_TASK = "refine"
+WORKER_TASKS = (TASK, REFINE_TASK)
+
+
+def active_run() -> WorkerRun | None:
     """The run the panel shows and the Cancel button stops (one at a time)."""
-    task = tasks.get(TASK)
-    return task if isinstance(task, ReconstructionRun) and not task.finished else None
+    for name in WORKER_TASKS:
+        task = tasks.get(name)
+        if isinstance(task, WorkerRun) and not task.finished:
+            return task
+    return None
+
+
+def worker_task_running() -> bool:
+    return any(tasks.running(name) for name in WORKER_TASKS)
 
 
 def leave_edit_modes(context: bpy.types.Context) -> None:
@@ -231,11 +270,12 @@ def _reset_job_state() -> None:
 
 
 def cancel_active(message: str = "Cancelled") -> None:
-    """Stop a running reconstruction (Cancel, another file being opened, the add-on disabled)."""
-    tasks.cancel(TASK, message)
+    """Stop a running reconstruction or refinement (Cancel, another file being opened, the add-on disabled)."""
+    for name in WORKER_TASKS:
+        tasks.cancel(name, message)
 
 
-def _publish(context: bpy.types.Context, run: ReconstructionRun) -> None:
+def _publish(context: bpy.types.Context, run: WorkerRun) -> None:
     """Mirror the run's state into the window manager (the panel draws it) and the status bar."""
     wm = context.window_manager
     job = getattr(wm, "vggt_job", None) if wm is not None else None
@@ -251,7 +291,7 @@ def _publish(context: bpy.types.Context, run: ReconstructionRun) -> None:
         workspace.status_text_set(None if run.over else f"VGGT: {run.label} {run.fraction * 100:.0f}%")
 
 
-def _conclude_run(run: ReconstructionRun) -> tuple[str, str]:
+def _conclude_run(run: WorkerRun) -> tuple[str, str]:
     """The run has ended (finished, failed or cancelled): the panel shows the outcome; returns the report."""
     wm = bpy.context.window_manager
     job = getattr(wm, "vggt_job", None) if wm is not None else None
@@ -262,7 +302,7 @@ def _conclude_run(run: ReconstructionRun) -> tuple[str, str]:
     if run.cancelled:
         if job is not None:
             job.message = run.message if run.message.startswith("Cancelled") else "Cancelled"
-        return "WARNING", "VGGT: reconstruction cancelled"
+        return "WARNING", f"VGGT: {run.what} cancelled"
     if run.error:
         if job is not None:
             job.last_error = run.error
@@ -270,57 +310,32 @@ def _conclude_run(run: ReconstructionRun) -> tuple[str, str]:
     name = run.collection.name if run.collection is not None else ""
     if job is not None:
         job.last_result = name
-        job.message = f"Created {name}"
+        job.message = f"{run.done_verb} {name}"
         # What the artist should know about the result: the worker's warnings (cropped or padded photos)
         # and the builder's (implausible lenses).
         built = list(run.collection.get("vggt_warnings", [])) if run.collection is not None else []
         set_job_warnings(job, list(run.job.warnings) + [str(line) for line in built])
-    return "INFO", f"VGGT: created collection {name} from {len(run.photos)} photos"
+    return "INFO", run.done_report()
 
 
 def _on_run_finished(run: tasks.Task) -> None:
-    assert isinstance(run, ReconstructionRun)
+    assert isinstance(run, WorkerRun)
     _publish(bpy.context, run)
     run.report = _conclude_run(run)
 
 
-class VGGT_OT_reconstruct(bpy.types.Operator):
-    """Reconstruct cameras, points and depth planes from the chosen photos with VGGT"""
+class JobOperator:
+    """What the Reconstruct and Refine Cameras operators share: `_begin(context)` (each its own) starts a
+    WorkerRun; invoked from the UI the operator is modal only to finish the run (its scene is built inside the
+    operator: one undo step, one report); `execute()` runs the same task blocking (scripts, tests)."""
 
-    bl_idname = "vggt.reconstruct"
-    bl_label = "Reconstruct"
-    # No REGISTER: a redo panel (or Shift+R) would run the whole reconstruction again, blocking.
-    bl_options = {"UNDO"}
-
-    _run: ReconstructionRun | None = None
+    _run: WorkerRun | None = None
     _timer = None
 
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return context.scene is not None and not tasks.running(TASK)
+    def _begin(self, context: bpy.types.Context) -> WorkerRun | None:  # pragma: no cover - overridden
+        raise NotImplementedError
 
-    def _begin(self, context: bpy.types.Context) -> ReconstructionRun | None:
-        job = context.window_manager.vggt_job
-        job.last_error = job.last_error_code = ""
-        set_job_warnings(job, [])
-        try:
-            run = ReconstructionRun(context)
-            run.start()
-        except VGGTError as exc:
-            job.last_error, job.last_error_code = one_line(exc), exc.code
-            self.report({"ERROR"}, f"VGGT: {job.last_error}")
-            return None
-        if run.over:  # the job could not start (no runtime, no weights): its coded error, nothing running
-            job.last_error, job.last_error_code = run.error, run.error_code
-            job.log_path = run.log_path
-            self.report({"ERROR"}, f"VGGT: {run.error}")
-            return None
-        run.on_finish.append(_on_run_finished)
-        tasks.start(run)
-        _publish(context, run)
-        return run
-
-    def _report_end(self, run: ReconstructionRun) -> set[str]:
+    def _report_end(self, run: WorkerRun) -> set[str]:
         level, text = getattr(run, "report", None) or _conclude_run(run)
         self.report({level}, text)
         return {"FINISHED"} if level == "INFO" else {"CANCELLED"}
@@ -364,7 +379,7 @@ class VGGT_OT_reconstruct(bpy.types.Operator):
         self._remove_timer(context)
         run = self._run
         if run is not None and not run.finished:
-            tasks.cancel(TASK)
+            tasks.cancel(run.name)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         run = self._begin(context)
@@ -372,6 +387,46 @@ class VGGT_OT_reconstruct(bpy.types.Operator):
             return {"CANCELLED"}
         tasks.run_blocking(run)
         return self._report_end(run)
+
+
+def begin_run(op: JobOperator, context: bpy.types.Context, make_run) -> WorkerRun | None:
+    """Start `make_run(context)` as a task, the panel's last outcome cleared; None (with the operator's ERROR
+    report) when it cannot start."""
+    job = context.window_manager.vggt_job
+    job.last_error = job.last_error_code = ""
+    set_job_warnings(job, [])
+    try:
+        run = make_run(context)
+        run.start()
+    except VGGTError as exc:
+        job.last_error, job.last_error_code = one_line(exc), exc.code
+        op.report({"ERROR"}, f"VGGT: {job.last_error}")
+        return None
+    if run.over:  # the job could not start (no runtime, no weights): its coded error, nothing running
+        job.last_error, job.last_error_code = run.error, run.error_code
+        job.log_path = run.log_path
+        op.report({"ERROR"}, f"VGGT: {run.error}")
+        return None
+    run.on_finish.append(_on_run_finished)
+    tasks.start(run)
+    _publish(context, run)
+    return run
+
+
+class VGGT_OT_reconstruct(JobOperator, bpy.types.Operator):
+    """Reconstruct cameras, points and depth planes from the chosen photos with VGGT"""
+
+    bl_idname = "vggt.reconstruct"
+    bl_label = "Reconstruct"
+    # No REGISTER: a redo panel (or Shift+R) would run the whole reconstruction again, blocking.
+    bl_options = {"UNDO"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.scene is not None and not worker_task_running()
+
+    def _begin(self, context: bpy.types.Context) -> WorkerRun | None:
+        return begin_run(self, context, ReconstructionRun)
 
 
 class VGGT_OT_cancel_reconstruction(bpy.types.Operator):
@@ -386,8 +441,10 @@ class VGGT_OT_cancel_reconstruction(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         # Resets the panel itself: the modal operator may be gone already (it then never ticks again).
+        run = active_run()
+        what = run.what if run is not None else "reconstruction"
         cancel_active()
-        self.report({"WARNING"}, "VGGT: reconstruction cancelled")
+        self.report({"WARNING"}, f"VGGT: {what} cancelled")
         return {"FINISHED"}
 
 

@@ -159,6 +159,8 @@ class VGGT_PT_main(bpy.types.Panel):
             if PLANE_MIN_CONFIDENCE_PROP in collection:
                 box.prop(collection, f'["{PLANE_MIN_CONFIDENCE_PROP}"]', text="Depth Planes Min Confidence")
             draw_warnings(box, [str(w) for w in collection.get("vggt_warnings", [])], "Import")
+            # Bundle adjustment in the runtime (operators/refine.py); progress and Cancel as for Reconstruct.
+            box.operator("vggt.refine_cameras", icon="CON_CAMERASOLVER")
 
         # Alignment of the reconstruction the active object belongs to (operators/alignment.py).
         ob = context.active_object

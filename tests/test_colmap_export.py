@@ -11,7 +11,8 @@ pycolmap = pytest.importorskip("pycolmap")
 
 from vggt_blender.cli import main  # noqa: E402
 from vggt_blender.io.colmap import ColmapExportError, export_colmap, project  # noqa: E402
-from vggt_blender.io.reconstruction import save_reconstruction, synthetic_reconstruction  # noqa: E402
+from tests.helpers import synthetic_reconstruction
+from vggt_blender.io.reconstruction import save_reconstruction  # noqa: E402
 
 
 def _with_photos(tmp_path: Path, n: int = 3):
@@ -103,12 +104,30 @@ def test_missing_photo_is_one_clear_error_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_export_is_in_the_files_opencv_world_whatever_its_alignment(tmp_path):
+    """The scene alignment (Z-up, with a scale) is Blender's and the PLY export's: COLMAP gets the stored cameras."""
+    from vggt_blender.geometry.alignment import DEFAULT_ALIGNMENT
+
+    rec = _with_photos(tmp_path)
+    plain = export_colmap(rec, tmp_path / "plain", copy_images=False)
+    turn = np.eye(4)
+    turn[:3, :3] = 2.5 * np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    turn[:3, 3] = (1.0, -2.0, 0.5)
+    rec.alignment = turn @ DEFAULT_ALIGNMENT
+    aligned = export_colmap(rec, tmp_path / "aligned", copy_images=False)
+    np.testing.assert_array_equal(aligned.qvec, plain.qvec)
+    np.testing.assert_array_equal(aligned.tvec, plain.tvec)
+    np.testing.assert_array_equal(aligned.xyz, plain.xyz)
+    np.testing.assert_array_equal(aligned.tvec, rec.extrinsics[:, :, 3])
+
+
 def test_command_line(tmp_path, capsys):
     rec = _with_photos(tmp_path)
     save_reconstruction(tmp_path / "scene.npz", rec)
     assert main(["export-colmap", str(tmp_path / "scene.npz"), str(tmp_path / "out"), "--text"]) == 0
     assert (tmp_path / "out" / "sparse" / "0" / "images.txt").is_file()
-    assert "3 images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "3 images" in err and "OpenCV world" in err
     assert main(["export-colmap", str(tmp_path / "missing.npz"), str(tmp_path / "out2")]) != 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.npz" in err

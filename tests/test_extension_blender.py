@@ -306,7 +306,7 @@ class UIOperator:  # the operator's own methods, on a stand-in for the instance 
     def report(self, level, text):
         self.reports.append([sorted(level)[0], text])
 for name in ("invoke", "modal", "cancel", "execute", "_begin", "_report_end", "_remove_timer"):
-    setattr(UIOperator, name, recon.VGGT_OT_reconstruct.__dict__[name])
+    setattr(UIOperator, name, getattr(recon.VGGT_OT_reconstruct, name))
 
 def ui_context():
     return types.SimpleNamespace(scene=bpy.context.scene, preferences=bpy.context.preferences, window=object(),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +14,7 @@ import pytest
 
 pycolmap = pytest.importorskip("pycolmap")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import refine_groundtruth as gt  # noqa: E402
-
+from tests import refine_groundtruth as gt  # noqa: E402
 from vggt_blender.cli import main  # noqa: E402
 from vggt_blender.errors import RefinementError  # noqa: E402
 from vggt_blender.geometry.cameras import depth_to_world_points, intrinsics_to_photo  # noqa: E402

@@ -147,4 +147,6 @@ def test_panel_shows_the_reconstructions_shared_plane_control_and_lens_warning()
     warning = [t for t in labels(log) if t.startswith("IMG_1: implausible camera")]
     assert len(warning) == 1 and "9.6e+08" in warning[0]
     assert not [t for t in labels(log) if t.startswith("IMG_0:")]
+    assert ("operator", "vggt.refine_cameras", "CON_CAMERASOLVER") in log  # the reconstruction's own box
     assert not [entry for entry in draw() if entry[0] == "prop" and entry[1] == col]  # nothing selected
+    assert ("operator", "vggt.refine_cameras", "CON_CAMERASOLVER") not in draw()

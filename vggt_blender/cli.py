@@ -300,12 +300,12 @@ def cmd_refine(args: argparse.Namespace) -> int:
 
 
 def cmd_export_colmap(args: argparse.Namespace) -> int:
-    from .io.colmap import export_colmap
+    from .io.colmap import FRAME, export_colmap
     from .io.reconstruction import load_reconstruction
 
     model = export_colmap(load_reconstruction(args.file), args.out_dir, text=args.text)
     _err(f"wrote {args.out_dir}: {len(model.names)} images, {len(model.cameras)} cameras, "
-         f"{len(model.xyz):,} points")
+         f"{len(model.xyz):,} points, in {FRAME}")
     return EXIT_OK
 
 

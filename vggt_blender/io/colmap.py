@@ -7,6 +7,10 @@ resolution (a loader rescales K by the ratio of the real image size to the camer
 refinement solved (SIMPLE_RADIAL, OPENCV). COLMAP's pixel convention (0, 0) = top-left corner of the top-left
 pixel is the file's own, so K goes across unchanged. Every point2D that names a point3D is in that point's
 track and the other way round.
+
+Frame: the file's own OpenCV world (the first camera's: x right, y down, z forward), extrinsics as stored. The
+file's `alignment` (the Z-up scene of Blender and the PLY export) is not applied: COLMAP consumers expect an
+OpenCV-like world (docs/REFINEMENT.md, "Frame").
 """
 
 from __future__ import annotations
@@ -295,4 +299,7 @@ def export_colmap(rec: Reconstruction, out_dir: str | os.PathLike[str], text: bo
     return model
 
 
-__all__ = ["ColmapExportError", "ColmapModel", "build_model", "camera_params", "export_colmap", "project"]
+# What the export's world is, for the command's report and the docs (see the module text).
+FRAME = "the file's OpenCV world (first camera; the scene alignment is not applied)"
+
+__all__ = ["FRAME", "ColmapExportError", "ColmapModel", "build_model", "camera_params", "export_colmap", "project"]

@@ -262,7 +262,8 @@ class LocalJob(Job):
             raise RuntimeSetupError("no inference runtime: install it, or choose a Python with torch")
         if not Path(self.python_exe).is_file():
             raise RuntimeSetupError(f"{self.python_exe}: the runtime Python does not exist", file=self.python_exe)
-        if not self.request.get("download"):
+        # A refine request reads a reconstruction file: no model, so no checkpoint to find.
+        if not self.request.get("download") and not protocol.is_refine_request(self.request):
             from ..weights.discovery import resolve_weights  # torch-free
 
             resolve_weights(self.request.get("weights"), caller=self.caller)

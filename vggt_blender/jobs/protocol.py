@@ -25,6 +25,11 @@ REQUIRED = ("images", "output")
 DEFAULTS: dict[str, Any] = {**InferenceOptions().to_dict(), "download": False, "keep_alive": False,
                             # true, or an object of RefineOptions: bundle-adjust the cameras after inference.
                             "refine": False}
+# A refine request bundle-adjusts an existing reconstruction file (no model, no weights):
+# {"type": "refine", "input": IN.npz, "output": OUT.npz, "refine": true | {RefineOptions fields}}.
+REFINE = "refine"
+REFINE_REQUIRED = ("input", "output")
+REFINE_DEFAULTS: dict[str, Any] = {"refine": True, "keep_alive": False}
 _CUDA_INDEX = re.compile(r"cuda:\d+")
 # Longest file name (without folder) an output may have: its companion folder "<stem>_images" is 3 bytes longer,
 # and most file systems stop at 255 bytes.
@@ -143,15 +148,61 @@ def decode_event(line: bytes | str) -> dict:
 
 # ---- checking a request -----------------------------------------------------------------------------------
 
+def _check_output(output: str) -> None:
+    name = output.replace("\\", "/").rsplit("/", 1)[-1]
+    if not name.lower().endswith(".npz"):
+        raise RequestError(f"'output' must name a .npz file: {output}", file=output)
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_OUTPUT_NAME:
+        raise RequestError(f"'output' has a file name of {len(name)} characters; at most {MAX_OUTPUT_NAME} "
+                           "are allowed", file=output)
+
+
+def _check_refine(value: Any) -> None:
+    if isinstance(value, dict):
+        try:
+            options.RefineOptions.from_dict(value)
+        except (TypeError, ValueError) as exc:
+            raise RequestError(f"'refine': {exc}") from exc
+    elif not isinstance(value, bool):
+        raise RequestError("'refine' must be true, false or an object of refine options")
+
+
+def is_refine_request(request: dict) -> bool:
+    return request.get("type") == REFINE
+
+
+def parse_refine_request(data: dict) -> dict:
+    """A refine request checked and completed with defaults (it keeps `"type": "refine"`)."""
+    unknown = sorted(set(data) - set(REFINE_DEFAULTS) - set(REFINE_REQUIRED) - {"type"})
+    if unknown:
+        raise RequestError(f"unknown refine request key(s): {', '.join(unknown)}")
+    missing = [k for k in REFINE_REQUIRED if k not in data]
+    if missing:
+        raise RequestError(f"the refine request lacks {', '.join(missing)}")
+    request = {**REFINE_DEFAULTS, **data}
+    for key in REFINE_REQUIRED:
+        if not isinstance(request[key], str) or not request[key]:
+            raise RequestError(f"'{key}' must be a non-empty string")
+    _check_output(request["output"])
+    if not isinstance(request["keep_alive"], bool):
+        raise RequestError("'keep_alive' must be true or false")
+    _check_refine(request["refine"])
+    if request["refine"] is False:
+        raise RequestError("a refine request with \"refine\": false has nothing to do")
+    return request
+
+
 def parse_request(data: Any) -> dict:
     """A decoded request checked and completed with defaults; RequestError names the first problem."""
     if not isinstance(data, dict):
         raise RequestError("the request must be a JSON object")
+    if is_refine_request(data):
+        return parse_refine_request(data)
     unknown = sorted(set(data) - set(DEFAULTS) - set(REQUIRED) - {"type"})
     if unknown:
         raise RequestError(f"unknown request key(s): {', '.join(unknown)}")
     if data.get("type", "request") != "request":
-        raise RequestError(f"'type' of a request must be \"request\", not {data['type']!r}")
+        raise RequestError(f"'type' of a request must be \"request\" or \"{REFINE}\", not {data['type']!r}")
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise RequestError(f"the request lacks {', '.join(missing)}")
@@ -169,25 +220,20 @@ def parse_request(data: Any) -> dict:
             raise RequestError(f"'{key}' must be one of {', '.join(choices)}, not {request[key]!r}")
     if request["device"] not in DEVICES and not _CUDA_INDEX.fullmatch(request["device"]):
         raise RequestError(f"'device' must be one of {', '.join(DEVICES)} or cuda:N, not {request['device']!r}")
-    name = request["output"].replace("\\", "/").rsplit("/", 1)[-1]
-    if not name.lower().endswith(".npz"):
-        raise RequestError(f"'output' must name a .npz file: {request['output']}", file=request["output"])
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_OUTPUT_NAME:
-        raise RequestError(f"'output' has a file name of {len(name)} characters; at most {MAX_OUTPUT_NAME} "
-                           "are allowed", file=request["output"])
+    _check_output(request["output"])
     if request["weights"] is not None and not isinstance(request["weights"], str):
         raise RequestError("'weights' must be a path or null")
     for key in ("download", "keep_alive"):
         if not isinstance(request[key], bool):
             raise RequestError(f"'{key}' must be true or false")
-    if isinstance(request["refine"], dict):
-        try:
-            options.RefineOptions.from_dict(request["refine"])
-        except (TypeError, ValueError) as exc:
-            raise RequestError(f"'refine': {exc}") from exc
-    elif not isinstance(request["refine"], bool):
-        raise RequestError("'refine' must be true, false or an object of refine options")
+    _check_refine(request["refine"])
     return request
+
+
+def make_refine_request(input_path: str, output: str, refine: bool | dict = True, **extra: Any) -> dict:
+    """A complete, checked refine request (bundle-adjust the cameras of an existing reconstruction file)."""
+    return parse_refine_request({"type": REFINE, "input": str(input_path), "output": str(output),
+                                 "refine": refine, **extra})
 
 
 def make_request(images: list[str], output: str, **options: Any) -> dict:

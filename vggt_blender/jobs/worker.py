@@ -186,6 +186,8 @@ def written_files(output: Path, rec: Any) -> list[str]:
 def run_request(request: dict, emit: Emitter, created: list[Path]) -> dict:
     """Run one checked request; return its result message. `created` receives what the run wrote (so that a
     cancel arriving after the writing can still remove it)."""
+    if protocol.is_refine_request(request):
+        return run_refine_request(request, emit, created)
     try:
         from ..engine import inference
     except ModuleNotFoundError as exc:  # a Python without the runtime's packages
@@ -229,6 +231,31 @@ def _refine(rec: Any, output: Path, options: bool | dict, progress: Any, emit: E
         emit.warning(line)
     save_reconstruction(output, refined)
     return refined
+
+
+def run_refine_request(request: dict, emit: Emitter, created: list[Path]) -> dict:
+    """A refine request: bundle-adjust the cameras of the file `input` and write `output` (numpy + pycolmap:
+    no model, no weights). A refinement that cannot help fails the job with `refine_failed`; nothing is written."""
+    from ..io.output_paths import resolve_output
+    from ..io.reconstruction import load_reconstruction, save_reconstruction
+
+    rec = load_reconstruction(request["input"])
+    output = resolve_output(request["output"], suffix=None)
+    from ..refine import refine_reconstruction  # RefinementError when the runtime has no pycolmap
+
+    options = request["refine"] if isinstance(request["refine"], dict) else None
+    emit.progress("refining", 0.0, f"refining {rec.num_images} cameras")
+    refined, report = refine_reconstruction(rec, options, progress=emit.progress)
+    for line in report.messages:
+        emit.warning(line)
+    existed = output.exists()
+    emit.progress("writing", 0.0, f"writing {output.name}")
+    save_reconstruction(output, refined)
+    if not existed:
+        created.append(output)
+    summary = {"path": str(output), "images": refined.num_images,
+               "refinement": refined.provenance_dict.get("refinement", {})}
+    return protocol.result(str(output), [str(output)], summary)
 
 
 def handle(data: Any, emit: Emitter) -> tuple[int, bool]:
