@@ -25,7 +25,8 @@ MIN_PYTHON = (3, 10)
 PYPI_TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # CUDA 12.8 wheels run on every NVIDIA generation torch supports, RTX 50xx (Blackwell) included.
 PYPI_TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
-RUNTIME_PACKAGES = ("numpy", "pillow", "safetensors")
+# av: PyAV decodes videos for shot reconstruction (an abi3 wheel: one build for Python 3.11 and 3.13).
+RUNTIME_PACKAGES = ("numpy", "pillow", "safetensors", "av==18.1.0")
 
 
 class RuntimeSetupError(VGGTError):
@@ -103,7 +104,7 @@ def install_commands(
     steps += [
         ("Updating pip", pip + ["--upgrade", "pip"]),
         (f"Installing torch ({describe_torch_build(index_url)})", torch_cmd),
-        ("Installing numpy, pillow, safetensors", pip + list(RUNTIME_PACKAGES)),
+        ("Installing numpy, pillow, safetensors, av", pip + list(RUNTIME_PACKAGES)),
     ]
     return steps
 
