@@ -275,6 +275,10 @@ def load_reconstruction(path: str | os.PathLike[str]) -> Reconstruction:
             fail(f"damaged file, an entry cannot be read ({type(exc).__name__}: {exc})", exc)
 
     _check_fields(arrays, file)
+    # Shot files (video / image sequence) carry optional keys in `extra`: see io/shot_fields.py.
+    from .shot_fields import check_shot_fields
+
+    check_shot_fields(extra, int(arrays["image_paths"].shape[0]), file)
     return Reconstruction(
         **{name: (arrays[name].tolist() if FIELDS[name][0] == "U" else arrays[name]) for name in FIELDS},
         provenance=provenance,
