@@ -26,7 +26,7 @@ from ..io.reconstruction import Reconstruction, make_provenance
 from ..io.shot_fields import shot_extra
 from ..model.fast_path import FastRunner, prepare_fast
 from ..preprocess import DEFAULT_TARGET_SIZE, preprocess_frame
-from ..shot.align import Sim3, align_chunk
+from ..shot.align import ShotAssembler
 from ..shot.chunks import DEFAULT_OVERLAP, Chunk, choose_chunk_size, plan_chunks
 from ..shot.selection import FrameSelection
 from ..shot.source import ShotInfo, iter_frames, probe_shot, select_frames
@@ -228,14 +228,7 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
     report("inference", 0.0, f"{count} frame(s) in {len(chunks)} chunk(s) of {chunking['chunk_size']} on "
            f"{device_text}, {precision_name(dtype)}, {path_name} path")
 
-    extrinsics = np.empty((count, 3, 4), dtype=np.float64)
-    intrinsics_model = np.empty((count, 3, 3), dtype=np.float64)
-    depth = np.empty((count, height, width), dtype=np.float32)
-    depth_conf = np.empty_like(depth)
-    point_map_conf = np.empty_like(depth)
-    world_points = np.empty((count, height, width, 3), dtype=np.float32)
-    point_map = np.empty_like(world_points)
-    reports = []
+    shot = ShotAssembler(count, height, width)
     for index, chunk in enumerate(chunks):
         try:
             out = _run_chunk(model, frames.pixels[chunk.start:chunk.end], torch_device, dtype)
@@ -252,31 +245,15 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
         ext = np.asarray(ext, dtype=np.float64).reshape(chunk.size, 3, 4)
         k_model = np.asarray(k_model, dtype=np.float64).reshape(chunk.size, 3, 3)
         points = depth_to_world_points(out["depth"], ext, k_model, dtype=np.float32)
-        sim = Sim3.identity()
-        if index > 0:
-            shared = slice(chunk.start, chunk.start + chunk.overlap)
-            weight = np.minimum(depth_conf[shared], out["depth_conf"][:chunk.overlap])
-            sim, residual = align_chunk(index, extrinsics[shared], world_points[shared], depth[shared],
-                                        ext[:chunk.overlap], points[:chunk.overlap],
-                                        out["depth"][:chunk.overlap], weight)
-            reports.append(residual.to_dict())
-        new = slice(chunk.overlap, chunk.size)  # shared views keep the earlier chunk's values
-        target = slice(chunk.start + chunk.overlap, chunk.end)
-        extrinsics[target] = sim.apply_extrinsics(ext[new])
-        intrinsics_model[target] = k_model[new]
-        depth[target] = out["depth"][new] * sim.scale
-        depth_conf[target] = out["depth_conf"][new]
-        point_map_conf[target] = out["point_map_conf"][new]
-        for i in range(new.start, new.stop):  # frame by frame: float64 maths without a chunk-sized copy
-            world_points[chunk.start + i] = sim.apply(points[i])
-            point_map[chunk.start + i] = sim.apply(out["point_map"][i])
+        shot.add(index, chunk.start, chunk.overlap, ext, k_model, out["depth"], out["depth_conf"], points,
+                 out["point_map"], out["point_map_conf"])
         del out, points
         report("inference", (index + 1) / len(chunks), f"chunk {index + 1}/{len(chunks)}")
         _inf._check_cancel(should_cancel)
     timings["inference"] = time.perf_counter() - start
 
     pixel_map = frames.pixel_map
-    intrinsics = np.asarray(intrinsics_to_photo(intrinsics_model, pixel_map), dtype=np.float64)
+    intrinsics = np.asarray(intrinsics_to_photo(shot.intrinsics_model, pixel_map), dtype=np.float64)
     info_ = frames.info
     if info_.kind == "sequence":
         by_number = dict(zip(info_.frame_numbers, info_.files))
@@ -293,15 +270,16 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
         torch_version=torch.__version__, path=path_name,
         shot={"source": info_.summary(), "selection": selection.to_request(), "frames": count,
               "chunking": chunking, "chunks": [[c.start, c.end, c.overlap] for c in chunks],
-              "alignment": reports},
+              "alignment": [r.to_dict() for r in shot.reports]},
     )
     return Reconstruction(
         image_paths=paths, display_paths=paths, image_names=names,
         original_sizes=np.tile(np.asarray(frames.original_size, dtype=np.int32), (count, 1)),
         model_size=np.asarray((width, height), dtype=np.int32), pixel_map=pixel_map,
-        valid_box=frames.valid_box, extrinsics=extrinsics, intrinsics=intrinsics,
-        intrinsics_model=intrinsics_model, depth=depth, depth_conf=depth_conf, world_points=world_points,
-        point_map=point_map, point_map_conf=point_map_conf, colors=frames.pixels,
+        valid_box=frames.valid_box, extrinsics=shot.extrinsics, intrinsics=intrinsics,
+        intrinsics_model=shot.intrinsics_model, depth=shot.depth, depth_conf=shot.depth_conf,
+        world_points=shot.world_points, point_map=shot.point_map, point_map_conf=shot.point_map_conf,
+        colors=frames.pixels,
         valid_mask=valid_mask_from_boxes(frames.valid_box.astype(np.int64), height, width),
         provenance=provenance,
         extra=shot_extra(frames.numbers, info_.fps.numerator, info_.fps.denominator, info_.path, info_.kind,

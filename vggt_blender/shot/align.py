@@ -141,3 +141,50 @@ def align_chunk(chunk: int, ref_extrinsics: np.ndarray, ref_points: np.ndarray, 
                              relative_point_rms=point_rms / float(np.median(ref_depth.reshape(-1)[index])),
                              rotation_max_deg=float(rot.max()))
     return sim, report
+
+
+class ShotAssembler:
+    """The whole shot's arrays, filled chunk by chunk: chunk 0 sets the gauge, every later chunk is
+    aligned on the views it shares with what is already there (those keep the earlier values) and its new
+    views are written in the global gauge. Memory: one set of arrays for the shot, maths frame by frame."""
+
+    def __init__(self, count: int, height: int, width: int) -> None:
+        self.extrinsics = np.empty((count, 3, 4), dtype=np.float64)
+        self.intrinsics_model = np.empty((count, 3, 3), dtype=np.float64)
+        self.depth = np.empty((count, height, width), dtype=np.float32)
+        self.depth_conf = np.empty_like(self.depth)
+        self.point_map_conf = np.empty_like(self.depth)
+        self.world_points = np.empty((count, height, width, 3), dtype=np.float32)
+        self.point_map = np.empty_like(self.world_points)
+        self.reports: list[AlignmentReport] = []
+        self.transforms: list[Sim3] = []
+
+    def add(self, index: int, start: int, overlap: int, extrinsics: np.ndarray, intrinsics_model: np.ndarray,
+            depth: np.ndarray, depth_conf: np.ndarray, world_points: np.ndarray,
+            point_map: np.ndarray | None = None, point_map_conf: np.ndarray | None = None) -> Sim3:
+        """Chunk `index` holds views start..start+len-1 in its own gauge; the first `overlap` are shared."""
+        size = len(extrinsics)
+        sim = Sim3.identity()
+        if index > 0:
+            if overlap < 1:
+                raise ValueError(f"chunk {index} shares no view with the previous one")
+            shared = slice(start, start + overlap)
+            weight = np.minimum(self.depth_conf[shared], np.asarray(depth_conf[:overlap], dtype=np.float64))
+            sim, report = align_chunk(index, self.extrinsics[shared], self.world_points[shared],
+                                      self.depth[shared], extrinsics[:overlap], world_points[:overlap],
+                                      depth[:overlap], weight)
+            self.reports.append(report)
+        self.transforms.append(sim)
+        first = overlap if index > 0 else 0
+        target = slice(start + first, start + size)
+        self.extrinsics[target] = sim.apply_extrinsics(np.asarray(extrinsics)[first:])
+        self.intrinsics_model[target] = np.asarray(intrinsics_model)[first:]
+        self.depth[target] = np.asarray(depth)[first:] * sim.scale
+        self.depth_conf[target] = np.asarray(depth_conf)[first:]
+        if point_map_conf is not None:
+            self.point_map_conf[target] = np.asarray(point_map_conf)[first:]
+        for i in range(first, size):  # frame by frame: float64 maths without a chunk-sized copy
+            self.world_points[start + i] = sim.apply(world_points[i])
+            if point_map is not None:
+                self.point_map[start + i] = sim.apply(point_map[i])
+        return sim
