@@ -83,10 +83,13 @@ class ReconstructionRun:
         self.scene = context.scene
         self.name = settings.reconstruction_name()
         self.options = settings.scene_options()
-        self.photos = settings.photo_paths()
+        from .shot import shot_request_fields
+
+        shot = shot_request_fields(settings)  # a chosen shot wins over the photo list
+        self.photos = shot.get("images") or settings.photo_paths()
         if not self.photos:
             raise VGGTError("No photos chosen: add photos or a folder in the VGGT panel first")
-        missing = [p for p in self.photos if not Path(p).is_file()]
+        missing = [p for p in self.photos if not Path(p).is_file() and "#" not in Path(p).name]
         if missing:
             raise VGGTError(f"{missing[0]}: the photo does not exist", file=missing[0])
         python = runtime.runtime_python(prefs)
@@ -115,6 +118,7 @@ class ReconstructionRun:
             "mode": settings.mode,
             "config": (prefs.model_config.strip() or "vggt-1b") if prefs else "vggt-1b",
             "download": False,
+            **shot,
         }
         self.python = python
         self.job: WorkerJob | None = None

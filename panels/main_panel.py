@@ -7,6 +7,7 @@ import os
 import bpy
 
 from .. import runtime
+from .shot_panel import draw_shot
 
 # What the panel shows about the photos, read once per photo list: the panel redraws often (every progress
 # tick), and stat()-ing hundreds of photos (maybe on a network drive) each time would make it sluggish.
@@ -95,6 +96,7 @@ class VGGT_PT_main(bpy.types.Panel):
                     col.label(text=f"Selected: {dims[0]} × {dims[1]} px")
         else:
             col.label(text="No photos chosen", icon="INFO")
+        draw_shot(layout, settings)  # or a shot: panels/shot_panel.py
 
         # Options
         box = layout.box()

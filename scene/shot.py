@@ -127,3 +127,43 @@ def plane_views(count: int) -> list[int]:
         return list(range(count))
     step = (count - 1) / (SHOT_MAX_PLANES - 1)
     return sorted({round(k * step) for k in range(SHOT_MAX_PLANES)})
+
+
+_clip_info_cache: dict[str, dict | None] = {}
+
+
+def probe_clip(path: str) -> dict | None:
+    """Frame count, fps and size of a movie file or image sequence, read by Blender's own clip loader (no
+    PyAV in Blender's process); None when Blender cannot open it. Cached per path: panels redraw often."""
+    path = bpy.path.abspath(path)
+    if path in _clip_info_cache:
+        return _clip_info_cache[path]
+    info = None
+    if os.path.isfile(path):
+        before = set(bpy.data.movieclips)
+        try:
+            clip = bpy.data.movieclips.load(path, check_existing=True)
+        except RuntimeError:
+            clip = None
+        if clip is not None:
+            info = {"frames": int(clip.frame_duration), "fps": float(clip.fps),
+                    "width": int(clip.size[0]), "height": int(clip.size[1]),
+                    "sequence": clip.source == "SEQUENCE"}
+            if info["width"] == 0 or info["frames"] == 0:
+                info = None  # Blender made a clip of something it cannot read
+            if clip not in before:
+                bpy.data.movieclips.remove(clip)
+    _clip_info_cache[path] = info
+    return info
+
+
+def selected_count(frames: int, every: int, start: int, end: int, max_frames: int) -> int:
+    """How many frames the panel's stride choice gives (the same rule as the worker's selection)."""
+    from ..vggt_blender.shot.selection import FrameSelection, select_frame_numbers
+
+    try:
+        selection = FrameSelection(every=every, start=start, end=None if end < 0 else end,
+                                   max_frames=max_frames or None)
+        return len(select_frame_numbers(list(range(frames)), selection))
+    except Exception:  # noqa: BLE001 - a selection outside the shot: nothing selected
+        return 0

@@ -167,3 +167,41 @@ def test_photo_sets_are_unchanged_and_a_missing_plate_is_a_warning(tmp_path):
     rec.extra = {}
     col2 = build.build_scene(rec, SceneOptions(**CAMERAS_ONLY), "photos")
     assert sorted(o.get("vggt_kind") for o in col2.objects) == ["camera"] * 3
+
+
+def test_panel_probe_reads_the_shot_with_blenders_clip_loader(video, tmp_path):
+    from PIL import Image
+
+    info = shot_scene.probe_clip(str(video))
+    assert info == {"frames": 48, "fps": pytest.approx(24000 / 1001, rel=1e-6), "width": 160, "height": 120,
+                    "sequence": False}
+    assert len(bpy.data.movieclips) == 0  # probing leaves no clip behind
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i in range(7):
+        Image.fromarray(frame_pattern(i)).save(folder / f"sh010_{101 + i:04d}.png")
+    seq = shot_scene.probe_clip(str(folder / "sh010_0103.png"))
+    assert seq["sequence"] and (seq["width"], seq["height"]) == (160, 120) and seq["frames"] >= 5
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a movie" * 100)
+    assert shot_scene.probe_clip(str(bad)) is None
+    # The stride line: the same rule as the worker's frame selection.
+    assert shot_scene.selected_count(48, 3, 2, -1, 0) == 16
+    assert shot_scene.selected_count(48, 1, 0, 40, 5) == 5
+    assert shot_scene.selected_count(48, 1, 60, -1, 0) == 0
+
+
+def test_panel_request_fields_for_a_shot(tmp_path):
+    ops = importlib.import_module(f"{EXT.__name__}.operators.shot")
+
+    class Settings:
+        shot_path = str(tmp_path / "plates" / "sh010.1001.exr")
+        shot_every, shot_start, shot_end, shot_max_frames = 2, 5, -1, 0
+
+    fields = ops.shot_request_fields(Settings)
+    assert fields == {"images": [str(tmp_path / "plates" / "sh010.####.exr")], "every": 2, "start": 5}
+    Settings.shot_path, Settings.shot_end, Settings.shot_max_frames = str(tmp_path / "a.mov"), 40, 10
+    assert ops.shot_request_fields(Settings) == {"images": [str(tmp_path / "a.mov")], "every": 2, "start": 5,
+                                                 "end": 40, "max_frames": 10}
+    Settings.shot_path = ""
+    assert ops.shot_request_fields(Settings) == {}

@@ -190,3 +190,25 @@ def test_select_frame_numbers_is_plain_arithmetic():
     assert select_frame_numbers(list(range(10)), FrameSelection(every=3, start=1)) == [1, 4, 7]
     assert select_frame_numbers([0, 1, 4, 5, 6], FrameSelection(every=2)) == [0, 4, 6]
     assert select_frame_numbers(list(range(100)), FrameSelection(max_frames=1)) == [0]
+
+
+def test_worker_request_takes_the_shot_fields():
+    from vggt_blender.jobs.worker import parse_request
+    from vggt_blender.options import SHOT_REQUEST_FIELDS, ShotOptions
+
+    assert SHOT_REQUEST_FIELDS == ("every", "start", "end", "max_frames", "chunk_size", "overlap", "fps",
+                                   "sequence")
+    request = parse_request({"images": ["/v/shot.mp4"], "output": "/tmp/x.npz", "every": 2, "end": 30})
+    assert (request["every"], request["end"], request["start"], request["chunk_size"]) == (2, 30, None, None)
+    with pytest.raises(RequestError, match="'every' must be a number or null"):
+        parse_request({"images": ["/v/shot.mp4"], "output": "/tmp/x.npz", "every": "2"})
+    assert ShotOptions(every=3).to_request() == {"every": 3}
+    assert ShotOptions().to_request() == {}
+
+
+def test_sequence_pattern_from_one_chosen_file():
+    from vggt_blender.shot.selection import sequence_pattern_for
+
+    assert sequence_pattern_for("/p/sh010.1001.exr") == "/p/sh010.####.exr"
+    assert sequence_pattern_for("/p/plate_07.png") == "/p/plate_##.png"
+    assert sequence_pattern_for("/p/shot.mp4") == "/p/shot.mp4"

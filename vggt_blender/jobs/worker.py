@@ -28,6 +28,10 @@ EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
 DEFAULTS: dict[str, Any] = {"weights": None, "device": "auto", "precision": "auto", "mode": "crop",
                             "config": "vggt-1b", "download": False, "keep_alive": False, "fast_path": "auto"}
 REQUIRED = ("images", "output")
+# A shot (one video file or image sequence in "images"): the optional fields of options.ShotOptions.
+from ..options import SHOT_REQUEST_FIELDS  # noqa: E402
+
+DEFAULTS.update({key: None for key in SHOT_REQUEST_FIELDS})
 
 # Test hooks, read only here: a sleep (seconds) at the start of every stage, and a simulated fault.
 DELAY_ENV = "VGGT_BLENDER_TEST_DELAY"
@@ -86,6 +90,11 @@ def parse_request(data: Any) -> dict:
     for key in ("download", "keep_alive"):
         if not isinstance(request[key], bool):
             raise RequestError(f"'{key}' must be true or false")
+    for key in SHOT_REQUEST_FIELDS:
+        value = request[key]
+        kind = bool if key == "sequence" else (int, float) if key == "fps" else int
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise RequestError(f"'{key}' must be {'true or false' if kind is bool else 'a number'} or null")
     return request
 
 
@@ -134,7 +143,8 @@ def run_request(request: dict, emit: Emitter) -> dict:
     rec = inference.reconstruct_to_file(
         request["images"], output, progress=progress, weights=request["weights"], device=request["device"],
         precision=request["precision"], mode=request["mode"], config=request["config"],
-        fast_path=request["fast_path"], warn=lambda line: emit.log(f"warning: {line}"))
+        fast_path=request["fast_path"], warn=lambda line: emit.log(f"warning: {line}"),
+        **{key: request[key] for key in SHOT_REQUEST_FIELDS if request[key] is not None})
     return inference.result_summary(rec, output)
 
 

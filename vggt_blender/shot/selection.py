@@ -114,3 +114,19 @@ def is_sequence_pattern(path: str | os.PathLike) -> bool:
 def is_shot_input(inputs: Sequence[str | os.PathLike]) -> bool:
     """True when the inputs name one shot (a video file or a sequence pattern), not photos."""
     return len(inputs) == 1 and (is_video_path(inputs[0]) or is_sequence_pattern(inputs[0]))
+
+
+def sequence_pattern_for(path: str | os.PathLike) -> str:
+    """`/plates/sh010.1001.exr` -> `/plates/sh010.####.exr` (the file's last number as a pattern); a path
+    that is a video, a folder or already a pattern is returned as it is."""
+    import re
+
+    text = os.fspath(path)
+    folder, name = os.path.split(text)
+    if is_video_path(text) or is_sequence_pattern(text) or not name:
+        return text
+    stem, ext = os.path.splitext(name)
+    match = re.search(r"(\d+)(\D*)$", stem)
+    if match is None or ext.lower() not in SEQUENCE_EXTENSIONS:
+        return text
+    return os.path.join(folder, stem[:match.start(1)] + "#" * len(match.group(1)) + match.group(2) + ext)
