@@ -181,3 +181,43 @@ def test_chunk_size_comes_from_free_memory():
     assert choose_chunk_size(2000, 20 * gib, 0.125 * gib, 5 * gib, safety=0.8) == 88
     assert choose_chunk_size(2000, 1 * gib, 0.125 * gib, 0, overlap=20) == 24  # never below the overlap
     assert choose_chunk_size(2000, 80 * gib, 0.125 * gib, cap=32) == 32
+
+
+def test_spooled_shot_matches_the_in_memory_one_and_writes_the_same_file(tmp_path):
+    from vggt_blender.io.reconstruction import load_reconstruction, make_reconstruction, save_reconstruction
+    from vggt_blender.io.shot_fields import shot_extra
+    from vggt_blender.io.spool import save_reconstruction_streamed
+
+    E_gt, depth_gt = ground_truth(40)
+    chunks = plan_chunks(40, 16, 4)
+    results = []
+    for spool in (False, True):
+        rng = np.random.default_rng(5)
+        shot = ShotAssembler(40, H, W, spool=spool)
+        for index, chunk in enumerate(chunks):
+            E_c, d_c = to_gauge(E_gt[chunk.start:chunk.end], depth_gt[chunk.start:chunk.end], 0, 1.5)
+            E_c, d_c = noisy(E_c, d_c, rng, *NOISE)
+            k = np.repeat(K[None], chunk.size, 0)
+            pts = depth_to_world_points(d_c.astype(np.float32), E_c, k, dtype=np.float32)
+            shot.add(index, chunk.start, chunk.overlap, E_c, k, d_c, np.full(d_c.shape, 2.0), pts, pts * 2.0,
+                     np.ones(d_c.shape))
+        results.append(shot)
+    memory, spooled = results
+    assert type(spooled.world_points).__name__ == "SpoolArray"
+    for a, b in zip(memory.arrays(), spooled.arrays()):
+        assert isinstance(b, np.memmap) and np.array_equal(a, b)
+    assert np.array_equal(memory.extrinsics, spooled.extrinsics)
+
+    wp, pm = spooled.arrays()
+    rec = make_reconstruction(spooled.depth, spooled.extrinsics, spooled.intrinsics_model)
+    rec.world_points, rec.point_map = wp, pm
+    rec.extra = shot_extra(range(40), 24, 1, "/v.mp4", "video", (W, H), 40)
+    save_reconstruction_streamed(tmp_path / "streamed.npz", rec, spooled.spools, compress=True)
+    rec.world_points, rec.point_map = np.array(wp), np.array(pm)
+    save_reconstruction(tmp_path / "plain.npz", rec)
+    a, b = load_reconstruction(tmp_path / "streamed.npz"), load_reconstruction(tmp_path / "plain.npz")
+    for name in ("world_points", "point_map", "depth", "extrinsics", "colors", "valid_mask"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert a.extra["frame_numbers"].tolist() == list(range(40)) and a.provenance == b.provenance
+    for s in spooled.spools.values():
+        s.close()

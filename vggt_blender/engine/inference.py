@@ -424,7 +424,7 @@ def reconstruct_to_file(image_paths: Iterable[str], output: str | Path, *,
         start = time.perf_counter()
         copies = any(d != i for d, i in zip(rec.display_paths, rec.image_paths))
         report("writing", 0.5 if copies else 0.0, str(output))
-        save_reconstruction(str(output), rec, compress=_compress_file(rec))
+        _save_file(output, rec)
         elapsed = time.perf_counter() - start
         report("writing", 1.0, str(output))
         _set_timing(rec, "writing", elapsed)  # in memory only: the file is already written
@@ -487,5 +487,12 @@ def _reconstruct_photos_or_shot(image_paths: Iterable[str], report: ProgressCall
     return reconstruct_shot(inputs[0], selection, progress=report, **options, **shot_options)
 
 
-def _compress_file(rec: Reconstruction) -> bool:
-    return "frame_numbers" in rec.extra and rec.num_images >= COMPRESS_FROM_FRAMES
+def _save_file(output: Path, rec: Reconstruction) -> None:
+    compress = "frame_numbers" in rec.extra and rec.num_images >= COMPRESS_FROM_FRAMES
+    spooled = getattr(rec, "spooled", None)
+    if spooled:  # a long shot's xyz maps wait in temporary files (io/spool.py)
+        from ..io.spool import save_reconstruction_streamed
+
+        save_reconstruction_streamed(str(output), rec, spooled, compress=compress)
+    else:
+        save_reconstruction(str(output), rec, compress=compress)

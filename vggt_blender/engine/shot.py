@@ -40,6 +40,7 @@ CPU_CHUNK_CAP = 32
 # Output bytes per model pixel kept for the whole shot: depth, depth_conf, point_map_conf (3 x f32),
 # world_points and point_map (2 x 3 x f32), colours (3 x u8), valid mask (1 x bool).
 OUTPUT_BYTES_PER_PIXEL = 3 * 4 + 2 * 12 + 3 + 1
+SPOOL_FROM_FRAMES = 100
 
 
 @dataclass
@@ -228,7 +229,8 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
     report("inference", 0.0, f"{count} frame(s) in {len(chunks)} chunk(s) of {chunking['chunk_size']} on "
            f"{device_text}, {precision_name(dtype)}, {path_name} path")
 
-    shot = ShotAssembler(count, height, width)
+    # Long shots keep the two xyz maps (over half of the outputs) in temporary files, not in RAM.
+    shot = ShotAssembler(count, height, width, spool=count >= SPOOL_FROM_FRAMES)
     for index, chunk in enumerate(chunks):
         try:
             out = _run_chunk(model, frames.pixels[chunk.start:chunk.end], torch_device, dtype)
@@ -272,19 +274,26 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
               "chunking": chunking, "chunks": [[c.start, c.end, c.overlap] for c in chunks],
               "alignment": [r.to_dict() for r in shot.reports]},
     )
-    return Reconstruction(
+    world_points, point_map = shot.arrays()
+    rec = Reconstruction(
         image_paths=paths, display_paths=paths, image_names=names,
         original_sizes=np.tile(np.asarray(frames.original_size, dtype=np.int32), (count, 1)),
         model_size=np.asarray((width, height), dtype=np.int32), pixel_map=pixel_map,
         valid_box=frames.valid_box, extrinsics=shot.extrinsics, intrinsics=intrinsics,
         intrinsics_model=shot.intrinsics_model, depth=shot.depth, depth_conf=shot.depth_conf,
-        world_points=shot.world_points, point_map=shot.point_map, point_map_conf=shot.point_map_conf,
+        world_points=world_points, point_map=point_map, point_map_conf=shot.point_map_conf,
         colors=frames.pixels,
         valid_mask=valid_mask_from_boxes(frames.valid_box.astype(np.int64), height, width),
         provenance=provenance,
         extra=shot_extra(frames.numbers, info_.fps.numerator, info_.fps.denominator, info_.path, info_.kind,
                          (info_.width, info_.height), info_.frame_count, info_.first_file_number),
     )
+    if shot.spools:
+        import weakref
+
+        rec.spooled = shot.spools  # written piece by piece by io/spool.save_reconstruction_streamed
+        weakref.finalize(rec, lambda spools=tuple(shot.spools.values()): [s.close() for s in spools])
+    return rec
 
 
 def shot_request(request: dict) -> tuple[FrameSelection, dict]:

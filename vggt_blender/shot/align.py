@@ -148,14 +148,21 @@ class ShotAssembler:
     aligned on the views it shares with what is already there (those keep the earlier values) and its new
     views are written in the global gauge. Memory: one set of arrays for the shot, maths frame by frame."""
 
-    def __init__(self, count: int, height: int, width: int) -> None:
+    def __init__(self, count: int, height: int, width: int, spool: bool = False) -> None:
+        """`spool`: keep world_points and point_map in temporary files (io/spool.py), not in memory."""
+        self.spools: dict = {}
+        if spool:
+            from ..io.spool import SpoolArray
+
+            self.spools = {name: SpoolArray((count, height, width, 3), np.float32, name=name)
+                           for name in ("world_points", "point_map")}
         self.extrinsics = np.empty((count, 3, 4), dtype=np.float64)
         self.intrinsics_model = np.empty((count, 3, 3), dtype=np.float64)
         self.depth = np.empty((count, height, width), dtype=np.float32)
         self.depth_conf = np.empty_like(self.depth)
         self.point_map_conf = np.empty_like(self.depth)
-        self.world_points = np.empty((count, height, width, 3), dtype=np.float32)
-        self.point_map = np.empty_like(self.world_points)
+        self.world_points = self.spools.get("world_points") or np.empty((count, height, width, 3), np.float32)
+        self.point_map = self.spools.get("point_map") or np.empty((count, height, width, 3), np.float32)
         self.reports: list[AlignmentReport] = []
         self.transforms: list[Sim3] = []
 
@@ -188,3 +195,9 @@ class ShotAssembler:
             if point_map is not None:
                 self.point_map[start + i] = sim.apply(point_map[i])
         return sim
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(world_points, point_map) as arrays: in memory, or read-only maps of the spool files."""
+        if not self.spools:
+            return self.world_points, self.point_map
+        return self.spools["world_points"].view(), self.spools["point_map"].view()
