@@ -247,8 +247,13 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
         ext = np.asarray(ext, dtype=np.float64).reshape(chunk.size, 3, 4)
         k_model = np.asarray(k_model, dtype=np.float64).reshape(chunk.size, 3, 3)
         points = depth_to_world_points(out["depth"], ext, k_model, dtype=np.float32)
-        shot.add(index, chunk.start, chunk.overlap, ext, k_model, out["depth"], out["depth_conf"], points,
-                 out["point_map"], out["point_map_conf"])
+        try:
+            shot.add(index, chunk.start, chunk.overlap, ext, k_model, out["depth"], out["depth_conf"], points,
+                     out["point_map"], out["point_map_conf"])
+        except ValueError as exc:  # e.g. no usable depth in the shared views
+            raise RequestError(f"{info.path}: cannot align frames {frames.numbers[chunk.start]}.."
+                               f"{frames.numbers[chunk.end - 1]} to the ones before ({exc})",
+                               file=info.path) from None
         del out, points
         report("inference", (index + 1) / len(chunks), f"chunk {index + 1}/{len(chunks)}")
         _inf._check_cancel(should_cancel)
