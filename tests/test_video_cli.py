@@ -90,3 +90,28 @@ def test_frame_options_need_a_shot(shot, tmp_path):
     result = run_cli(["reconstruct", str(shot["video"]), str(shot["video"]), "-o", str(tmp_path / "x.npz"),
                       "--weights", str(shot["checkpoint"]), "--config", str(TINY_CONFIG), "--every", "2"], tmp_path)
     assert result.returncode == 1 and "need one video file or one image sequence" in result.stderr
+
+
+def test_long_shot_path_spools_and_streams_the_file(shot, monkeypatch):
+    """The long-shot path (xyz maps in temporary files, compressed streamed file), forced on 3 frames."""
+    from vggt_blender.engine import inference
+    from vggt_blender.engine import shot as shot_engine
+
+    monkeypatch.setattr(shot_engine, "SPOOL_FROM_FRAMES", 1)
+    monkeypatch.setattr(inference, "COMPRESS_FROM_FRAMES", 1)
+    out = shot["tmp"] / "spooled.npz"
+    rec = inference.reconstruct_to_file([str(shot["video"])], out, weights=str(shot["checkpoint"]),
+                                        config=str(TINY_CONFIG), device="cpu", max_frames=3)
+    assert not rec.world_points.flags.owndata and rec.spooled  # a view of the spool file, not a copy
+    loaded = load_reconstruction(out)
+    assert read_shot_fields(loaded).frame_numbers.tolist() == [0, 24, 47]
+    assert np.array_equal(loaded.world_points, np.asarray(rec.world_points))
+    assert np.array_equal(loaded.point_map, np.asarray(rec.point_map))
+    import zipfile
+
+    with zipfile.ZipFile(out) as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_DEFLATED}
+    from vggt_blender.geometry.cameras import depth_to_world_points
+
+    again = depth_to_world_points(loaded.depth, loaded.extrinsics, loaded.intrinsics_model, dtype=np.float32)
+    assert np.allclose(again, loaded.world_points, rtol=1e-5, atol=1e-5)
