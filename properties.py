@@ -97,6 +97,15 @@ class VGGT_PG_settings(SceneOptionProperties, bpy.types.PropertyGroup):
         default=opt.DEFAULT_MODE,
     )
 
+    # A shot (video file or image sequence) instead of photos: see operators/shot.py.
+    shot_path: StringProperty(name="Shot", default="", subtype="FILE_PATH",
+                              description="A movie file, or one file of a numbered image sequence")
+    shot_every: IntProperty(name="Every", default=1, min=1, description="Use every N-th frame")
+    shot_start: IntProperty(name="Start", default=0, min=0, description="First frame (0-based)")
+    shot_end: IntProperty(name="End", default=-1, min=-1, description="Last frame, inclusive (-1: the last)")
+    shot_max_frames: IntProperty(name="Max Frames", default=0, min=0,
+                                 description="At most this many frames, spread over the shot (0: no limit)")
+
     def photo_paths(self) -> list[str]:
         return [bpy.path.abspath(p.filepath) for p in self.photos if p.filepath]
 

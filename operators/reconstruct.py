@@ -185,10 +185,13 @@ class ReconstructionRun(WorkerRun):
         self.scene = context.scene
         self.name_text = settings.reconstruction_name()
         self.options = settings.scene_options()
-        self.photos = settings.photo_paths()
+        from .shot import shot_request_fields
+
+        shot = shot_request_fields(settings)  # a chosen shot (video or image sequence) wins over the photo list
+        self.photos = shot.get("images") or settings.photo_paths()
         if not self.photos:
             raise VGGTError("No photos chosen: add photos or a folder in the VGGT panel first")
-        missing = [p for p in self.photos if not Path(p).is_file()]
+        missing = [p for p in self.photos if not Path(p).is_file() and "#" not in Path(p).name]
         if missing:
             raise VGGTError(f"{missing[0]}: the photo does not exist", file=missing[0])
         folder = runtime.default_output_dir()
@@ -209,6 +212,7 @@ class ReconstructionRun(WorkerRun):
             "config": (prefs.model_config.strip() or "vggt-1b") if prefs else "vggt-1b",
             "download": False,
             "fast_path": getattr(prefs, "fast_path", "auto") if prefs else "auto",
+            **shot,
         }
         # The job checks the runtime Python and the weights itself, and fails with their error code.
         self.python = runtime.runtime_python(prefs)

@@ -10,6 +10,7 @@ from .. import runtime
 from ..scene.node_groups import PLANE_MIN_CONFIDENCE_PROP
 from ..vggt_blender.io.exif_orientation import exif_orientation, upright_size
 from ..vggt_blender.options import SOLVE_ERROR_WARN_PX
+from .shot_panel import draw_shot
 
 # What the panel shows about the photos, read once per photo list: the panel redraws often (every progress
 # tick), and stat()-ing hundreds of photos (maybe on a network drive) each time would make it sluggish.
@@ -101,6 +102,7 @@ class VGGT_PT_main(bpy.types.Panel):
                     col.label(text=f"Selected: {dims[0]} × {dims[1]} px")
         else:
             col.label(text="No photos chosen", icon="INFO")
+        draw_shot(layout, settings)  # or a shot: panels/shot_panel.py
 
         # Options
         box = layout.box()

@@ -16,6 +16,8 @@ from .cameras import activate_camera, create_animated_camera, create_photo_camer
 from .depth_planes import create_depth_plane
 from .node_groups import PLANE_MIN_CONFIDENCE_PROP
 from .point_cloud import create_point_cloud
+from .shot import create_shot_camera, load_shot_clip, plane_views, set_scene_from_shot
+from ..vggt_blender.io.shot_fields import read_shot_fields
 
 CAMERA_MODES = ("per_photo", "animated", "both")
 
@@ -84,12 +86,14 @@ def build_scene(rec, options: SceneOptions | None = None, name: str | None = Non
 
 
 # Data-blocks a build may create (besides the collection), removed again when it fails.
-_CREATED_KINDS = ("objects", "meshes", "cameras", "materials", "images", "actions", "node_groups")
+_CREATED_KINDS = ("objects", "meshes", "cameras", "materials", "images", "actions", "node_groups", "movieclips")
 
 
 def _snapshot(scene: bpy.types.Scene) -> dict:
     state = {kind: {id_.as_pointer() for id_ in getattr(bpy.data, kind)} for kind in _CREATED_KINDS}
     state["frame_range"] = (scene.frame_start, scene.frame_end)
+    state["render"] = (scene.render.fps, scene.render.fps_base, scene.render.resolution_x,
+                       scene.render.resolution_y)
     state["camera"] = scene.camera
     return state
 
@@ -102,6 +106,8 @@ def _roll_back(scene: bpy.types.Scene, collection: bpy.types.Collection, before:
     if new_ids:
         bpy.data.batch_remove(new_ids)
     scene.frame_start, scene.frame_end = before["frame_range"]
+    (scene.render.fps, scene.render.fps_base, scene.render.resolution_x,
+     scene.render.resolution_y) = before["render"]
     if scene.camera != before["camera"]:
         scene.camera = before["camera"]
 
@@ -167,6 +173,10 @@ def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, t
     alignment = reconstruction_alignment(rec)
     collection["vggt_alignment"] = [float(v) for v in scaled_alignment(alignment, options.scale).ravel()]
     scene_size = scene_size_estimate(rec) * float(options.scale) * similarity_parts(alignment)[0]
+    shot = read_shot_fields(rec)
+    if shot is not None:  # a video or image sequence: scene/shot.py
+        _fill_shot(rec, shot, options, name, scene, collection, timings, scene_size, lap, t)
+        return
     needs_images = options.create_depth_planes or (options.create_cameras and options.background_images)
     images, warnings = load_images(rec) if needs_images else ([], [])
     t = lap("images", t)
@@ -195,6 +205,39 @@ def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, t
     if cameras and scene.camera is None:
         activate_camera(scene, cameras[0])
     warnings += reconstruction_warnings(rec)
+    if warnings:
+        collection["vggt_warnings"] = warnings
+    lap("finish", t)
+
+
+def _fill_shot(rec, shot, options: SceneOptions, name: str, scene, collection, timings: dict,
+               scene_size: float, lap, t: float) -> None:
+    """A shot: ONE animated camera on its Movie Clip ("per_photo", the default, means it for a shot;
+    "both" adds a camera per view), the point cloud, depth planes for at most SHOT_MAX_PLANES views."""
+    warnings = []
+    shot_camera = None
+    if options.create_cameras:
+        clip = None
+        if options.background_images:
+            clip, problem = load_shot_clip(rec, shot)
+            if problem:
+                warnings.append(problem)
+        shot_camera = create_shot_camera(rec, shot, options.scale, collection, scene, name, scene_size, clip)
+        if options.camera_mode == "both":
+            create_photo_cameras(rec, options.scale, collection, [], scene_size)
+        t = lap("animated_camera", t)
+    set_scene_from_shot(scene, shot, rec)
+    if options.create_point_cloud:
+        create_point_cloud(rec, options, collection, name)
+        t = lap("point_cloud", t)
+    if options.create_depth_planes:
+        images, missing = load_images(rec) if shot.source_kind == "sequence" else ([], [])
+        warnings += missing
+        for i in plane_views(len(rec.image_names)):
+            create_depth_plane(rec, i, options, collection, images[i] if images else None)
+        t = lap("depth_planes", t)
+    if shot_camera is not None:
+        activate_camera(scene, shot_camera)
     if warnings:
         collection["vggt_warnings"] = warnings
     lap("finish", t)

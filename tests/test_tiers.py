@@ -52,6 +52,11 @@ NUMPY_TIER = (
     "vggt_blender.geometry.alignment",
     "vggt_blender.geometry.lens_check",
     "vggt_blender.io.colmap",
+    "vggt_blender.io.shot_fields",
+    "vggt_blender.io.spool",
+    "vggt_blender.shot.align",
+    "vggt_blender.shot.chunks",
+    "vggt_blender.shot.selection",
 )
 # Camera refinement: numpy and pycolmap (it runs in the worker or the CLI), but never torch.
 REFINE_TIER = (
@@ -102,9 +107,9 @@ def test_the_check_catches_a_forbidden_import(tmp_path: Path) -> None:
 def test_every_torch_free_module_is_listed() -> None:
     # A new module in a torch-free folder must join a tier above (or this list of engine modules).
     engine = {"vggt_blender.__main__", "vggt_blender.preprocess", "vggt_blender.jobs.worker",
-              "vggt_blender.weights.loading"}
+              "vggt_blender.weights.loading", "vggt_blender.shot", "vggt_blender.shot.source"}
     listed = set(STDLIB_TIER) | set(NUMPY_TIER) | set(REFINE_TIER) | engine
-    for folder in ("io", "geometry", "weights", "jobs", "refine"):
+    for folder in ("io", "geometry", "weights", "jobs", "refine", "shot"):
         for path in (ROOT / "vggt_blender" / folder).glob("*.py"):
             name = "vggt_blender." + folder + ("" if path.stem == "__init__" else "." + path.stem)
             assert name in listed, f"{name}: add it to a tier in tests/test_tiers.py"

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("reconstruct", help="run VGGT on photos and write a reconstruction (.npz)",
                          description="Run VGGT on photos (files or folders) and write a reconstruction file.")
-    rec.add_argument("inputs", nargs="+", metavar="PHOTOS_OR_FOLDERS")
+    rec.add_argument("inputs", nargs="+", metavar="PHOTOS_FOLDERS_OR_SHOT")
     rec.add_argument("-o", "--output", help="reconstruction file to write (.npz); default: beside --blend")
     rec.add_argument("--weights", help="checkpoint file (.pt or .safetensors); default: search the usual places")
     rec.add_argument("--device", default=opt.DEFAULT_DEVICE, choices=opt.DEVICES)
@@ -62,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec.add_argument("--align", default=DEFAULT_ALIGN_METHOD, choices=ALIGN_METHODS,
                      help="stand the scene upright: floor plane, cameras' up, auto (floor if found), none")
+    shot = rec.add_argument_group("Shots (one video file, or an image sequence: a folder or shot.%%04d.png)")
+    shot.add_argument("--every", type=_positive_int, help="every N-th frame (default 1)")
+    shot.add_argument("--start", type=int, help="first frame number (0-based, the source's numbering)")
+    shot.add_argument("--end", type=int, help="last frame number (inclusive)")
+    shot.add_argument("--max-frames", type=_positive_int, help="at most M frames, spread over the selection")
+    shot.add_argument("--chunk-size", type=_positive_int,
+                      help="frames per forward pass for long shots (default: from free memory)")
+    shot.add_argument("--overlap", type=_positive_int, help="frames shared by consecutive chunks (default 20)")
+    shot.add_argument("--fps", type=_positive_float, help="frame rate of an image sequence (default 24)")
+    shot.add_argument("--sequence", action="store_true", help="take the folder as one image sequence")
 
     scene = rec.add_argument_group("Blender scene (--blend; needs the bpy module)")
     scene.add_argument("--blend", help="also build the Blender scene and save it to this .blend file")
@@ -133,6 +143,14 @@ def scene_options_from_args(args: argparse.Namespace) -> Any:
     return opt.SceneOptions.from_dict(values)
 
 
+def shot_options_from_args(args: argparse.Namespace) -> Any:
+    from .options import SHOT_OVERLAP_DEFAULT, ShotOptions
+
+    return ShotOptions(every=args.every, start=args.start, end=args.end, max_frames=args.max_frames,
+                       chunk_size=args.chunk_size, overlap=args.overlap or SHOT_OVERLAP_DEFAULT, fps=args.fps,
+                       sequence=args.sequence)
+
+
 def _byte_progress(bar: Any) -> Callable[[float, str], None]:
     return lambda fraction, message: bar("downloading", fraction, message)
 
@@ -166,7 +184,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     try:
         rec = reconstruct_to_file(args.inputs, output, progress=bar, weights=weights, device=args.device,
                                   precision=args.precision, mode=args.mode, config=args.config,
-                                  fast_path=args.fast_path, warn=lambda line: bar.message(f"warning: {line}"))
+                                  fast_path=args.fast_path, warn=lambda line: bar.message(f"warning: {line}"),
+                                  **shot_options_from_args(args).to_request())
         if args.align != "none" and rec is not None:
             _align_after_reconstruct(rec, output, args.align, bar)
     except BaseException:

@@ -20,6 +20,7 @@ ERROR_CODES: dict[str, str] = {
     "cancelled": "the user cancelled",
     "no_runtime": "no Python with torch to run the model in",
     "refine_failed": "camera refinement (bundle adjustment) could not improve the cameras",
+    "export_failed": "an export (COLMAP model, PLY) could not be written",
 }
 
 

@@ -183,9 +183,43 @@ __all__ = [
     "CAMERA_MODES", "POINT_SOURCES", "CHECKPOINT_NAMES", "DEFAULT_CHECKPOINT", "DEFAULT_DEVICE",
     "DEFAULT_PRECISION", "DEFAULT_MODE", "DEFAULT_FAST_PATH", "DEFAULT_CONFIG", "EXIT_OK", "EXIT_ERROR",
     "EXIT_CANCELLED", "InferenceOptions", "SceneOptions", "ALIGN_METHODS", "DEFAULT_ALIGN_METHOD",
-    "RefineOptions", "REFINE_CAMERA_MODELS", "SOLVE_ERROR_WARN_PX",
+    "RefineOptions", "REFINE_CAMERA_MODELS", "SOLVE_ERROR_WARN_PX", "ShotOptions", "SHOT_REQUEST_FIELDS",
+    "SHOT_OVERLAP_DEFAULT", "SEQUENCE_FPS_DEFAULT",
 ]
 
 # How `align` / `reconstruct --align` stand the scene upright (geometry/alignment.py).
 ALIGN_METHODS = ("auto", "floor", "cameras", "none")
 DEFAULT_ALIGN_METHOD = "auto"
+
+
+# --- Shots (a video file or an image sequence): frame choice and long-shot chunking -------------------------
+
+SHOT_OVERLAP_DEFAULT = 20  # views shared by consecutive chunks of a long shot
+SEQUENCE_FPS_DEFAULT = 24.0  # an image sequence does not say its rate
+
+
+@dataclass
+class ShotOptions:
+    """The shot fields of a CLI run or a worker request (all optional; None = the default).
+
+    every/start/end/max_frames: which source frames (0-based, `end` inclusive, see shot/selection.py);
+    chunk_size: views per forward pass (None = from free memory); overlap: views shared between chunks;
+    fps: an image sequence's rate; sequence: take a folder as one image sequence, not as photos.
+    """
+
+    every: int | None = None
+    start: int | None = None
+    end: int | None = None
+    max_frames: int | None = None
+    chunk_size: int | None = None
+    overlap: int = SHOT_OVERLAP_DEFAULT
+    fps: float | None = None
+    sequence: bool = False
+
+    def to_request(self) -> dict[str, Any]:
+        """Only the fields that differ from the defaults, so a photo request stays as it was."""
+        defaults = ShotOptions()
+        return {k: v for k, v in asdict(self).items() if v != getattr(defaults, k)}
+
+
+SHOT_REQUEST_FIELDS = tuple(f.name for f in fields(ShotOptions))

@@ -309,6 +309,11 @@ class _Prepared:
 
 def _prepare_one(path: str, mode: str, target_size: int) -> _Prepared:
     img, rotated = _load_upright(path)
+    return _prepare_loaded(img, rotated, mode, target_size)
+
+
+def _prepare_loaded(img: Image.Image, rotated: bool, mode: str, target_size: int) -> _Prepared:
+    """Resize and crop/pad an upright RGB image (closed here) to the model input."""
     frames = int(img.info.get(FRAMES_INFO, 1))
     width, height = img.size
     new_width, new_height = resized_size(width, height, mode, target_size)
@@ -368,6 +373,40 @@ def _pad_white(pixels: np.ndarray, height: int, width: int, left: int, top: int)
     return out
 
 
+def _placement(item: _Prepared, batch_left: int, batch_top: int) -> tuple[tuple, tuple]:
+    """(pixel_map row, valid_box row) of a prepared image placed at (batch_left, batch_top) in the batch."""
+    # Resized-image coordinate of a model pixel: x_r = x_m - left_padding, y_r = y_m - top_padding + crop.
+    sx, sy = item.scale
+    left = item.pad[0] + batch_left
+    top = item.pad[1] + batch_top
+    shown_w, shown_h = item.shown
+    # Then the Omega pre-crop: photo = offset + resized-image coordinate * scale.
+    off_x, off_y = item.photo_offset
+    return ((sx, sy, off_x - sx * left + 0.0, off_y + sy * (item.crop_top - top) + 0.0),  # +0.0: no -0.0
+            (left, top, left + shown_w, top + shown_h))
+
+
+@dataclass
+class PreparedFrame:
+    """One video frame at the model input size: uint8 pixels [h,w,3] and where they come from."""
+
+    pixels: np.ndarray
+    original_size: tuple[int, int]  # (width, height) of the upright frame
+    pixel_map: tuple[float, float, float, float]
+    valid_box: tuple[int, int, int, int]
+
+
+def preprocess_frame(img: Image.Image, mode: str = "crop", target_size: int = DEFAULT_TARGET_SIZE
+                     ) -> PreparedFrame:
+    """An upright RGB frame (e.g. decoded video; closed here) resized/cropped/padded exactly as a photo is,
+    right away, so a shot never holds its frames at full resolution. Frames of one shot share one size, so
+    no batch padding is needed between them."""
+    _check_settings(mode, target_size)
+    item = _prepare_loaded(img.convert("RGB") if img.mode != "RGB" else img, False, mode, int(target_size))
+    pixel_map, valid_box = _placement(item, 0, 0)
+    return PreparedFrame(item.pixels, item.size, pixel_map, valid_box)
+
+
 def preprocess_images(
     paths: Sequence[str | os.PathLike],
     mode: str | None = None,
@@ -423,16 +462,7 @@ def preprocess_images(
         batch_top = (batch_height - h) // 2
         batch[i] = _pad_white(item.pixels, batch_height, batch_width, batch_left, batch_top)
 
-        # Resized-image coordinate of a model pixel: x_r = x_m - left_padding, y_r = y_m - top_padding + crop.
-        sx, sy = item.scale
-        left = item.pad[0] + batch_left
-        top = item.pad[1] + batch_top
-        # Then the Omega pre-crop: photo = offset + resized-image coordinate * scale.
-        off_x, off_y = item.photo_offset
-        pixel_map[i] = (sx, sy, off_x - sx * left + 0.0, off_y + sy * (item.crop_top - top) + 0.0)  # +0.0: no -0.0
-
-        shown_w, shown_h = item.shown
-        valid_box[i] = (left, top, left + shown_w, top + shown_h)
+        pixel_map[i], valid_box[i] = _placement(item, batch_left, batch_top)
         item.pixels = np.empty((0, 0, 3), dtype=np.uint8)  # free as we go
 
     # Same arithmetic as ToTensor: uint8 -> float32, divided by 255 in float32.

@@ -26,7 +26,8 @@ PYPI_TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # CUDA 12.8 wheels run on every NVIDIA generation torch supports, RTX 50xx (Blackwell) included.
 PYPI_TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
 # pycolmap (pinned, wheels for CPython 3.10-3.13 on Linux, macOS, Windows): camera refinement and features.
-RUNTIME_PACKAGES = ("numpy", "pillow", "safetensors", "pycolmap==4.2.1")
+# av: PyAV decodes videos for shot reconstruction (an abi3 wheel: one build for Python 3.11 and 3.13).
+RUNTIME_PACKAGES = ("numpy", "pillow", "safetensors", "pycolmap==4.2.1", "av==18.1.0")
 
 
 class RuntimeSetupError(VGGTError):
@@ -104,7 +105,7 @@ def install_commands(
     steps += [
         ("Updating pip", pip + ["--upgrade", "pip"]),
         (f"Installing torch ({describe_torch_build(index_url)})", torch_cmd),
-        ("Installing numpy, pillow, safetensors, pycolmap", pip + list(RUNTIME_PACKAGES)),
+        ("Installing numpy, pillow, safetensors, pycolmap, av", pip + list(RUNTIME_PACKAGES)),
     ]
     return steps
 

@@ -463,11 +463,11 @@ def reconstruct_to_file(image_paths: Iterable[str], output: str | Path, *,
     folder_existed = folder.exists()
     done = False
     try:
-        rec = reconstruct(image_paths, progress=report, display_dir=folder, **options)
+        rec = _reconstruct_photos_or_shot(image_paths, report, folder, options)
         start = time.perf_counter()
         copies = any(d != i for d, i in zip(rec.display_paths, rec.image_paths))
         report("writing", 0.5 if copies else 0.0, str(output))
-        save_reconstruction(str(output), rec)
+        _save_file(output, rec)
         elapsed = time.perf_counter() - start
         report("writing", 1.0, str(output))
         _set_timing(rec, "writing", elapsed)  # in memory only: the file is already written
@@ -499,3 +499,43 @@ def result_summary(rec: Reconstruction, path: str | Path | None = None) -> dict:
         "inference_path": provenance.get("path"),
         "timings": provenance.get("timings", {}),
     }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Shots (a video file or an image sequence): routed to engine/shot.py. Kept apart from the photo pipeline.
+
+from ..options import SHOT_REQUEST_FIELDS as SHOT_OPTIONS  # noqa: E402
+# Long shots are written compressed: colours, masks and smooth depth shrink, and the writing time stays
+# small next to the inference of that many frames.
+COMPRESS_FROM_FRAMES = 100
+
+
+def _reconstruct_photos_or_shot(image_paths: Iterable[str], report: ProgressCallback, folder: Path,
+                                options: dict) -> Reconstruction:
+    from ..shot.selection import is_shot_input
+
+    inputs = [str(p) for p in image_paths]
+    shot = {k: options.pop(k) for k in SHOT_OPTIONS if k in options}
+    sequence = bool(shot.pop("sequence", False))
+    # A folder is a photo set unless it is asked for as a sequence (--sequence or any frame option).
+    asked = sequence or any(shot.get(k) is not None for k in ("every", "start", "end", "max_frames"))
+    if not (is_shot_input(inputs) or (asked and len(inputs) == 1 and Path(inputs[0]).is_dir())):
+        if asked:
+            raise RequestError("--every/--start/--end/--max-frames/--sequence need one video file or one "
+                               "image sequence (a folder or a pattern such as shot.%04d.png)")
+        return reconstruct(inputs, progress=report, display_dir=folder, **options)
+    from .shot import reconstruct_shot, shot_request
+
+    selection, shot_options = shot_request(shot)
+    return reconstruct_shot(inputs[0], selection, progress=report, **options, **shot_options)
+
+
+def _save_file(output: Path, rec: Reconstruction) -> None:
+    compress = "frame_numbers" in rec.extra and rec.num_images >= COMPRESS_FROM_FRAMES
+    spooled = getattr(rec, "spooled", None)
+    if spooled:  # a long shot's xyz maps wait in temporary files (io/spool.py)
+        from ..io.spool import save_reconstruction_streamed
+
+        save_reconstruction_streamed(str(output), rec, spooled, compress=compress)
+    else:
+        save_reconstruction(str(output), rec, compress=compress)

@@ -460,6 +460,10 @@ def load_reconstruction(path: str | os.PathLike[str]) -> Reconstruction:
     _check_fields(arrays, file)  # the stored derived arrays too: the file must conform to schema v1
     _check_finite(arrays, file)
     _check_alignment(extra, file)
+    # Shot files (video / image sequence) carry optional keys in `extra`: see io/shot_fields.py.
+    from .shot_fields import check_shot_fields
+
+    check_shot_fields(extra, int(arrays["image_paths"].shape[0]), file)
     return Reconstruction(
         **{name: (arrays[name].tolist() if FIELDS[name][0] == "U" else arrays[name]) for name in PRIMARY_FIELDS},
         provenance=provenance,

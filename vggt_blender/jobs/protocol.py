@@ -24,7 +24,9 @@ REQUIRED = ("images", "output")
 # Optional keys and their defaults.
 DEFAULTS: dict[str, Any] = {**InferenceOptions().to_dict(), "download": False, "keep_alive": False,
                             # true, or an object of RefineOptions: bundle-adjust the cameras after inference.
-                            "refine": False}
+                            "refine": False,
+                            # A shot (one video file or image sequence in "images"): options.ShotOptions' fields.
+                            **{key: None for key in options.SHOT_REQUEST_FIELDS}}
 # A refine request bundle-adjusts an existing reconstruction file (no model, no weights):
 # {"type": "refine", "input": IN.npz, "output": OUT.npz, "refine": true | {RefineOptions fields}}.
 REFINE = "refine"
@@ -227,6 +229,11 @@ def parse_request(data: Any) -> dict:
         if not isinstance(request[key], bool):
             raise RequestError(f"'{key}' must be true or false")
     _check_refine(request["refine"])
+    for key in options.SHOT_REQUEST_FIELDS:
+        value = request[key]
+        kind = bool if key == "sequence" else (int, float) if key == "fps" else int
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise RequestError(f"'{key}' must be {'true or false' if kind is bool else 'a number'} or null")
     return request
 
 

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from . import protocol
 from .. import options as opt
+from ..options import SHOT_REQUEST_FIELDS
 from .local import remove_paths
 from .protocol import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, ProtocolError, parse_request
 from ..errors import CancelledError, RequestError, VGGTError
@@ -205,7 +206,8 @@ def run_request(request: dict, emit: Emitter, created: list[Path]) -> dict:
     rec = inference.reconstruct_to_file(
         request["images"], output, progress=emit.progress, weights=request["weights"], device=request["device"],
         precision=request["precision"], mode=request["mode"], config=request["config"],
-        fast_path=request["fast_path"], warn=emit.warning)
+        fast_path=request["fast_path"], warn=emit.warning,
+        **{key: request[key] for key in SHOT_REQUEST_FIELDS if request[key] is not None})
     if request["refine"]:
         rec = _refine(rec, output, request["refine"], emit.progress, emit)
     files = written_files(output, rec)

@@ -1,0 +1,117 @@
+"""`python -m vggt_blender reconstruct SHOT.mp4`: a real subprocess, a PyAV-written H.264 shot, the tiny model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_cli import run_cli  # noqa: E402
+from test_inference import TINY_CONFIG, write_tiny_checkpoint  # noqa: E402
+from video_helpers import read_number, write_video  # noqa: E402
+from vggt_blender.io.reconstruction import load_reconstruction  # noqa: E402
+from vggt_blender.io.shot_fields import read_shot_fields  # noqa: E402
+
+pytest.importorskip("av")
+
+
+@pytest.fixture(scope="module")
+def shot(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("shotcli")
+    return {"tmp": tmp, "video": write_video(tmp / "shot.mp4"), "checkpoint": write_tiny_checkpoint(tmp)}
+
+
+def _run(shot, out: Path, *extra: str):
+    return run_cli(["reconstruct", str(shot["video"]), "-o", str(out), "--weights", str(shot["checkpoint"]),
+                    "--config", str(TINY_CONFIG), "--device", "cpu", "-q", *extra], shot["tmp"])
+
+
+def test_video_frames_numbers_and_rate_in_the_file(shot):
+    out = shot["tmp"] / "every.npz"
+    result = _run(shot, out, "--every", "7", "--start", "3", "--end", "40")
+    assert result.returncode == 0, result.stderr
+    rec = load_reconstruction(out)
+    fields = read_shot_fields(rec)
+    assert fields.frame_numbers.tolist() == [3, 10, 17, 24, 31, 38]
+    assert rec.extra["frame_numbers"].dtype == np.int64 and rec.extra["fps"].dtype == np.float64
+    assert fields.fps_fraction == (24000, 1001) and fields.fps == pytest.approx(24000 / 1001, rel=1e-15)
+    assert fields.source_video == str(shot["video"]) and fields.source_kind == "video"
+    assert fields.source_size == (160, 120) and fields.source_frame_count == 48
+    # The colours are the decoded frames themselves: each view shows its own frame number.
+    assert [read_number(c) for c in rec.colors] == fields.frame_numbers.tolist()
+    assert rec.original_sizes.tolist() == [[160, 120]] * 6
+    assert tuple(rec.model_size) == (518, 392)
+    assert rec.image_names[0] == "shot_00003"
+    prov = rec.provenance_dict["shot"]
+    assert prov["chunks"] == [[0, 6, 0]] and prov["alignment"] == []
+
+
+def test_chunked_shot_is_aligned_and_reports_residuals(shot):
+    out = shot["tmp"] / "chunks.npz"
+    result = _run(shot, out, "--max-frames", "7", "--chunk-size", "4", "--overlap", "2")
+    assert result.returncode == 0, result.stderr
+    rec = load_reconstruction(out)
+    assert read_shot_fields(rec).frame_numbers.tolist() == [0, 8, 16, 24, 31, 39, 47]
+    assert [read_number(c) for c in rec.colors] == [0, 8, 16, 24, 31, 39, 47]
+    prov = rec.provenance_dict["shot"]
+    assert prov["chunks"] == [[0, 4, 0], [2, 6, 2], [3, 7, 3]]
+    assert prov["chunking"]["sized_by"] == "requested"
+    assert [a["chunk"] for a in prov["alignment"]] == [1, 2]
+    for a in prov["alignment"]:
+        assert a["shared_views"] in (2, 3) and a["scale"] > 0 and np.isfinite(a["point_rms"])
+    # The stored world points are the ONE derivation from the (aligned) depth and cameras.
+    from vggt_blender.geometry.cameras import depth_to_world_points
+
+    again = depth_to_world_points(rec.depth, rec.extrinsics, rec.intrinsics_model, dtype=np.float32)
+    scale = np.nanmedian(np.abs(rec.world_points))
+    assert np.nanmax(np.abs(again - rec.world_points)) < 1e-3 * max(scale, 1.0)
+    assert np.isfinite(rec.extrinsics).all()
+
+
+def test_damaged_video_is_one_line(shot):
+    bad = shot["tmp"] / "cut.mp4"
+    data = Path(shot["video"]).read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    out = shot["tmp"] / "bad.npz"
+    result = run_cli(["reconstruct", str(bad), "-o", str(out), "--weights", str(shot["checkpoint"]),
+                      "--config", str(TINY_CONFIG), "--device", "cpu", "-q"], shot["tmp"])
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: ") and "damaged" in lines[0], result.stderr
+    assert not out.exists()
+
+
+def test_frame_options_need_a_shot(shot, tmp_path):
+    (tmp_path / "p").mkdir()
+    result = run_cli(["reconstruct", str(shot["video"]), str(shot["video"]), "-o", str(tmp_path / "x.npz"),
+                      "--weights", str(shot["checkpoint"]), "--config", str(TINY_CONFIG), "--every", "2"], tmp_path)
+    assert result.returncode == 1 and "need one video file or one image sequence" in result.stderr
+
+
+def test_long_shot_path_spools_and_streams_the_file(shot, monkeypatch):
+    """The long-shot path (xyz maps in temporary files, compressed streamed file), forced on 3 frames."""
+    from vggt_blender.engine import inference
+    from vggt_blender.engine import shot as shot_engine
+
+    monkeypatch.setattr(shot_engine, "SPOOL_FROM_FRAMES", 1)
+    monkeypatch.setattr(inference, "COMPRESS_FROM_FRAMES", 1)
+    out = shot["tmp"] / "spooled.npz"
+    rec = inference.reconstruct_to_file([str(shot["video"])], out, weights=str(shot["checkpoint"]),
+                                        config=str(TINY_CONFIG), device="cpu", max_frames=3)
+    assert not rec.world_points.flags.owndata and rec.spooled  # a view of the spool file, not a copy
+    loaded = load_reconstruction(out)
+    assert read_shot_fields(loaded).frame_numbers.tolist() == [0, 24, 47]
+    assert np.array_equal(loaded.world_points, np.asarray(rec.world_points))
+    assert np.array_equal(loaded.point_map, np.asarray(rec.point_map))
+    import zipfile
+
+    with zipfile.ZipFile(out) as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_DEFLATED}
+    from vggt_blender.geometry.cameras import depth_to_world_points
+
+    again = depth_to_world_points(loaded.depth, loaded.extrinsics, loaded.intrinsics_model, dtype=np.float32)
+    assert np.allclose(again, loaded.world_points, rtol=1e-5, atol=1e-5)
