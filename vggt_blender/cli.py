@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--token", help="Hugging Face access token (needed for the gated commercial checkpoint)")
     dl.add_argument("--dest", help="folder to save it in (default: the standard weights folder)")
     dl.add_argument("-q", "--quiet", action="store_true")
+
+    srv = sub.add_parser("serve", help="run the reconstruction service (HTTP API; needs requirements/service.txt)",
+                         description="Serve the reconstruction API (docs/SERVICE.md).")
+    from .service.server import add_arguments  # argparse only: the service's packages load in cmd_serve
+
+    add_arguments(srv)
     return parser
 
 
@@ -213,8 +219,14 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .service.server import main as serve_main
+
+    return serve_main(args)
+
+
 COMMANDS = {"reconstruct": cmd_reconstruct, "info": cmd_info, "export-ply": cmd_export_ply,
-            "download": cmd_download}
+            "download": cmd_download, "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
