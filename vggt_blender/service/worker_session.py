@@ -8,6 +8,7 @@ import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,18 @@ from typing import IO, Callable
 # The folder that holds the `vggt_blender` package: put on the worker's PYTHONPATH.
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 FINAL_TYPES = ("result", "error")
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL it when the server dies, so that a killed server never leaves
+    a worker running on (holding the GPU, writing into a job that recovery has already failed)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 class WorkerGone(Exception):
@@ -58,7 +71,8 @@ class WorkerSession:
         self._lines = queue.Queue()
         self._stderr = []
         self.process = subprocess.Popen([self.python, "-m", "vggt_blender.jobs.worker"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.environment())
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.environment(),
+                                        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         threading.Thread(target=self._read_stdout, args=(self.process.stdout, self._lines), daemon=True).start()
         threading.Thread(target=self._read_stderr, args=(self.process.stderr, self._stderr), daemon=True).start()
 
