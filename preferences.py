@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from . import runtime
 from .operators import runtime as runtime_ops
@@ -67,6 +67,12 @@ class VGGT_AddonPreferences(bpy.types.AddonPreferences):
         default="auto",
     )
 
+    keep_worker: BoolProperty(
+        name="Keep Model Loaded", default=True,
+        description="Keep the inference runtime running between reconstructions, with the model in memory "
+                    "(the next run starts at once; the memory stays in use until Blender closes)",
+    )
+
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
 
@@ -102,6 +108,7 @@ class VGGT_AddonPreferences(bpy.types.AddonPreferences):
         box.prop(self, "device")
         box.prop(self, "precision")
         box.prop(self, "model_config")
+        box.prop(self, "keep_worker")
 
 
 def _runtime_ok(prefs) -> bool:

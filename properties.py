@@ -132,6 +132,7 @@ class VGGT_PG_job(bpy.types.PropertyGroup):
     progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     message: StringProperty(default="")
     last_error: StringProperty(default="")
+    last_error_code: StringProperty(default="")  # the VGGTError code of last_error ("no_weights", ...)
     log_path: StringProperty(default="", subtype="FILE_PATH")
     last_result: StringProperty(default="")
 

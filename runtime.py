@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
+import threading  # the status cache is written by the probe task's thread
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,10 @@ def current_status_info(prefs=None) -> dict[str, Any] | None:
 
 
 def refresh_status(prefs=None, wait: bool = False) -> None:
-    """Probe the runtime in the background (a torch import takes seconds); the result lands in the cache."""
+    """Probe the runtime in the background (a torch import takes seconds): a task of the registry whose
+    result lands in the cache; `wait` blocks until it is there (headless callers)."""
+    from . import tasks
+
     prefs = prefs if prefs is not None else get_prefs()
     key = _status_key(prefs)
     python, weights, checkpoint = key
@@ -126,31 +129,20 @@ def refresh_status(prefs=None, wait: bool = False) -> None:
             return
         _status["running"] = True
 
-    def work() -> None:
-        info = (runtime_setup.probe_runtime(python, extension_root(), weights, checkpoint)
-                if python else {"error": "No inference runtime"})
+    def work(_task) -> None:
+        try:
+            info = (runtime_setup.probe_runtime(python, extension_root(), weights, checkpoint)
+                    if python else {"error": "No inference runtime"})
+        except Exception as exc:  # noqa: BLE001 - the status line says it, the UI keeps working
+            info = {"error": f"the runtime check failed: {type(exc).__name__}: {exc}"}
         with _status_lock:
             _status.update(key=key, info=info, running=False)
 
-    thread = threading.Thread(target=work, name="vggt-runtime-probe", daemon=True)
-    thread.start()
+    task = tasks.ThreadTask(work, name="probe", label="Checking the runtime")
+    tasks.start(task)
     if wait:
-        thread.join()
-    elif not bpy.app.timers.is_registered(_redraw_when_probed):
-        bpy.app.timers.register(_redraw_when_probed, first_interval=0.5)
-
-
-def _redraw_when_probed() -> float | None:
-    if status_running():
-        return 0.5
-    tag_redraw_all()
-    return None
-
-
-def stop_timers() -> None:
-    """Remove this module's timer (the add-on is being disabled); a probe still running just finishes."""
-    if bpy.app.timers.is_registered(_redraw_when_probed):
-        bpy.app.timers.unregister(_redraw_when_probed)
+        task.join()
+        tasks.run_blocking(task)
 
 
 def clear_status() -> None:

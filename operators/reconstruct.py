@@ -1,25 +1,27 @@
-"""`vggt.reconstruct`: photos -> worker subprocess (inference runtime) -> reconstruction file -> scene.
+"""`vggt.reconstruct`: photos -> a reconstruction job (jobs/local.py) -> reconstruction file -> scene.
 
 The model runs in another Python (`python -m vggt_blender.jobs.worker`), so Blender stays responsive and a crash or
-out-of-memory there cannot take Blender down. Invoked from the UI the operator is modal (a timer polls the
-worker); `execute()` runs the same job blocking (scripts, tests). Cancel (the panel's ✕ button, opening another
-file, disabling the add-on) terminates the worker and leaves the scene unchanged.
+out-of-memory there cannot take Blender down. The run is a task of the extension's one task registry (tasks.py),
+whose timer reads the job's progress. Invoked from the UI the operator is modal only to finish the run itself
+(the scene is built inside the operator: one undo step, one report); `execute()` runs the same task blocking
+(scripts, tests). Cancel (the panel's ✕ button, opening another file, disabling the add-on) stops the job and
+leaves the scene unchanged. By default one worker stays alive between runs (the model stays loaded).
 """
 
 from __future__ import annotations
 
-import re
-import threading
 import time
 from pathlib import Path
 
 import bpy
 
-from .. import runtime
-from ..vggt_blender.errors import VGGTError
-from ..vggt_blender.weights.discovery import resolve_weights  # torch-free: weights.py imports torch only to load
-from ..vggt_blender.jobs.local import WorkerJob
+from .. import runtime, tasks
+from ..tasks import one_line  # noqa: F401 - the operators' shared one-line helper
+from ..vggt_blender.errors import RequestError, VGGTError
+from ..vggt_blender.jobs.interface import CANCELLED, DONE, FAILED
+from ..vggt_blender.jobs.local import LocalJob
 
+TASK = "reconstruct"
 STAGE_LABELS = {
     "starting": "Starting",
     "loading": "Loading model",
@@ -37,27 +39,10 @@ _STAGE_SPAN = {
     "writing": (0.92, 0.96),
     "building": (0.96, 1.0),
 }
-
-
-def one_line(text: object, limit: int = 300) -> str:
-    """A message fit for a status bar: one line, no traceback text (of a traceback, its last line)."""
-    text = str(text)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if "Traceback (most recent call last)" in text:
-        lines = [ln for ln in lines if not ln.startswith(("Traceback", "File \"", "^"))][-1:]
-    return " ".join(lines[:1]).strip()[:limit] or "unknown error"
-
-
-_MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
-
-
-def explain_worker_error(message: str, python: str) -> str:
-    """Worker messages that mean "this runtime is incomplete" get a sentence saying what to do."""
-    missing = _MISSING_MODULE.search(message)
-    if missing:
-        return (f"{python}: the inference runtime has no {missing.group(1).split('.')[0]} module; reinstall "
-                "the runtime, or choose a Python with torch, numpy, pillow and safetensors")
-    return message
+# What a Blender user does about an error, by its code (the job's messages say what happened, not where to click).
+_BLENDER_HINTS = {
+    "no_runtime": "install the runtime, or choose a Python with torch, in Preferences > Add-ons > VGGT Reconstruction",
+}
 
 
 def unique_output_path(folder: Path, name: str) -> Path:
@@ -71,17 +56,21 @@ def unique_output_path(folder: Path, name: str) -> Path:
     return path
 
 
-class ReconstructionRun:
-    """One reconstruction: start the worker, follow its progress, then build the scene (or clean up).
+class ReconstructionRun(tasks.Task):
+    """One reconstruction: start the job, follow its progress, then build the scene (or leave it unchanged).
 
-    Used by the operator (modal and blocking) and directly by tests; it never blocks except in `wait()`.
+    A task of the registry: `poll()` never blocks, `finish()` builds the scene on the main thread.
     """
 
+    name = TASK
+    cancel_on_load = True  # its scene would be built in the file just opened
+
     def __init__(self, context: bpy.types.Context) -> None:
+        super().__init__()
         prefs = runtime.get_prefs(context)
         settings = context.scene.vggt
         self.scene = context.scene
-        self.name = settings.reconstruction_name()
+        self.name_text = settings.reconstruction_name()
         self.options = settings.scene_options()
         self.photos = settings.photo_paths()
         if not self.photos:
@@ -89,23 +78,14 @@ class ReconstructionRun:
         missing = [p for p in self.photos if not Path(p).is_file()]
         if missing:
             raise VGGTError(f"{missing[0]}: the photo does not exist", file=missing[0])
-        python = runtime.runtime_python(prefs)
-        if python is None:
-            raise VGGTError("No inference runtime: install it (or choose a Python with torch) in "
-                            "Preferences > Add-ons > VGGT Reconstruction")
-        if not Path(python).is_file():
-            raise VGGTError(f"{python}: the runtime Python does not exist; install the runtime or fix "
-                            "the path in the add-on preferences", file=python)
-        # The worker would find missing weights too, but only after starting, and in command-line words.
-        resolve_weights(runtime.weights_argument(prefs), caller="blender")
         folder = runtime.default_output_dir()
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise VGGTError(f"{folder}: cannot create the output folder ({exc.strerror or exc})",
+            raise RequestError(f"{folder}: cannot create the output folder ({exc.strerror or exc})",
                             file=str(folder)) from None
-        self.output = unique_output_path(folder, self.name)
-        self.log_path = self.output.with_suffix(".log")
+        self.output = unique_output_path(folder, self.name_text)
+        self.log_path = str(self.output.with_suffix(".log"))
         self.request = {
             "images": self.photos,
             "output": str(self.output),
@@ -116,83 +96,75 @@ class ReconstructionRun:
             "config": (prefs.model_config.strip() or "vggt-1b") if prefs else "vggt-1b",
             "download": False,
         }
-        self.python = python
-        self.job: WorkerJob | None = None
+        # The job checks the runtime Python and the weights itself, and fails with their error code.
+        self.python = runtime.runtime_python(prefs)
+        self.job = LocalJob(self.python, self.request, self.log_path, caller="blender",
+                            keep_alive=bool(getattr(prefs, "keep_worker", True)))
         self.stage = "starting"
-        self.stage_fraction = 0.0
-        self._high = 0.0
         self.message = "Starting the inference runtime"
-        self.error: str | None = None
-        self.result_path: str | None = None
         self.collection = None
-        self.cancelled = False
-        self.finished = False
-        self._cleanup: threading.Thread | None = None
+        self.result_path: str | None = None
 
     # ---- progress ----
 
-    @property
-    def fraction(self) -> float:
-        """Overall progress 0..1; never moves backwards (stages may come in another order)."""
-        lo, hi = _STAGE_SPAN.get(self.stage, (self._high, self._high))
-        self._high = max(self._high, lo + (hi - lo) * min(max(self.stage_fraction, 0.0), 1.0))
-        return self._high
-
-    @property
-    def label(self) -> str:
-        return STAGE_LABELS.get(self.stage, self.stage.capitalize())
+    def _advance(self, stage: str, fraction: float) -> None:
+        """Overall progress 0..1 across stages; never moves backwards (stages may come in another order)."""
+        self.stage = stage
+        lo, hi = _STAGE_SPAN.get(stage, (self.fraction, self.fraction))
+        self.fraction = max(self.fraction, lo + (hi - lo) * min(max(fraction, 0.0), 1.0))
+        self.label = STAGE_LABELS.get(stage, stage.capitalize())
 
     def start(self) -> None:
-        self.job = WorkerJob(self.python, self.request, str(self.log_path))
+        """Start the job; a job that cannot start leaves the run over with its error."""
+        self.label = STAGE_LABELS["starting"]
         self.job.start()
+        if self.job.finished:
+            self._take_outcome()
 
-    def step(self) -> bool:
-        """Read what the worker said so far; True once the run is over (result, error or cancel)."""
-        if self.finished:
-            if self.cancelled and self.job is not None and self.job.done:
-                self._remove_output()
-            return True
-        for event in self.job.poll():
-            self._handle(event)
-        if self.job.done and not self.finished:
-            for event in self.job.poll():  # lines that arrived just before the exit
-                self._handle(event)
-            self._conclude()
-        return self.finished
+    def poll(self) -> bool:
+        self.job.poll()
+        progress = self.job.progress
+        if progress.stage != "starting":
+            self._advance(progress.stage, progress.fraction)
+            self.message = progress.message
+        if self.job.finished:
+            self._take_outcome()
+        _publish(bpy.context, self)
+        return self.over
 
-    def _handle(self, event: dict) -> None:
-        kind = event.get("type")
-        if kind == "progress":
-            self.stage = str(event.get("stage", self.stage))
-            self.stage_fraction = float(event.get("fraction", 0.0) or 0.0)
-            self.message = str(event.get("message", ""))
-        elif kind == "error" and self.error is None:
-            message = one_line(event.get("message") or event.get("code") or "the worker failed")
-            self.error = explain_worker_error(message, self.python)
-            file = event.get("file")
-            if file and file not in self.error:
-                self.error = f"{file}: {self.error}"
-        elif kind == "result":
-            self.result_path = str(event.get("path") or self.output)
+    def _take_outcome(self) -> None:
+        job = self.job
+        self.over = True
+        if job.state == CANCELLED:
+            self.cancelled = True
+        elif job.state == FAILED:
+            self.error_code = job.error_code or "internal"
+            text = one_line(job.error_message or self.error_code)
+            if job.error_file and job.error_file not in text:
+                text = f"{job.error_file}: {text}"
+            if self.error_code == "no_runtime" and not self.python:
+                text = "No inference runtime"
+            hint = _BLENDER_HINTS.get(self.error_code)
+            self.error = f"{text}; {hint}" if hint else text
+        elif job.state == DONE:
+            self.result_path = job.result["path"]
 
-    def _conclude(self) -> None:
-        self.finished = True
-        if self.cancelled:
+    def finish(self) -> None:
+        """On the main thread: bring the result files beside the .blend's reconstructions and build the scene."""
+        if self.error or self.result_path is None:
             return
-        code = self.job.returncode
-        if self.error is None and (code != 0 or self.result_path is None):
-            self.error = (f"the inference worker stopped unexpectedly (exit code {code})" if code
-                          else "the inference worker ended without a result")
-        if self.error is not None:
-            return
-        self.stage, self.stage_fraction, self.message = "building", 0.0, "Building the scene"
+        self._advance("building", 0.0)
+        self.message = "Building the scene"
         try:
-            self.collection = self._build_scene(self.result_path)
+            path = str(self.job.fetch(self.output.parent)[0])
+            self.collection = self._build_scene(path)
         except VGGTError as exc:
-            self.error = one_line(exc)
+            self.error, self.error_code = one_line(exc), exc.code
         except Exception as exc:  # a builder bug: keep Blender alive, say where the details are
-            self.error = one_line(f"building the scene failed: {type(exc).__name__}: {exc}")
+            self.error, self.error_code = one_line(f"building the scene failed: {type(exc).__name__}: {exc}"), \
+                "internal"
             self._append_log(exc)
+        self._advance("building", 1.0)
 
     def _build_scene(self, path: str):
         from ..scene.build import build_scene
@@ -201,7 +173,7 @@ class ReconstructionRun:
         rec = load_reconstruction(path)
         leave_edit_modes(bpy.context)
         # source_path: the collection remembers its reconstruction file ("vggt_reconstruction").
-        return build_scene(rec, self.options, self.name, context=bpy.context, source_path=path)
+        return build_scene(rec, self.options, self.name_text, context=bpy.context, source_path=path)
 
     def _append_log(self, exc: BaseException) -> None:
         import traceback
@@ -213,49 +185,19 @@ class ReconstructionRun:
             pass
 
     def cancel(self) -> None:
-        """Stop the worker; nothing reaches the scene and no output file is left.
-
-        Returns at once. The worker may still be renaming its finished file into place (os.replace) as the
-        cancel arrives, so the output is removed again once the worker has exited (a background thread).
-        """
-        if self.finished and self.cancelled:
-            return
+        """Stop the job (a cancel message to the worker); nothing reaches the scene and no output file is left
+        (the job removes a result that arrives anyway). Returns at once."""
         self.cancelled = True
-        self.finished = True
-        self._remove_output()
-        job = self.job
-        if job is not None and not job.done:
-            job.cancel()
-            self._cleanup = threading.Thread(target=self._remove_output_after_exit, args=(job,),
-                                             name="vggt-cancel-cleanup", daemon=True)
-            self._cleanup.start()
-
-    def _remove_output_after_exit(self, job: WorkerJob) -> None:
-        job.wait(60)  # the worker client kills it after a few seconds if SIGTERM is ignored
-        self._remove_output()
-
-    def _remove_output(self) -> None:
-        try:
-            self.output.unlink()
-        except OSError:
-            pass
-
-    def wait(self, interval: float = 0.05, timeout: float | None = None) -> None:
-        """Block until the run is over, still reading progress (headless use)."""
-        start = time.monotonic()
-        while not self.step():
-            if timeout is not None and time.monotonic() - start > timeout:
-                self.cancel()
-                self.error = f"the inference worker did not finish within {timeout:.0f} s"
-                return
-            time.sleep(interval)
+        self.job.cancel()
 
     def error_message(self) -> str:
         return f"VGGT: {self.error} (full log: {self.log_path})"
 
 
-# The run the panel shows and the Cancel button stops (one at a time).
-ACTIVE: dict[str, ReconstructionRun | None] = {"run": None}
+def active_run() -> ReconstructionRun | None:
+    """The run the panel shows and the Cancel button stops (one at a time)."""
+    task = tasks.get(TASK)
+    return task if isinstance(task, ReconstructionRun) and not task.finished else None
 
 
 def leave_edit_modes(context: bpy.types.Context) -> None:
@@ -280,42 +222,16 @@ def _reset_job_state() -> None:
 
 
 def cancel_active(message: str = "Cancelled") -> None:
-    """Stop a running worker (Cancel, another file being opened, the add-on disabled) and reset the panel."""
-    run = ACTIVE["run"]
-    ACTIVE["run"] = None
-    if run is None or run.finished:
-        return
-    run.cancel()
-    wm = bpy.context.window_manager
-    job = getattr(wm, "vggt_job", None) if wm is not None else None
-    if job is not None:
-        job.message = message
-    _reset_job_state()
-
-
-@bpy.app.handlers.persistent
-def cancel_on_load(*_args) -> None:
-    """load_pre: opening another file drops the modal operator; its worker must not keep running."""
-    cancel_active()
-
-
-def register_handlers() -> None:
-    if cancel_on_load not in bpy.app.handlers.load_pre:
-        bpy.app.handlers.load_pre.append(cancel_on_load)
-
-
-def unregister_handlers() -> None:
-    # Compare by name too: a reloaded module has a new function object.
-    for handler in list(bpy.app.handlers.load_pre):
-        same = (getattr(handler, "__name__", "") == cancel_on_load.__name__
-                and getattr(handler, "__module__", "") == __name__)
-        if handler is cancel_on_load or same:
-            bpy.app.handlers.load_pre.remove(handler)
+    """Stop a running reconstruction (Cancel, another file being opened, the add-on disabled)."""
+    tasks.cancel(TASK, message)
 
 
 def _publish(context: bpy.types.Context, run: ReconstructionRun) -> None:
     """Mirror the run's state into the window manager (the panel draws it) and the status bar."""
-    job = context.window_manager.vggt_job
+    wm = context.window_manager
+    job = getattr(wm, "vggt_job", None) if wm is not None else None
+    if job is None:
+        return
     job.running = not run.finished
     job.stage = run.label
     job.progress = run.fraction
@@ -323,8 +239,36 @@ def _publish(context: bpy.types.Context, run: ReconstructionRun) -> None:
     job.log_path = str(run.log_path)
     workspace = getattr(context, "workspace", None)
     if workspace is not None and context.window is not None:
-        workspace.status_text_set(None if run.finished else f"VGGT: {run.label} {run.fraction * 100:.0f}%")
-    runtime.tag_redraw_all()
+        workspace.status_text_set(None if run.over else f"VGGT: {run.label} {run.fraction * 100:.0f}%")
+
+
+def _conclude_run(run: ReconstructionRun) -> tuple[str, str]:
+    """The run has ended (finished, failed or cancelled): the panel shows the outcome; returns the report."""
+    wm = bpy.context.window_manager
+    job = getattr(wm, "vggt_job", None) if wm is not None else None
+    if job is not None:
+        job.running = False
+        job.last_error_code = run.error_code
+    _reset_job_state()
+    if run.cancelled:
+        if job is not None:
+            job.message = run.message if run.message.startswith("Cancelled") else "Cancelled"
+        return "WARNING", "VGGT: reconstruction cancelled"
+    if run.error:
+        if job is not None:
+            job.last_error = run.error
+        return "ERROR", run.error_message()
+    name = run.collection.name if run.collection is not None else ""
+    if job is not None:
+        job.last_result = name
+        job.message = f"Created {name}"
+    return "INFO", f"VGGT: created collection {name} from {len(run.photos)} photos"
+
+
+def _on_run_finished(run: tasks.Task) -> None:
+    assert isinstance(run, ReconstructionRun)
+    _publish(bpy.context, run)
+    run.report = _conclude_run(run)
 
 
 class VGGT_OT_reconstruct(bpy.types.Operator):
@@ -340,46 +284,32 @@ class VGGT_OT_reconstruct(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        run = ACTIVE["run"]
-        return context.scene is not None and (run is None or run.finished)
+        return context.scene is not None and not tasks.running(TASK)
 
-    def _begin(self, context: bpy.types.Context) -> bool:
+    def _begin(self, context: bpy.types.Context) -> ReconstructionRun | None:
         job = context.window_manager.vggt_job
-        job.last_error = ""
+        job.last_error = job.last_error_code = ""
         try:
-            self._run = ReconstructionRun(context)
-            self._run.start()
+            run = ReconstructionRun(context)
+            run.start()
         except VGGTError as exc:
-            job.last_error = one_line(exc)
+            job.last_error, job.last_error_code = one_line(exc), exc.code
             self.report({"ERROR"}, f"VGGT: {job.last_error}")
-            return False
-        except OSError as exc:  # e.g. the runtime Python is not executable
-            job.last_error = one_line(f"cannot start the inference runtime: {exc}")
-            self.report({"ERROR"}, f"VGGT: {job.last_error}")
-            return False
-        ACTIVE["run"] = self._run
-        _publish(context, self._run)
-        return True
-
-    def _end(self, context: bpy.types.Context) -> set[str]:
-        run = self._run
-        if ACTIVE["run"] is run:
-            ACTIVE["run"] = None
+            return None
+        if run.over:  # the job could not start (no runtime, no weights): its coded error, nothing running
+            job.last_error, job.last_error_code = run.error, run.error_code
+            job.log_path = run.log_path
+            self.report({"ERROR"}, f"VGGT: {run.error}")
+            return None
+        run.on_finish.append(_on_run_finished)
+        tasks.start(run)
         _publish(context, run)
-        job = context.window_manager.vggt_job
-        job.running = False
-        if run.cancelled:
-            job.message = "Cancelled"
-            self.report({"WARNING"}, "VGGT: reconstruction cancelled")
-            return {"CANCELLED"}
-        if run.error is not None:
-            job.last_error = run.error
-            self.report({"ERROR"}, run.error_message())
-            return {"CANCELLED"}
-        job.last_result = run.collection.name if run.collection is not None else ""
-        job.message = f"Created {job.last_result}"
-        self.report({"INFO"}, f"VGGT: created collection {job.last_result} from {len(run.photos)} photos")
-        return {"FINISHED"}
+        return run
+
+    def _report_end(self, run: ReconstructionRun) -> set[str]:
+        level, text = getattr(run, "report", None) or _conclude_run(run)
+        self.report({level}, text)
+        return {"FINISHED"} if level == "INFO" else {"CANCELLED"}
 
     def _remove_timer(self, context: bpy.types.Context) -> None:
         if self._timer is not None:
@@ -391,9 +321,12 @@ class VGGT_OT_reconstruct(bpy.types.Operator):
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         if context.window is None:
-            return self.execute(context)
-        if not self._begin(context):
+            return self.execute(context)  # no window to be modal in (background Blender)
+        run = self._begin(context)
+        if run is None:
             return {"CANCELLED"}
+        self._run = run
+        run.owner = self  # the registry polls it; this operator builds the scene (one undo step) and reports
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.modal_handler_add(self)
@@ -404,32 +337,27 @@ class VGGT_OT_reconstruct(bpy.types.Operator):
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
         run = self._run
-        if not run.finished:
-            run.step()
-        _publish(context, run)
-        if not run.finished:
+        if run is None or not (run.over or run.finished):
+            if run is not None:
+                _publish(context, run)  # with this window's context: the status bar too
             return {"PASS_THROUGH"}
+        tasks.conclude(run)
         self._remove_timer(context)
-        return self._end(context)
+        return self._report_end(run)
 
     def cancel(self, context: bpy.types.Context) -> None:
         """Blender drops the modal handler (a file is opened, the window closes): stop the run with it."""
         self._remove_timer(context)
         run = self._run
         if run is not None and not run.finished:
-            run.cancel()
-        if ACTIVE["run"] is run:
-            ACTIVE["run"] = None
-        _reset_job_state()
+            tasks.cancel(TASK)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        if not self._begin(context):
+        run = self._begin(context)
+        if run is None:
             return {"CANCELLED"}
-        run = self._run
-        while not run.step():
-            _publish(context, run)
-            time.sleep(0.05)
-        return self._end(context)
+        tasks.run_blocking(run)
+        return self._report_end(run)
 
 
 class VGGT_OT_cancel_reconstruction(bpy.types.Operator):
@@ -440,8 +368,7 @@ class VGGT_OT_cancel_reconstruction(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        run = ACTIVE["run"]
-        return run is not None and not run.finished
+        return active_run() is not None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         # Resets the panel itself: the modal operator may be gone already (it then never ticks again).
@@ -454,10 +381,12 @@ classes = (VGGT_OT_reconstruct, VGGT_OT_cancel_reconstruction)
 
 
 def register() -> None:
-    register_handlers()
+    tasks.register()
 
 
 def unregister() -> None:
-    """Disabling the add-on mid-run: stop the worker and clear the panel/status bar."""
-    unregister_handlers()
-    cancel_active()
+    """Disabling the add-on mid-run: stop every task (the worker with it), end the kept worker, clear the panel."""
+    tasks.unregister()
+    from ..vggt_blender.jobs.local import close_shared_worker
+
+    close_shared_worker()

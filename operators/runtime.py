@@ -1,47 +1,31 @@
 """Runtime set-up operators: install the private inference runtime, check it, download the weights.
 
-Long work (pip, a 5 GB download) runs in a background thread; a `bpy.app.timers` function (not tied to any
-window: users close the Preferences window while pip works) copies its progress into a small module-level task
-record that the preferences draw, and does the finishing work on Blender's main thread.
+Long work (pip, a 5 GB download) is a thread task of the extension's task registry (tasks.py): its timer is not
+tied to any window (users close the Preferences window while pip works), the preferences draw the task's
+progress, and its finishing work runs on Blender's main thread.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass
-from typing import Callable
 
 import bpy
 from bpy.props import StringProperty
 
-from .. import runtime
+from .. import runtime, tasks
+from ..tasks import one_line
 from ..vggt_blender import runtime_setup
 from ..vggt_blender.errors import VGGTError
-from .reconstruct import one_line
 
-
-@dataclass
-class TaskState:
-    running: bool = False
-    label: str = ""
-    fraction: float = 0.0
-    message: str = ""
-    error: str = ""
-    log_path: str = ""
-    cancel_requested: bool = False
-
-
-TASKS: dict[str, TaskState] = {"install": TaskState(), "download": TaskState()}
-# The timer function of each task in progress (to remove it when the add-on is disabled).
-_TIMERS: dict[str, Callable[[], float | None]] = {}
-_POLL_SECONDS = 0.25
+TASK_NAMES = ("install", "download")
 
 
 def draw_task(layout: bpy.types.UILayout, name: str) -> None:
-    """Progress (or the last error) of a background task, drawn inside the preferences."""
-    task = TASKS[name]
-    if task.running:
+    """Progress (or the last outcome) of a background task, drawn inside the preferences."""
+    task = tasks.last(name)
+    if task is None:
+        return
+    if not task.over:
         row = layout.row(align=True)
         text = f"{task.label} {task.fraction * 100:.0f}%"
         if hasattr(row, "progress"):  # UILayout.progress exists since Blender 4.0
@@ -59,53 +43,19 @@ def draw_task(layout: bpy.types.UILayout, name: str) -> None:
         layout.label(text=task.message[:200], icon="INFO")
 
 
-def run_task(name: str, work: Callable[[], None], finish: Callable[[], None]) -> None:
-    """Run `work()` on a thread; when it ends, `finish()` runs on Blender's main thread.
-
-    Headless (scripts, tests) this blocks until both are done; with a UI a timer polls the thread.
-    """
-    thread = threading.Thread(target=work, name=f"vggt-{name}", daemon=True)
-    thread.start()
+def run_task(task: tasks.ThreadTask) -> tasks.ThreadTask:
+    """Register a started thread task; headless (scripts, tests) this blocks until it has finished."""
+    tasks.start(task)
     if bpy.app.background:
-        thread.join()
-        finish()
-        return
-    tick = task_timer(name, thread, finish)
-    _TIMERS[name] = tick
-    bpy.app.timers.register(tick, first_interval=_POLL_SECONDS)
-
-
-def task_timer(name: str, thread: threading.Thread, finish: Callable[[], None]) -> Callable[[], float | None]:
-    """The `bpy.app.timers` function that follows `thread`: redraws the progress while it runs, then calls
-    `finish()` once and unregisters itself (returns None)."""
-    def tick() -> float | None:
-        runtime.tag_redraw_all()
-        if thread.is_alive():
-            return _POLL_SECONDS
-        _TIMERS.pop(name, None)
-        try:
-            finish()
-        finally:
-            TASKS[name].running = False
-            runtime.tag_redraw_all()
-        return None
-
-    return tick
+        task.join()
+        tasks.run_blocking(task)
+    return task
 
 
 def stop_tasks() -> None:
-    """The add-on is being disabled: ask the threads to stop (pip is terminated, the download keeps its
-    .part file) and remove the timers; nothing finishes in a UI that is gone."""
-    for name, task in TASKS.items():
-        if task.running:
-            task.cancel_requested = True
-            task.running = False
-            task.message = "Stopped: the add-on was disabled"
-    for tick in _TIMERS.values():
-        if bpy.app.timers.is_registered(tick):
-            bpy.app.timers.unregister(tick)
-    _TIMERS.clear()
-    runtime.stop_timers()
+    """The add-on is being disabled: every task is told to stop (pip is terminated, the download keeps its
+    .part file) and the timer goes; nothing finishes in a UI that is gone."""
+    tasks.stop_all()
 
 
 class VGGT_OT_check_runtime(bpy.types.Operator):
@@ -130,8 +80,8 @@ class VGGT_OT_cancel_runtime_task(bpy.types.Operator):
     task: StringProperty(default="install")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        if self.task in TASKS:
-            TASKS[self.task].cancel_requested = True
+        if self.task in TASK_NAMES:
+            tasks.request_cancel(self.task)
         return {"FINISHED"}
 
 
@@ -144,32 +94,31 @@ class VGGT_OT_install_runtime(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return not TASKS["install"].running
+        return not tasks.running("install")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        task = TASKS["install"]
-        task.error = task.message = ""
         if not bpy.app.online_access:
-            task.error = ("Online access is disabled: enable it in Preferences > System > Network, "
-                          "or choose an existing Python with torch")
-            self.report({"ERROR"}, task.error)
+            error = ("Online access is disabled: enable it in Preferences > System > Network, "
+                     "or choose an existing Python with torch")
+            tasks.note("install", error=error)
+            self.report({"ERROR"}, error)
             return {"CANCELLED"}
         log_path = runtime.install_log_path()
-        task.running, task.cancel_requested = True, False
-        task.label, task.fraction, task.log_path = "Checking Python", 0.0, str(log_path)
         # Everything that can take seconds (running Python, nvidia-smi) happens on the task's thread.
         args = (runtime_setup.blender_python(), runtime.runtime_venv_dir(), log_path,
                 runtime.env_without_blender_python())
-        run_task("install", lambda: _install_work(*args), _install_finish)
+        task = tasks.ThreadTask(lambda t: _install_work(t, *args), _install_finish, name="install",
+                                label="Checking Python")
+        task.log_path = str(log_path)
+        run_task(task)
         if bpy.app.background and task.error:
             self.report({"ERROR"}, task.error)
             return {"CANCELLED"}
         return {"FINISHED"}
 
 
-def _install_work(base_python: str, venv_dir, log_path, env: dict[str, str]) -> None:
+def _install_work(task: tasks.ThreadTask, base_python: str, venv_dir, log_path, env: dict[str, str]) -> None:
     """On the task thread: check Blender's Python, pick the torch build, run the pip steps."""
-    task = TASKS["install"]
     try:
         runtime_setup.check_python_version(base_python)
         task.label = "Looking for an NVIDIA GPU"
@@ -178,14 +127,14 @@ def _install_work(base_python: str, venv_dir, log_path, env: dict[str, str]) -> 
         job = runtime_setup.CommandSequence(steps, log_path, env=env)
         job.start()
     except VGGTError as exc:
-        task.error = one_line(exc)
+        task.error, task.error_code = one_line(exc), exc.code
         return
     except Exception as exc:  # e.g. the log folder cannot be written: say so instead of "installed"
         task.error = one_line(f"cannot start the installation: {type(exc).__name__}: {exc}")
         return
     cancel_sent = False
     while not job.done:
-        if task.cancel_requested and not cancel_sent:
+        if task.cancelled and not cancel_sent:
             job.cancel()
             cancel_sent = True
         task.label, task.fraction, task.message = job.label, job.fraction, job.last_line
@@ -193,17 +142,16 @@ def _install_work(base_python: str, venv_dir, log_path, env: dict[str, str]) -> 
     task.label, task.fraction, task.message = job.label, job.fraction, job.last_line
     if job.returncode == 0:
         task.message = "Runtime installed"
-    elif task.cancel_requested:
+    elif task.cancelled:
         task.message, task.error = "", "Installation cancelled"
     else:
         task.error = one_line(job.error or f"installation failed (exit code {job.returncode})")
         task.error += f" (log: {job.log_path})"
 
 
-def _install_finish() -> None:
+def _install_finish(task: tasks.ThreadTask) -> None:
     """On the main thread: the new runtime's status is probed (the panel shows it)."""
-    TASKS["install"].running = False
-    if not TASKS["install"].error:
+    if not task.error:
         runtime.clear_status()
         runtime.refresh_status(wait=bpy.app.background)
 
@@ -241,14 +189,15 @@ class VGGT_OT_download_weights(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return not TASKS["download"].running
+        return not tasks.running("download")
 
     def _offline(self) -> bool:
         if bpy.app.online_access:
             return False
-        TASKS["download"].error = ("Online access is disabled: enable it in Preferences > System > Network, "
-                                   "or download the weights yourself and set their path")
-        self.report({"ERROR"}, TASKS["download"].error)
+        error = ("Online access is disabled: enable it in Preferences > System > Network, "
+                 "or download the weights yourself and set their path")
+        tasks.note("download", error=error)
+        self.report({"ERROR"}, error)
         return True
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
@@ -283,12 +232,11 @@ class VGGT_OT_download_weights(bpy.types.Operator):
             return {"CANCELLED"}
         prefs = runtime.get_prefs(context)
         info = checkpoint_info(prefs.checkpoint)
-        task = TASKS["download"]
-        task.running, task.cancel_requested, task.error, task.message = True, False, "", ""
-        task.label, task.fraction, task.log_path = f"Downloading {info['name']}", 0.0, ""
         result: dict = {}
         token = prefs.hf_token.strip() or None
-        run_task("download", lambda: _download_work(info, token, result), lambda: _download_finish(result))
+        task = run_task(tasks.ThreadTask(lambda t: _download_work(t, info, token, result),
+                                         lambda t: _download_finish(t, result), name="download",
+                                         label=f"Downloading {info['name']}"))
         if bpy.app.background:
             if task.error:
                 self.report({"ERROR"}, task.error)
@@ -297,11 +245,9 @@ class VGGT_OT_download_weights(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def _download_work(info: dict, token: str | None, result: dict) -> None:
+def _download_work(task: tasks.ThreadTask, info: dict, token: str | None, result: dict) -> None:
     # The shared downloader: keeps a finished file, checks the gated token, resumes the .part file.
     from ..vggt_blender.weights.download import download_named_checkpoint
-
-    task = TASKS["download"]
 
     def progress(fraction: float, message: str) -> None:
         task.fraction, task.message = fraction, message
@@ -310,22 +256,21 @@ def _download_work(info: dict, token: str | None, result: dict) -> None:
         # Cancel keeps the .part file: the next download resumes where this one stopped.
         result["path"] = str(download_named_checkpoint(
             info["name"], info["dest"], token=token, progress=progress,
-            should_cancel=lambda: task.cancel_requested, url=info["url"], token_hint=BLENDER_TOKEN_HINT))
+            should_cancel=lambda: task.cancelled, url=info["url"], token_hint=BLENDER_TOKEN_HINT))
     except VGGTError as exc:
-        if getattr(exc, "code", "") == "cancelled" or task.cancel_requested:
-            result["error"] = "Download cancelled (it resumes where it stopped next time)"
+        if exc.code == "cancelled" or task.cancelled:
+            task.error, task.error_code = "Download cancelled (it resumes where it stopped next time)", "cancelled"
         else:
-            result["error"] = one_line(exc)
+            task.error, task.error_code = one_line(exc), exc.code
     except Exception as exc:  # network errors the downloader did not translate
-        result["error"] = one_line(f"{info['url']}: download failed ({type(exc).__name__}: {exc})")
+        task.error, task.error_code = one_line(f"{info['url']}: download failed ({type(exc).__name__}: {exc})"), \
+            "download_failed"
 
 
-def _download_finish(result: dict) -> None:
+def _download_finish(task: tasks.ThreadTask, result: dict) -> None:
     """On the main thread: point the preferences at the new file and re-check the runtime status."""
-    task = TASKS["download"]
-    task.running = False
     if "path" not in result:
-        task.error = result.get("error", "download failed")
+        task.error = task.error or "download failed"
         return
     prefs = runtime.get_prefs()
     if prefs is not None:
@@ -345,7 +290,7 @@ classes = (
 
 
 def register() -> None:
-    pass
+    tasks.register()
 
 
 def unregister() -> None:

@@ -22,6 +22,7 @@ pytest.importorskip("bpy")  # the Blender-side tests need the bpy module in this
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_CONFIG = FIXTURES / "parity" / "tiny" / "config.json"
+HOOKS = Path(__file__).parent / "worker_hooks"  # test-only faults for the worker (sitecustomize.py)
 RUNTIME_PYTHON = os.environ.get("VGGT_TEST_RUNTIME_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
 BLENDER = os.environ.get("VGGT_TEST_BLENDER", "")  # "4.2" on the second Blender in CI
 
@@ -98,23 +99,19 @@ OUT["import_menu"] = any("vggt" in getattr(f, "__module__", "") for f in
 def load_handlers():
     return sum(1 for h in bpy.app.handlers.load_pre if getattr(h, "__module__", "").startswith(pkg))
 cycles = []
+import threading
 for i in range(2):
-    # Timers of a probe and of a background task in progress must not outlive the add-on.
-    runtime_mod = importlib.import_module(pkg + ".runtime")
-    runtime_ops_mod = importlib.import_module(pkg + ".operators.runtime")
-    probe_timer = runtime_mod._redraw_when_probed
-    bpy.app.timers.register(probe_timer, first_interval=100)
-    task_timer = lambda: 100.0
-    runtime_ops_mod._TIMERS["download"] = task_timer
-    runtime_ops_mod.TASKS["download"].running = True
-    bpy.app.timers.register(task_timer, first_interval=100)
+    # The task timer and a background task in progress must not outlive the add-on.
+    tasks_mod = importlib.import_module(pkg + ".tasks")
+    gate = threading.Event()
+    task = tasks_mod.start(tasks_mod.ThreadTask(lambda t: gate.wait(30), name="download"))
+    bpy.app.timers.register(tasks_mod._tick, first_interval=100)  # as start() does with a UI
     handlers_on = load_handlers()
     bpy.ops.preferences.addon_disable(module=pkg)
     off = state()
-    off_extra = {"load_handlers": load_handlers(), "probe_timer": bpy.app.timers.is_registered(probe_timer),
-                 "task_timer": bpy.app.timers.is_registered(task_timer),
-                 "task_cancelled": runtime_ops_mod.TASKS["download"].cancel_requested,
-                 "task_running": runtime_ops_mod.TASKS["download"].running}
+    off_extra = {"load_handlers": load_handlers(), "task_timer": bpy.app.timers.is_registered(tasks_mod._tick),
+                 "task_cancelled": task.cancelled, "task_running": tasks_mod.running("download")}
+    gate.set()
     bpy.ops.preferences.addon_enable(module=pkg)
     on = state()
     cycles.append({"off": off, "on": on, "handlers_on": handlers_on, "off_extra": off_extra})
@@ -159,7 +156,7 @@ class PrefsProxy:
         return getattr(prefs(pkg), name)
 panel = bpy.types.VGGT_PT_main
 pref_cls = type(prefs(pkg))
-runtime_ops = importlib.import_module(pkg + ".operators.runtime")
+tasks_mod = importlib.import_module(pkg + ".tasks")
 settings = bpy.context.scene.vggt
 job = bpy.context.window_manager.vggt_job
 drawn = 0
@@ -175,8 +172,13 @@ for state in ("empty", "photos", "running", "error"):
     job.last_error = "broken.jpg: not an image file" if state == "error" else ""
     job.log_path = "/tmp/x.log"
     panel.draw(types.SimpleNamespace(layout=CheckLayout()), bpy.context)
-    runtime_ops.TASKS["install"].running = state == "running"
-    runtime_ops.TASKS["download"].error = "failed" if state == "error" else ""
+    if state == "running":
+        install_gate = threading.Event()
+        tasks_mod.start(tasks_mod.ThreadTask(lambda t: install_gate.wait(30), name="install", label="Installing"))
+    elif state == "error":
+        tasks_mod.cancel("install")
+        install_gate.set()
+        tasks_mod.note("download", error="failed")
     prefs(pkg).runtime_source = "CUSTOM" if state == "error" else "INSTALLED"
     pref_cls.draw(PrefsProxy(), bpy.context)
     drawn += 1
@@ -257,60 +259,132 @@ emit()
 '''
 
 DRIVER_CANCEL = r'''
-import importlib
+import importlib, types
 pkg = install()
 p = prefs(pkg)
 use_test_runtime(p)
 bpy.ops.vggt.add_photos(directory=ARGS["photos"])
 recon = importlib.import_module(pkg + ".operators.reconstruct")
-before = (len(bpy.data.objects), len(bpy.data.collections), len(bpy.data.meshes))
-# The same object the modal operator drives; Cancel in the panel calls vggt.cancel_reconstruction.
-run = recon.ReconstructionRun(bpy.context)
-run.start()
-recon.ACTIVE["run"] = run
-stages = []
-fractions = []
-t0 = time.monotonic()
-while time.monotonic() - t0 < 60 and not run.finished:
-    run.step()
-    fractions.append(run.fraction)
-    if run.stage not in stages:
-        stages.append(run.stage)
-    if run.stage in ("preprocessing", "inference"):
-        break
-    time.sleep(0.02)
-OUT["stages_seen"] = stages
-OUT["monotonic"] = all(b >= a for a, b in zip(fractions, fractions[1:])) and 0 <= fractions[-1] <= 1
-OUT["poll_before"] = bpy.ops.vggt.cancel_reconstruction.poll()
+tasks_mod = importlib.import_module(pkg + ".tasks")
 job = bpy.context.window_manager.vggt_job
-job.running = True  # as the modal operator publishes it
+
+def counts():
+    return (len(bpy.data.objects), len(bpy.data.collections), len(bpy.data.meshes))
+
+# bpy as a module has no window, so Blender would run execute(); drive the UI's modal path as Blender does:
+# invoke() with a window, then modal() on every event, while the task timer ticks.
+class WindowManager:
+    def __init__(self, real):
+        self._real, self.handlers, self.timers = real, [], []
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+    def event_timer_add(self, step, window=None):
+        self.timers.append(step)
+        return step
+    def event_timer_remove(self, timer):
+        self.timers.remove(timer)
+    def modal_handler_add(self, op):
+        self.handlers.append(op)
+
+class UIOperator:  # the operator's own methods, on a stand-in for the instance Blender makes
+    _run = None
+    _timer = None
+    def __init__(self):
+        self.reports = []
+    def report(self, level, text):
+        self.reports.append([sorted(level)[0], text])
+for name in ("invoke", "modal", "cancel", "execute", "_begin", "_report_end", "_remove_timer"):
+    setattr(UIOperator, name, recon.VGGT_OT_reconstruct.__dict__[name])
+
+def ui_context():
+    return types.SimpleNamespace(scene=bpy.context.scene, preferences=bpy.context.preferences, window=object(),
+                                 window_manager=WindowManager(bpy.context.window_manager), workspace=None)
+
+TIMER, ESC, MOUSE = (types.SimpleNamespace(type=t) for t in ("TIMER", "ESC", "MOUSEMOVE"))
+
+def drive(op, ctx, until=lambda: False, timeout=120):
+    # One timer tick of the task registry and one TIMER event for the modal operator per step; Esc and mouse
+    # moves in between pass through (Esc never cancels).
+    t0, seen = time.monotonic(), []
+    while time.monotonic() - t0 < timeout:
+        tasks_mod._tick()
+        for event in (ESC, MOUSE):
+            assert op.modal(ctx, event) == {"PASS_THROUGH"}
+        result = op.modal(ctx, TIMER)
+        seen.append((job.stage, job.progress))
+        if result != {"PASS_THROUGH"}:
+            return result, seen
+        if until():
+            return None, seen
+        time.sleep(0.02)
+    return "timeout", seen
+
+# 1. From the click to the built scene (the worker is kept alive).
+op, ctx = UIOperator(), ui_context()
+OUT["invoke"] = sorted(op.invoke(ctx, MOUSE))
+OUT["modal_handlers"] = len(ctx.window_manager.handlers)
+run1 = recon.active_run()
+OUT["poll_while_running"] = bpy.ops.vggt.reconstruct.poll()
+result, seen = drive(op, ctx)
+OUT["modal_result"] = sorted(result)
+OUT["reports"] = op.reports
+OUT["timers_left"] = ctx.window_manager.timers
+OUT["stages_seen"] = [s for i, (s, _f) in enumerate(seen) if i == 0 or seen[i - 1][0] != s]
+fractions = [f for _s, f in seen]
+OUT["monotonic"] = all(b >= a for a, b in zip(fractions, fractions[1:])) and 0 <= fractions[-1] <= 1
+coll = bpy.data.collections.get(job.last_result)
+OUT["built"] = kinds_in(coll) if coll else []
+OUT["running_after_build"] = job.running
+OUT["first_output"] = run1.output.name
+worker = run1.job.worker
+# 2. Cancel mid-run with the panel's ✕: nothing is built, the kept worker survives with its model.
+before = counts()
+op, ctx = UIOperator(), ui_context()
+op.invoke(ctx, MOUSE)
+run = recon.active_run()
+drive(op, ctx, until=lambda: run.stage in ("loading", "inference"))
+OUT["stage_at_cancel"] = run.stage
+OUT["poll_before"] = bpy.ops.vggt.cancel_reconstruction.poll()
 bpy.ops.vggt.cancel_reconstruction()
 OUT["cancelled"] = run.cancelled
-OUT["running_after_cancel"] = job.running  # reset by Cancel itself, not by the (maybe gone) modal operator
-OUT["active_after_cancel"] = recon.ACTIVE["run"] is not None
-OUT["worker_exit"] = run.job.wait(30)
-run.step()
-recon.ACTIVE["run"] = None
-OUT["after"] = (len(bpy.data.objects), len(bpy.data.collections), len(bpy.data.meshes))
-OUT["before"] = before
+OUT["running_after_cancel"] = job.running  # reset by Cancel itself, not by the modal operator
+OUT["active_after_cancel"] = recon.active_run() is not None
+result, _seen = drive(op, ctx)
+OUT["cancel_result"] = sorted(result)
+OUT["cancel_report"] = op.reports[-1]
+OUT["job_stopped"] = run.job.wait(60) if run.job.join(60) else "still running"
+OUT["same_worker_alive"] = run.job.worker is worker and worker.alive
+OUT["after"], OUT["before"] = counts(), before
 OUT["output_left"] = run.output.exists()
 OUT["outputs_in_folder"] = sorted(x.name for x in run.output.parent.glob("*.npz"))
-# Opening another file while a run is active stops its worker (load_pre handler).
-run3 = recon.ReconstructionRun(bpy.context)
-run3.start()
-recon.ACTIVE["run"] = run3
-time.sleep(0.5)
+# 3. The next run reuses the loaded model.
+OUT["third"] = sorted(bpy.ops.vggt.reconstruct())
+OUT["third_cached"] = '"cached model"' in Path(job.log_path).read_text()
+# 4. Without the kept worker, opening another file while a run is active stops its own worker: load_pre,
+# then Blender drops the modal handler (cancel()).
+p.keep_worker = False
+op, ctx = UIOperator(), ui_context()
+op.invoke(ctx, MOUSE)
+run3 = recon.active_run()
+drive(op, ctx, until=lambda: run3.stage == "loading")
 bpy.ops.wm.read_homefile(use_empty=True)
-OUT["load_exit"] = run3.job.wait(30)
-OUT["load_active"] = recon.ACTIVE["run"] is not None
+op.cancel(ctx)
+OUT["load_joined"] = run3.job.join(60)
+OUT["load_exit"] = run3.job.returncode
+OUT["load_active"] = recon.active_run() is not None
+OUT["load_message"] = run3.message  # the window manager of the new file shows no run
+OUT["load_timers"] = ctx.window_manager.timers
+job = bpy.context.window_manager.vggt_job
 bpy.ops.vggt.add_photos(directory=ARGS["photos"])
-# Disabling the add-on while a run is active stops its worker too.
-run2 = recon.ReconstructionRun(bpy.context)
-run2.start()
-recon.ACTIVE["run"] = run2
-time.sleep(0.5)
+# 5. Disabling the add-on while a kept-alive run is active stops it and ends the kept worker.
+p.keep_worker = True
+op, ctx = UIOperator(), ui_context()
+op.invoke(ctx, MOUSE)
+run2 = recon.active_run()
+drive(op, ctx, until=lambda: run2.stage == "inference")
 bpy.ops.preferences.addon_disable(module=pkg)
-OUT["disable_exit"] = run2.job.wait(30)
+OUT["disable_joined"] = run2.job.join(60) and run2.job.worker.join(60) is not None
+OUT["disable_left"] = run2.output.exists()
 emit()
 '''
 
@@ -323,10 +397,12 @@ bpy.ops.vggt.add_photos(directory=ARGS["photos"])
 # 1. No runtime at all (private runtime not installed).
 p.runtime_source = "INSTALLED"
 OUT["no_runtime"] = op_error(lambda: bpy.ops.vggt.reconstruct())
+OUT["no_runtime_code"] = bpy.context.window_manager.vggt_job.last_error_code
 # 2. A runtime path that does not exist.
 p.runtime_source = "CUSTOM"
 p.python_path = "/nonexistent/bin/python"
 OUT["missing_python"] = op_error(lambda: bpy.ops.vggt.reconstruct())
+OUT["missing_python_code"] = bpy.context.window_manager.vggt_job.last_error_code
 # 3. A photo that is not an image (the worker reports bad_image).
 p.python_path = ARGS["python"]
 p.weights_path = ARGS["weights"]
@@ -334,6 +410,7 @@ p.model_config = ARGS["config"]
 p.device = "cpu"
 settings.photos.add().filepath = ARGS["bad_photo"]
 OUT["bad_image"] = op_error(lambda: bpy.ops.vggt.reconstruct())
+OUT["bad_image_code"] = bpy.context.window_manager.vggt_job.last_error_code
 job = bpy.context.window_manager.vggt_job
 OUT["panel_error"] = job.last_error
 OUT["log_path"] = job.log_path
@@ -343,6 +420,7 @@ OUT["objects"] = len(bpy.data.objects)
 settings.photos.remove(len(settings.photos) - 1)
 p.weights_path = ARGS["weights"] + ".missing"
 OUT["no_weights"] = op_error(lambda: bpy.ops.vggt.reconstruct())
+OUT["no_weights_code"] = bpy.context.window_manager.vggt_job.last_error_code
 # 5. A Python without the runtime packages (a bare venv).
 p.weights_path = ARGS["weights"]
 import subprocess
@@ -350,11 +428,14 @@ bare = Path(ARGS["tmp"]) / "bare"
 subprocess.run([ARGS["python"], "-m", "venv", "--without-pip", str(bare)], check=True)
 p.python_path = str(bare / "bin" / "python")
 OUT["bare_python"] = op_error(lambda: bpy.ops.vggt.reconstruct())
+OUT["bare_python_code"] = bpy.context.window_manager.vggt_job.last_error_code
 # 6. Out of GPU memory in the worker (its fault-injection hook).
 p.python_path = ARGS["python"]
-os.environ["VGGT_BLENDER_TEST_FAULT"] = "oom"
+os.environ["VGGT_TEST_FAULT"] = "oom"  # a new environment: a new worker, with the fault
+os.environ["PYTHONPATH"] = ARGS["hooks"]
 OUT["oom"] = op_error(lambda: bpy.ops.vggt.reconstruct())
-del os.environ["VGGT_BLENDER_TEST_FAULT"]
+OUT["oom_code"] = job.last_error_code
+del os.environ["VGGT_TEST_FAULT"]
 OUT["objects_end"] = len(bpy.data.objects)
 # 7. The output folder cannot be created (a file named "vggt" lies beside the saved .blend).
 blocked = Path(ARGS["tmp"]) / "blocked"
@@ -362,6 +443,7 @@ blocked.mkdir()
 (blocked / "vggt").write_text("in the way")
 bpy.ops.wm.save_as_mainfile(filepath=str(blocked / "scene.blend"))
 OUT["no_folder"] = op_error(lambda: bpy.ops.vggt.reconstruct())
+OUT["no_folder_code"] = bpy.context.window_manager.vggt_job.last_error_code
 emit()
 '''
 
@@ -371,10 +453,11 @@ pkg = install()
 p = prefs(pkg)
 runtime_ops = importlib.import_module(pkg + ".operators.runtime")
 runtime_mod = importlib.import_module(pkg + ".runtime")
+tasks_mod = importlib.import_module(pkg + ".tasks")
 # Online access is off by default: installing and downloading must refuse before touching the network.
 OUT["online_default"] = bpy.app.online_access
 OUT["install_offline"] = op_error(lambda: bpy.ops.vggt.install_runtime())
-OUT["install_task_error"] = runtime_ops.TASKS["install"].error
+OUT["install_task_error"] = tasks_mod.last("install").error
 OUT["download_offline"] = op_error(lambda: bpy.ops.vggt.download_weights("EXEC_DEFAULT"))
 # Download through the operator from a local server (the registry entry is pointed at it).
 payload = os.urandom(300_000)
@@ -399,7 +482,7 @@ OUT["online_now"] = bpy.app.online_access
 OUT["download"] = sorted(bpy.ops.vggt.download_weights("EXEC_DEFAULT"))
 OUT["weights_path"] = p.weights_path
 OUT["same_bytes"] = dest.is_file() and dest.read_bytes() == payload
-OUT["download_message"] = runtime_ops.TASKS["download"].message
+OUT["download_message"] = tasks_mod.last("download").message
 # The status probe (a real subprocess of the runtime Python) sees torch and those weights.
 p.runtime_source = "CUSTOM"
 p.python_path = ARGS["python"]
@@ -409,32 +492,29 @@ server.shutdown()
 # Install: the Python check runs in the task (not in the operator's call), and its error reaches the UI.
 runtime_ops.runtime_setup.blender_python = lambda: "/nonexistent/python3"
 OUT["install_bad_python"] = op_error(lambda: bpy.ops.vggt.install_runtime())
-OUT["install_running_after"] = runtime_ops.TASKS["install"].running
-# The timer that follows a task (Blender with a UI): polls while the thread works, then finishes once.
-import threading
+OUT["install_running_after"] = tasks_mod.running("install")
+OUT["install_error_code"] = tasks_mod.last("install").error_code
+# The one timer callback (Blender with a UI): polls while the task works, then finishes it once.
 gate = threading.Event()
-thread = threading.Thread(target=gate.wait, daemon=True)
-thread.start()
 finished = []
-runtime_ops.TASKS["download"].running = True
-tick = runtime_ops.task_timer("download", thread, lambda: finished.append(1))
-runtime_ops._TIMERS["download"] = tick
-OUT["tick_while_running"] = tick()
+task = tasks_mod.start(tasks_mod.ThreadTask(lambda t: gate.wait(30), lambda t: finished.append(1), name="download"))
+OUT["tick_while_running"] = tasks_mod._tick()
+OUT["finished_while_running"] = list(finished)
 gate.set()
-thread.join()
-OUT["tick_after"] = tick()
+task.join()
+OUT["tick_after"] = tasks_mod._tick()
 OUT["tick_finished"] = finished
-OUT["tick_state"] = [runtime_ops.TASKS["download"].running, "download" in runtime_ops._TIMERS]
+OUT["tick_state"] = [tasks_mod.running("download"), tasks_mod.get("download") is not None, task.finished]
 emit()
 '''
 
 
-def run_driver(body: str, args: dict, home: Path, timeout: float = 300) -> dict:
+def run_driver(body: str, args: dict, home: Path, timeout: float = 300, env: dict | None = None) -> dict:
     home.mkdir(parents=True, exist_ok=True)
     script = home / "driver.py"
     script.write_text(textwrap.dedent(DRIVER_COMMON) + "\n" + textwrap.dedent(body))
     env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
-               XDG_CACHE_HOME=str(home / ".cache"))
+               XDG_CACHE_HOME=str(home / ".cache"), **(env or {}))
     env.pop("VGGT_WEIGHTS", None)
     out = subprocess.run([sys.executable, str(script), json.dumps(args)], capture_output=True, text=True,
                          timeout=timeout, env=env, cwd=str(home))
@@ -504,8 +584,8 @@ def test_install_enable_and_register_cycles(extension_zip, tmp_path):
         assert cycle["on"] == full
         # One load_pre handler while enabled; none, and no timers, once disabled; the running task was stopped.
         assert cycle["handlers_on"] == 1
-        assert cycle["off_extra"] == {"load_handlers": 0, "probe_timer": False, "task_timer": False,
-                                      "task_cancelled": True, "task_running": False}
+        assert cycle["off_extra"] == {"load_handlers": 0, "task_timer": False, "task_cancelled": True,
+                                      "task_running": False}
     assert r["handlers_enabled"] == 1
     assert r["after_unregister"]["menu"] is False
     assert r["after_unregister"]["panel"] is False and r["after_unregister"]["ops"] == []
@@ -543,26 +623,34 @@ def test_reconstruct_end_to_end(extension_zip, job_inputs, tmp_path):
     assert r["frame_end"] >= 3
 
 
-def test_cancel_leaves_the_scene_unchanged(extension_zip, job_inputs, tmp_path):
-    env_args = dict(job_inputs, zip=extension_zip)
-    os.environ["VGGT_BLENDER_TEST_DELAY"] = "0.5"  # slow the worker's progress so the cancel lands mid-run
-    try:
-        r = run_driver(DRIVER_CANCEL, env_args, tmp_path / "home")
-    finally:
-        os.environ.pop("VGGT_BLENDER_TEST_DELAY", None)
-    print(f"cancel: stages seen {r['stages_seen']}, worker exit {r['worker_exit']}")
-    assert r["poll_before"] is True and r["monotonic"] is True
-    assert r["cancelled"] is True
-    assert r["worker_exit"] in (130, -15), r  # the worker's cancel exit code (or killed by SIGTERM)
+def test_modal_run_and_cancel_through_the_task_timer(extension_zip, job_inputs, tmp_path):
+    # Faults and delays come from the test-only sitecustomize on the worker's PYTHONPATH.
+    r = run_driver(DRIVER_CANCEL, dict(job_inputs, zip=extension_zip), tmp_path / "home",
+                   env={"PYTHONPATH": str(HOOKS), "VGGT_TEST_DELAY": "0.3"})
+    print(f"cancel: stages seen {r['stages_seen']}, cancelled at {r['stage_at_cancel']}, "
+          f"one-shot worker exit {r['load_exit']}")
+    assert r["invoke"] == ["RUNNING_MODAL"] and r["modal_handlers"] == 1 and r["poll_while_running"] is False
+    assert r["modal_result"] == ["FINISHED"] and r["timers_left"] == []
+    assert r["reports"] == [["INFO", "VGGT: created collection photos from 3 photos"]]
+    assert r["stages_seen"][0] in ("Starting", "Preparing photos") and r["stages_seen"][-1] == "Building scene"
+    assert r["monotonic"] is True
+    assert r["built"] == ["camera", "depth_plane", "point_cloud"] and r["running_after_build"] is False
+    assert r["poll_before"] is True and r["cancelled"] is True
+    assert r["cancel_result"] == ["CANCELLED"] and r["cancel_report"] == ["WARNING", "VGGT: reconstruction cancelled"]
+    assert r["job_stopped"] == "cancelled" and r["same_worker_alive"] is True
     assert r["after"] == r["before"]
-    assert r["output_left"] is False and r["outputs_in_folder"] == []
+    assert r["output_left"] is False and r["outputs_in_folder"] == [r["first_output"]]
     assert r["running_after_cancel"] is False and r["active_after_cancel"] is False
-    assert r["load_exit"] in (130, -15) and r["load_active"] is False
-    assert r["disable_exit"] in (130, -15)
+    assert r["third"] == ["FINISHED"] and r["third_cached"] is True
+    # A one-shot worker cancelled while loading the model exits cleanly with 130 (never SIGABRT).
+    assert r["load_joined"] is True and r["load_exit"] == 130 and r["load_active"] is False
+    assert r["load_message"] == "Cancelled: another file was opened" and r["load_timers"] == []
+    assert r["disable_joined"] is True and r["disable_left"] is False
 
 
 def test_readable_errors(extension_zip, job_inputs, tmp_path):
-    r = run_driver(DRIVER_ERRORS, dict(job_inputs, zip=extension_zip, tmp=str(tmp_path)), tmp_path / "home")
+    r = run_driver(DRIVER_ERRORS, dict(job_inputs, zip=extension_zip, tmp=str(tmp_path), hooks=str(HOOKS)),
+                   tmp_path / "home")
     keys = ("no_runtime", "missing_python", "bad_image", "no_weights", "bare_python", "oom", "no_folder")
     for key in keys:
         print(f"{key}: {r[key]}")
@@ -582,6 +670,10 @@ def test_readable_errors(extension_zip, job_inputs, tmp_path):
     assert "memory" in r["oom"].lower() and "full log:" in r["oom"]
     assert r["objects_end"] == 0
     assert "cannot create the output folder" in r["no_folder"] and "blocked/vggt" in r["no_folder"]
+    # Each error reaches Blender with its code.
+    assert {key: r[f"{key}_code"] for key in keys} == {
+        "no_runtime": "no_runtime", "missing_python": "no_runtime", "bad_image": "bad_image",
+        "no_weights": "no_weights", "bare_python": "no_runtime", "oom": "out_of_memory", "no_folder": "bad_request"}
 
 
 def test_runtime_operators(extension_zip, tmp_path):
@@ -602,6 +694,6 @@ def test_runtime_operators(extension_zip, tmp_path):
     print("status line:", r["status_line"])
     assert r["status_line"].startswith("torch ") and r["status_line"].endswith("weights found")
     assert "/nonexistent/python3" in r["install_bad_python"] and "does not exist" in r["install_bad_python"]
-    assert r["install_running_after"] is False
-    assert r["tick_while_running"] == pytest.approx(0.25) and r["tick_after"] is None
-    assert r["tick_finished"] == [1] and r["tick_state"] == [False, False]
+    assert r["install_running_after"] is False and r["install_error_code"] == "no_runtime"
+    assert r["tick_while_running"] == pytest.approx(0.1) and r["finished_while_running"] == []
+    assert r["tick_after"] is None and r["tick_finished"] == [1] and r["tick_state"] == [False, False, True]

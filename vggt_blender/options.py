@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+# Inference choices shared by the command line, the worker request and the preferences.
+DEVICES = ("auto", "cuda", "mps", "cpu")  # "cuda:N" is accepted too
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PREPROCESS_MODES = ("crop", "pad")
+FAST_PATH_CHOICES = ("auto", "on", "off")
+DEFAULT_CONFIG = "vggt-1b"
+
 
 @dataclass
 class SceneOptions:

@@ -1,41 +1,37 @@
-"""`python -m vggt_blender.jobs.worker [--request FILE]`: one JSON request in, JSON lines out (docs/WORKER_PROTOCOL.md).
+"""`python -m vggt_blender.jobs.worker [--request FILE] [--cancel-on-eof]`: requests in, JSON lines out.
 
-Stdout carries only protocol lines (progress, log, error, result), one JSON object per line, flushed at once;
-everything else (Python warnings, tracebacks) goes to stderr. SIGTERM/SIGINT cancel the run: what the run
-created is removed and the process exits with 130. With `"keep_alive": true` the worker keeps reading one
-request per line from stdin until EOF and reuses the loaded model.
+The messages are those of jobs/protocol.py (docs/WORKER_PROTOCOL.md). Stdout carries only protocol lines,
+flushed at once; everything else (Python warnings, tracebacks) goes to stderr. A `{"type": "cancel"}` line on
+stdin cancels the running request (SIGTERM/SIGINT too): what the run created is removed and a `cancelled` error
+line follows. With `"keep_alive": true` in the first request the worker keeps reading one request per line
+until EOF, reuses the loaded model, and survives a cancelled request; otherwise a cancel ends it with 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import protocol
+from .protocol import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, ProtocolError, parse_request
 from ..errors import CancelledError, RequestError, VGGTError
-
-PROTOCOL_CODES = {"no_weights", "bad_checkpoint", "download_failed", "bad_image", "out_of_memory", "cancelled",
-                  "bad_request", "internal"}
-EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
-
-# Request keys and their defaults; "images" and "output" are required.
-DEFAULTS: dict[str, Any] = {"weights": None, "device": "auto", "precision": "auto", "mode": "crop",
-                            "config": "vggt-1b", "download": False, "keep_alive": False, "fast_path": "auto"}
-REQUIRED = ("images", "output")
-
-# Test hooks, read only here: a sleep (seconds) at the start of every stage, and a simulated fault.
-DELAY_ENV = "VGGT_BLENDER_TEST_DELAY"
-FAULT_ENV = "VGGT_BLENDER_TEST_FAULT"
 
 
 class Cancelled(BaseException):
-    """Raised from the signal handler; a BaseException so that no `except Exception` swallows it."""
+    """Raised from the signal handler; a BaseException so that no `except Exception` swallows it.
+    `by_message`: a cancel line on stdin (a keep-alive session goes on) rather than a signal (it ends)."""
+
+    def __init__(self, by_message: bool) -> None:
+        super().__init__("cancelled")
+        self.by_message = by_message
 
 
 class Emitter:
@@ -45,48 +41,125 @@ class Emitter:
         self.stream = stream
 
     def send(self, obj: dict) -> None:
-        # ASCII only: a path with undecodable bytes (lone surrogates) cannot break the line's encoding.
-        self.stream.write(json.dumps(obj, ensure_ascii=True) + "\n")
+        self.stream.write(protocol.encode(obj))
         self.stream.flush()
 
     def progress(self, stage: str, fraction: float, message: str) -> None:
-        self.send({"type": "progress", "stage": stage, "fraction": round(float(fraction), 4), "message": message})
+        self.send(protocol.progress(stage, fraction, message))
 
     def log(self, message: str) -> None:
-        self.send({"type": "log", "message": message})
+        self.send(protocol.log(message))
+
+    def warning(self, message: str) -> None:
+        self.send(protocol.warning(message))
 
     def error(self, code: str, message: str, file: str | None = None) -> None:
-        self.send({"type": "error", "code": code if code in PROTOCOL_CODES else "internal", "message": message,
-                   "file": file})
+        self.send(protocol.error(code, message, file))
 
 
-def parse_request(data: Any) -> dict:
-    """Check a decoded request and fill defaults; raise RequestError naming the problem."""
-    if not isinstance(data, dict):
-        raise RequestError("the request must be a JSON object")
-    unknown = sorted(set(data) - set(DEFAULTS) - set(REQUIRED))
-    if unknown:
-        raise RequestError(f"unknown request key(s): {', '.join(unknown)}")
-    missing = [k for k in REQUIRED if k not in data]
-    if missing:
-        raise RequestError(f"the request lacks {', '.join(missing)}")
-    request = {**DEFAULTS, **data}
-    images = request["images"]
-    if isinstance(images, str) or not isinstance(images, list) or not all(isinstance(p, str) for p in images):
-        raise RequestError("'images' must be a list of paths (files or folders)")
-    if not images:
-        raise RequestError("'images' is empty")
-    for key in ("output", "device", "precision", "mode", "config", "fast_path"):
-        if not isinstance(request[key], str) or not request[key]:
-            raise RequestError(f"'{key}' must be a non-empty string")
-    if request["fast_path"] not in ("auto", "on", "off"):
-        raise RequestError(f"'fast_path' must be \"auto\", \"on\" or \"off\", not {request['fast_path']!r}")
-    if request["weights"] is not None and not isinstance(request["weights"], str):
-        raise RequestError("'weights' must be a path or null")
-    for key in ("download", "keep_alive"):
-        if not isinstance(request[key], bool):
-            raise RequestError(f"'{key}' must be true or false")
-    return request
+class Inbox:
+    """Reads stdin on a thread, from the raw file descriptor (a daemon thread blocked inside a buffered
+    `sys.stdin.readline()` holds its lock, and the interpreter aborts with SIGABRT when it cannot take that lock
+    at exit). Requests queue up for the main thread; a cancel line (or, with `cancel_on_eof`, the end of
+    input: the parent has gone) interrupts the running request at once."""
+
+    def __init__(self, fd: int, cancel_on_eof: bool) -> None:
+        import queue
+
+        self._fd = fd
+        self._cancel_on_eof = cancel_on_eof
+        self._lines: queue.Queue[bytes | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._running = False
+        self._pending = False  # a cancel that came before its request began
+        self._sent = False  # an interrupt is on its way to the main thread
+        self.by_message = True
+        threading.Thread(target=self._read, daemon=True, name="stdin").start()
+
+    def _read(self) -> None:
+        buffer = b""
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                self._take(line)
+        if buffer.strip():
+            self._take(buffer)
+        self._lines.put(None)
+        if self._cancel_on_eof:
+            self.cancel(by_message=False)
+
+    def _take(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            message = protocol.decode(line)
+        except ProtocolError:
+            message = None
+        if isinstance(message, dict) and message.get("type") == protocol.CANCEL:
+            self.cancel(by_message=True)
+            return
+        with self._lock:
+            self._pending = False  # a cancel sent before this request was for an earlier one
+        self._lines.put(line)
+
+    def cancel(self, by_message: bool) -> None:
+        import _thread
+
+        with self._lock:
+            if not self._running:
+                self._pending = by_message
+                return
+            self._running = False
+            self._sent = True
+            self.by_message = by_message
+            _thread.interrupt_main(signal.SIGTERM)  # runs the SIGTERM handler in the main thread
+
+    def get(self) -> bytes | None:
+        """The next request line; None at the end of input."""
+        return self._lines.get()
+
+    def rest(self) -> bytes:
+        """Everything up to the end of input (a request spread over several lines)."""
+        parts = []
+        while (line := self._lines.get()) is not None:
+            parts.append(line)
+        self._lines.put(None)
+        return b"\n".join(parts)
+
+    def begin(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, False
+            self._running = not pending
+        if pending:
+            raise Cancelled(by_message=True)
+
+    def delivered(self) -> None:
+        with self._lock:
+            self._sent = False
+
+    def end(self) -> None:
+        """The request is over: no cancel may reach it any more (one on its way is absorbed here)."""
+        with self._lock:
+            self._running = False
+            sent = self._sent
+        deadline = time.monotonic() + 1.0
+        while sent and time.monotonic() < deadline:
+            try:
+                time.sleep(0.001)  # the handler runs between these calls
+            except Cancelled:
+                break
+            with self._lock:
+                sent = self._sent
+
+
+_INBOX: Inbox | None = None
 
 
 def _ensure_weights(request: dict, emit: Emitter) -> None:
@@ -110,57 +183,84 @@ def _ensure_weights(request: dict, emit: Emitter) -> None:
     request["weights"] = str(path)
 
 
-def run_request(request: dict, emit: Emitter) -> dict:
-    """Run one checked request; return the result line's summary."""
-    from ..engine import inference
+def written_files(output: Path, rec: Any) -> list[str]:
+    """What a run wrote: the reconstruction file, then each folder holding upright copies of rotated photos."""
+    folders = []
+    for display, image in zip(rec.display_paths, rec.image_paths):
+        if display != image:
+            folder = str(Path(display).parent)
+            if folder not in folders:
+                folders.append(folder)
+    return [str(output)] + folders
 
-    delay = float(os.environ.get(DELAY_ENV, "0") or 0)
 
-    def progress(stage: str, fraction: float, message: str) -> None:
-        emit.progress(stage, fraction, message)
-        if delay and fraction == 0.0:
-            time.sleep(delay)  # test hook: a slow start of every stage, to cancel a run mid-way
+def run_request(request: dict, emit: Emitter, created: list[Path]) -> dict:
+    """Run one checked request; return its result message. `created` receives what the run wrote (so that a
+    cancel arriving after the writing can still remove it)."""
+    try:
+        from ..engine import inference
+    except ModuleNotFoundError as exc:  # a Python without the runtime's packages
+        from ..runtime_setup import RuntimeSetupError
 
-    if os.environ.get(FAULT_ENV) == "oom":
-        import torch
-
-        def out_of_memory(*_args: Any) -> dict:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
-
-        inference._forward = out_of_memory
+        raise RuntimeSetupError(f"{sys.executable}: the inference runtime has no {exc.name} module; install "
+                                "the runtime, or use a Python with torch, numpy, pillow and safetensors",
+                                file=sys.executable) from None
 
     _ensure_weights(request, emit)
     output = Path(request["output"]).expanduser().resolve()
+    existed = {output: output.exists()}
     rec = inference.reconstruct_to_file(
-        request["images"], output, progress=progress, weights=request["weights"], device=request["device"],
+        request["images"], output, progress=emit.progress, weights=request["weights"], device=request["device"],
         precision=request["precision"], mode=request["mode"], config=request["config"],
-        fast_path=request["fast_path"], warn=lambda line: emit.log(f"warning: {line}"))
-    return inference.result_summary(rec, output)
+        fast_path=request["fast_path"], warn=emit.warning)
+    files = written_files(output, rec)
+    created.extend(Path(f) for f in files if not existed.get(Path(f), False))
+    return protocol.result(str(output), files, inference.result_summary(rec, output))
 
 
-def handle(data: Any, emit: Emitter) -> int:
-    """Run one decoded request and report it; return the exit code it calls for."""
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+
+def handle(data: Any, emit: Emitter) -> tuple[int, bool]:
+    """Run one decoded request and report it; (the exit code it calls for, whether a signal cancelled it)."""
+    created: list[Path] = []
     try:
-        request = parse_request(data)
-        summary = run_request(request, emit)
-    except (Cancelled, KeyboardInterrupt, CancelledError):
+        try:
+            if _INBOX is not None:
+                _INBOX.begin()
+            request = parse_request(data)
+            message = run_request(request, emit, created)
+        finally:
+            if _INBOX is not None:
+                _INBOX.end()
+    except (Cancelled, KeyboardInterrupt, CancelledError) as exc:
+        _remove(created)  # the cancel came after the writing: a cancelled run leaves nothing
         emit.error("cancelled", "cancelled")
-        return EXIT_CANCELLED
+        _install_signal_handlers()
+        return EXIT_CANCELLED, not getattr(exc, "by_message", False)
     except VGGTError as exc:
         emit.error(exc.code, exc.message, exc.file)
-        return EXIT_ERROR
+        return EXIT_ERROR, False
     except OSError as exc:
         # Last resort for a file-system error no module turned into a VGGTError: one readable line.
         from ..cli import os_error_line
 
         emit.error("internal", os_error_line(exc), exc.filename if isinstance(exc.filename, str) else None)
-        return EXIT_ERROR
+        return EXIT_ERROR, False
     except Exception as exc:  # noqa: BLE001 - reported as "internal"; the traceback goes to stderr
         traceback.print_exc(file=sys.stderr)
         emit.error("internal", f"{type(exc).__name__}: {exc}")
-        return EXIT_ERROR
-    emit.send({"type": "result", "path": summary["path"], "summary": summary})
-    return EXIT_OK
+        return EXIT_ERROR, False
+    emit.send(message)
+    return EXIT_OK, False
 
 
 def _install_signal_handlers() -> None:
@@ -168,36 +268,71 @@ def _install_signal_handlers() -> None:
         # Ignore further signals while the cancellation unwinds and cleans up.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise Cancelled(signal.Signals(signum).name)
+        by_message = False
+        if _INBOX is not None and _INBOX._sent:
+            by_message = _INBOX.by_message
+            _INBOX.delivered()
+        raise Cancelled(by_message)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-
-
-def _decode(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise RequestError(f"the request is not valid JSON: {exc}") from None
 
 
 def _protocol_stream() -> TextIO:
     """Keep the real stdout for protocol lines and point fd 1 (and sys.stdout) at stderr, so that anything
     printed by libraries, Python or C++, cannot corrupt the protocol stream."""
     sys.stdout.flush()
-    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    stream = os.fdopen(os.dup(1), "w", encoding="ascii", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    return protocol
+    return stream
+
+
+def _decode_or_report(data: bytes, emit: Emitter) -> tuple[bool, Any]:
+    try:
+        return True, protocol.decode(data)
+    except ProtocolError as exc:
+        emit.error(exc.code, exc.message)
+        return False, None
+
+
+def _serve_stdin(inbox: Inbox, emit: Emitter) -> int:
+    first = inbox.get()
+    if first is None:
+        emit.error("bad_request", "no request on stdin")
+        return EXIT_ERROR
+    try:
+        data = protocol.decode(first)
+    except ProtocolError:
+        # A request may span several lines (then it ends with the input); bad bytes are reported at once.
+        ok, data = _decode_or_report(first + b"\n" + inbox.rest(), emit)
+        if not ok:
+            return EXIT_ERROR
+    code, by_signal = handle(data, emit)
+    if not (isinstance(data, dict) and data.get("keep_alive") is True) or by_signal:
+        return code
+    # Keep-alive: one request per line until EOF; the model stays loaded between requests.
+    worst = EXIT_OK if code == EXIT_OK else EXIT_ERROR
+    while (line := inbox.get()) is not None:
+        ok, data = _decode_or_report(line, emit)
+        if not ok:
+            worst = EXIT_ERROR
+            continue
+        code, by_signal = handle(data, emit)
+        if by_signal:
+            return EXIT_CANCELLED
+        if code != EXIT_OK:
+            worst = EXIT_ERROR
+    return worst
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _INBOX
     parser = argparse.ArgumentParser(prog="python -m vggt_blender.jobs.worker",
                                      description="Run VGGT on a JSON request; JSON lines on stdout.")
-    parser.add_argument("--request", help="JSON request file (default: read the request from stdin)")
+    parser.add_argument("--request", help="JSON request file (default: read requests from stdin)")
     parser.add_argument("--cancel-on-eof", action="store_true",
-                        help="one-line request on stdin, no keep_alive: end of input on stdin (the parent closed "
-                             "it or died) cancels the run")
+                        help="the end of input on stdin (the parent closed it or died) cancels the running request")
     args = parser.parse_args(argv)
 
     emit = Emitter(_protocol_stream())
@@ -205,87 +340,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.request:
             try:
-                text = Path(args.request).read_text(encoding="utf-8")
+                data = Path(args.request).read_bytes()
             except OSError as exc:
                 emit.error("bad_request", f"cannot read the request file {args.request}: {exc.strerror or exc}",
                            args.request)
                 return EXIT_ERROR
-            return _serve(text, None, emit)
-        # A single request may span several lines; a keep-alive session sends one request per line.
-        first = sys.stdin.readline()
-        try:
-            data = json.loads(first)
-        except ValueError:
-            return _serve(first + sys.stdin.read(), None, emit)
-        if args.cancel_on_eof and not (isinstance(data, dict) and data.get("keep_alive") is True):
-            # One-shot with the parent holding stdin open: its end means the parent is gone.
-            watcher = _StdinWatcher(sys.stdin)
-            try:
-                return _serve(first, None, emit)
-            finally:
-                watcher.stop()
-        return _serve(first, sys.stdin, emit)
+            ok, request = _decode_or_report(data, emit)
+            return handle(request, emit)[0] if ok else EXIT_ERROR
+        _INBOX = Inbox(sys.stdin.fileno(), args.cancel_on_eof)
+        return _serve_stdin(_INBOX, emit)
     except (Cancelled, KeyboardInterrupt):
         emit.error("cancelled", "cancelled")
         return EXIT_CANCELLED
 
 
-class _StdinWatcher:
-    """Reads stdin on a daemon thread; end of input (or a read error) while the run is active delivers SIGTERM
-    to the main thread, which cancels the run like a real signal (cleanup, exit 130)."""
-
-    def __init__(self, stream: TextIO) -> None:
-        import threading
-
-        self._stream = stream
-        self._active = True
-        self._lock = threading.Lock()
-        threading.Thread(target=self._watch, daemon=True, name="stdin-eof").start()
-
-    def _watch(self) -> None:
-        import _thread
-
-        try:
-            while self._stream.readline():
-                pass  # the parent has nothing more to say in one-shot mode; anything sent is ignored
-        except (OSError, ValueError):
-            pass
-        with self._lock:
-            if self._active:
-                _thread.interrupt_main(signal.SIGTERM)
-
-    def stop(self) -> None:
-        with self._lock:
-            self._active = False
-
-
-def _serve(text: str, more: TextIO | None, emit: Emitter) -> int:
-    try:
-        data = _decode(text)
-    except RequestError as exc:
-        emit.error(exc.code, exc.message)
-        return EXIT_ERROR
-    code = handle(data, emit)
-    keep_alive = isinstance(data, dict) and data.get("keep_alive") is True
-    if not keep_alive or more is None or code == EXIT_CANCELLED:
-        return code
-    # Keep-alive: one request per line until EOF; the model stays loaded between requests.
-    worst = code
-    for line in more:
-        if not line.strip():
-            continue
-        try:
-            data = _decode(line)
-        except RequestError as exc:
-            emit.error(exc.code, exc.message)
-            worst = EXIT_ERROR
-            continue
-        code = handle(data, emit)
-        if code == EXIT_CANCELLED:
-            return code
-        worst = max(worst, code)
-    return worst
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    sys.stderr.flush()
+    # No interpreter teardown: daemon threads (stdin, torch's pools) must not turn a clean exit into an abort.
+    os._exit(status)

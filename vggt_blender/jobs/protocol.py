@@ -1,0 +1,201 @@
+"""The job protocol (stdlib only): the request schema, the messages a job sends back, their encoding.
+
+One JSON object per line, ASCII only (`ensure_ascii`), in both directions. A local worker speaks it over
+stdin/stdout (docs/WORKER_PROTOCOL.md); a server can speak the same messages over HTTP. Everything here is
+pure data and checks: no process, no file system.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .. import errors
+from ..errors import RequestError
+from ..options import DEFAULT_CONFIG, DEVICES, FAST_PATH_CHOICES, PRECISIONS, PREPROCESS_MODES
+
+PROTOCOL_VERSION = 1
+
+# ---- request ----------------------------------------------------------------------------------------------
+
+REQUIRED = ("images", "output")
+# Optional keys and their defaults.
+DEFAULTS: dict[str, Any] = {"weights": None, "device": "auto", "precision": "auto", "mode": "crop",
+                            "config": DEFAULT_CONFIG, "download": False, "keep_alive": False, "fast_path": "auto"}
+_CUDA_INDEX = re.compile(r"cuda:\d+")
+# Longest file name (without folder) an output may have: its companion folder adds "_images" (3 more bytes),
+# and most file systems stop at 255 bytes.
+MAX_OUTPUT_NAME = 240
+
+# ---- messages ---------------------------------------------------------------------------------------------
+
+PROGRESS, LOG, WARNING, ERROR, RESULT = "progress", "log", "warning", "error", "result"
+EVENT_TYPES = (PROGRESS, LOG, WARNING, ERROR, RESULT)
+CANCEL = "cancel"  # the only message a client sends besides requests
+STAGES = ("preprocessing", "loading", "inference", "writing")
+
+
+def _codes_of(cls: type) -> set[str]:
+    found = {cls.code}
+    for sub in cls.__subclasses__():
+        found |= _codes_of(sub)
+    return found
+
+
+def _error_codes() -> tuple[str, ...]:
+    # The codes are the errors' own: one owner. Importing these two stdlib modules registers their classes.
+    from ..runtime_setup import RuntimeSetupError  # noqa: F401  ("no_runtime")
+    from ..weights.download import DownloadError  # noqa: F401  ("download_failed")
+
+    return tuple(sorted(_codes_of(errors.VGGTError)))
+
+
+ERROR_CODES = _error_codes()
+EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
+# Deepest JSON nesting accepted: requests are flat; this keeps a hostile line from exhausting the stack.
+MAX_DEPTH = 32
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+
+class ProtocolError(RequestError):
+    """A line that is not a protocol message (bad bytes, bad JSON, wrong shape): a `bad_request`."""
+
+
+# ---- building messages --------------------------------------------------------------------------------------
+
+def progress(stage: str, fraction: float, message: str = "") -> dict:
+    return {"type": PROGRESS, "stage": stage, "fraction": round(min(max(float(fraction), 0.0), 1.0), 4),
+            "message": message}
+
+
+def log(message: str) -> dict:
+    return {"type": LOG, "message": message}
+
+
+def warning(message: str) -> dict:
+    return {"type": WARNING, "message": message}
+
+
+def error(code: str, message: str, file: str | None = None) -> dict:
+    return {"type": ERROR, "code": code if code in ERROR_CODES else "internal", "message": message, "file": file}
+
+
+def error_from(exc: errors.VGGTError) -> dict:
+    return error(exc.code, exc.message, exc.file)
+
+
+def result(path: str, files: list[str], summary: dict) -> dict:
+    """`path`: the reconstruction file; `files`: everything the run wrote (that file first, then companions
+    such as the folder of upright photo copies), so a client can fetch them without knowing their names."""
+    return {"type": RESULT, "path": path, "files": list(files), "summary": summary}
+
+
+def cancel() -> dict:
+    return {"type": CANCEL}
+
+
+# ---- encoding ---------------------------------------------------------------------------------------------
+
+def encode(message: dict) -> str:
+    """One line, newline included. ASCII: a path with undecodable bytes (a lone surrogate) survives."""
+    return json.dumps(message, ensure_ascii=True) + "\n"
+
+
+def _depth_exceeds(text: str, limit: int) -> bool:
+    """True when brackets outside strings nest deeper than `limit` (checked before json.loads recurses)."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def decode(data: bytes | str) -> Any:
+    """A JSON value from one line (or one document); ProtocolError for bad UTF-8, bad JSON or deep nesting."""
+    if isinstance(data, bytes):
+        if len(data) > MAX_LINE_BYTES:
+            raise ProtocolError(f"the message is longer than {MAX_LINE_BYTES} bytes")
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"the message is not valid UTF-8 (byte {exc.start})") from None
+    if _depth_exceeds(data, MAX_DEPTH):
+        raise ProtocolError(f"the message nests deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"the message is not valid JSON: {exc}") from None
+
+
+def decode_event(line: bytes | str) -> dict:
+    """A message sent back by a job; a line that is not one becomes a `log` message (never an exception)."""
+    text = line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line
+    try:
+        message = decode(text)
+    except ProtocolError:
+        message = None
+    if not isinstance(message, dict) or message.get("type") not in EVENT_TYPES:
+        return log(text.rstrip("\r\n"))
+    return message
+
+
+# ---- checking a request -----------------------------------------------------------------------------------
+
+def parse_request(data: Any) -> dict:
+    """A decoded request checked and completed with defaults; RequestError names the first problem."""
+    if not isinstance(data, dict):
+        raise RequestError("the request must be a JSON object")
+    unknown = sorted(set(data) - set(DEFAULTS) - set(REQUIRED) - {"type"})
+    if unknown:
+        raise RequestError(f"unknown request key(s): {', '.join(unknown)}")
+    if data.get("type", "request") != "request":
+        raise RequestError(f"'type' of a request must be \"request\", not {data['type']!r}")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise RequestError(f"the request lacks {', '.join(missing)}")
+    request = {**DEFAULTS, **{k: v for k, v in data.items() if k != "type"}}
+    images = request["images"]
+    if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
+        raise RequestError("'images' must be a list of paths (files or folders)")
+    if not images:
+        raise RequestError("'images' is empty")
+    for key in ("output", "device", "precision", "mode", "config", "fast_path"):
+        if not isinstance(request[key], str) or not request[key]:
+            raise RequestError(f"'{key}' must be a non-empty string")
+    for key, choices in (("precision", PRECISIONS), ("mode", PREPROCESS_MODES), ("fast_path", FAST_PATH_CHOICES)):
+        if request[key] not in choices:
+            raise RequestError(f"'{key}' must be one of {', '.join(choices)}, not {request[key]!r}")
+    if request["device"] not in DEVICES and not _CUDA_INDEX.fullmatch(request["device"]):
+        raise RequestError(f"'device' must be one of {', '.join(DEVICES)} or cuda:N, not {request['device']!r}")
+    name = request["output"].replace("\\", "/").rsplit("/", 1)[-1]
+    if not name.lower().endswith(".npz"):
+        raise RequestError(f"'output' must name a .npz file: {request['output']}", file=request["output"])
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_OUTPUT_NAME:
+        raise RequestError(f"'output' has a file name of {len(name)} characters; at most {MAX_OUTPUT_NAME} "
+                           "are allowed", file=request["output"])
+    if request["weights"] is not None and not isinstance(request["weights"], str):
+        raise RequestError("'weights' must be a path or null")
+    for key in ("download", "keep_alive"):
+        if not isinstance(request[key], bool):
+            raise RequestError(f"'{key}' must be true or false")
+    return request
+
+
+def make_request(images: list[str], output: str, **options: Any) -> dict:
+    """A complete, checked request (what a client sends)."""
+    return parse_request({"images": list(images), "output": str(output), **options})
