@@ -171,6 +171,11 @@ def create_app(get_service: Callable[[], Service], title: str = "VGGT reconstruc
         """Whether the server can take jobs (no token needed)."""
         return get_service().health()
 
+    @app.get("/v1/auth", dependencies=[Depends(authorise)], tags=["service"], responses=_errors(401))
+    def check_token() -> dict:
+        """200 when the token is right (the extension's Test Connection)."""
+        return {"ok": True, "auth": get_service().config.auth_required}
+
     @app.post("/v1/jobs", status_code=202, response_model=Accepted, dependencies=[Depends(authorise)],
               openapi_extra={"requestBody": UPLOAD_BODY}, tags=["jobs"],
               responses=_errors(400, 401, 413, 422, 429, 503))

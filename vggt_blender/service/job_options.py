@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ..errors import RequestError
-from ..jobs.worker import parse_request  # the worker's own checks of every field's type and choices
+from ..jobs.protocol import parse_request  # the worker's own checks of every field's type and choices
 
 CLIENT_KEYS = ("images", "output", "precision", "mode", "fast_path", "config", "model", "device", "weights",
                "download", "keep_alive", "type")

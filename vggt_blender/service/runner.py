@@ -49,9 +49,9 @@ class DeviceRunner:
         self.current: str | None = None
         self.wake = threading.Event()
         self._stop = threading.Event()
-        log = store.root / "logs" / f"worker-{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        self.session = WorkerSession(config.python, log_path=log)
+        self.log = store.root / "logs" / f"worker-{name}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.session = WorkerSession(config.python)
         self._thread = threading.Thread(target=self._loop, daemon=True, name=f"runner-{name}")
         self._last_maintenance = 0.0
 
@@ -104,10 +104,9 @@ class DeviceRunner:
         write_png(photo)
         request = {"images": [str(photo)], "output": str(folder / "warmup.npz"), **self._model_fields()}
         try:
-            final = self.session.run(request, lambda _m: None, lambda: self._stop.is_set())
+            final = self.session.run(request, self.log, lambda _m: None, lambda: self._stop.is_set())
         except WorkerGone as exc:
-            final = {"type": "error", "code": "internal",
-                     "message": f"{exc}: {exc.stderr_tail.splitlines()[-1] if exc.stderr_tail else ''}"}
+            final = {"type": "error", "code": "internal", "message": f"{exc}: {exc.log_tail}"}
         shutil.rmtree(folder, ignore_errors=True)
         if final.get("type") == "result":
             self.state = READY
@@ -161,11 +160,12 @@ class DeviceRunner:
                 store.update(job_id, add_message={"type": kind, "message": public.text(message.get("message", ""))})
 
         try:
-            final = self.session.run(request, on_message, lambda: store.cancel_requested(job_id),
+            final = self.session.run(request, folder / "worker.log", on_message,
+                                     lambda: store.cancel_requested(job_id),
                                      tick=lambda: store.heartbeat(job_id, self.owner))
         except WorkerGone as exc:
             shutil.rmtree(out, ignore_errors=True)
-            tail = exc.stderr_tail.strip().splitlines()
+            tail = exc.log_tail.strip().splitlines()
             if store.cancel_requested(job_id):
                 self._cancelled(job_id)
                 return
