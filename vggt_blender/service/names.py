@@ -21,17 +21,20 @@ def base_name(sent: str) -> str:
 def safe_name(sent: str, fallback: str = "photo") -> str:
     """An ASCII file name made from `sent` that is safe in one folder: never empty, never starting with a dot,
     never "." or "..", no separators; the extension is kept (lower-case)."""
-    name = unicodedata.normalize("NFKD", base_name(sent)).encode("ascii", "ignore").decode("ascii")
-    name = _RUNS.sub("_", _UNSAFE.sub("_", name)).strip(" ._")
+    name = base_name(sent)
     stem, dot, ext = name.rpartition(".")
     if not dot:
         stem, ext = name, ""
-    stem = stem.strip(" ._") or fallback
+    stem, ext = _clean(stem) or fallback, _clean(ext).lower()[:16]
     if stem.lower() in _RESERVED:
         stem = f"{stem}_"
-    ext = ext.lower()[:16]
     stem = stem[: MAX_NAME_CHARS - len(ext) - 1]
     return f"{stem}.{ext}" if ext else stem
+
+
+def _clean(part: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", part).encode("ascii", "ignore").decode("ascii")
+    return _RUNS.sub("_", _UNSAFE.sub("_", ascii_text)).strip(" ._")
 
 
 class UniqueNames:
