@@ -10,7 +10,7 @@ from ..registration import unregister_classes
 
 # Modules exposing `classes`; a module may also expose `menu_func_import` (File > Import) and its own
 # register()/unregister() for what is not a class (handlers, timers, background tasks).
-_MODULE_NAMES = ("photos", "runtime", "reconstruct", "import_reconstruction", "look_through")
+_MODULE_NAMES = ("photos", "runtime", "server", "reconstruct", "import_reconstruction", "look_through")
 
 _registered: list[type] = []
 _menu_funcs: list = []

@@ -1,5 +1,5 @@
-"""Shared by the service tests: a real `python -m vggt_blender serve` on 127.0.0.1 (a free port), a tiny
-checkpoint, small photos, and a few raw-HTTP helpers."""
+"""Shared by the service tests: a real `python -m vggt_blender serve` on 127.0.0.1 (a free port) and a few
+raw-HTTP helpers (stdlib only: the Blender-side test imports them too)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_inference import TINY_CONFIG, write_photos, write_tiny_checkpoint  # noqa: E402,F401
-
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS = Path(__file__).resolve().parent / "worker_hooks"
+TINY_CONFIG = Path(__file__).resolve().parent / "fixtures" / "parity" / "tiny" / "config.json"
 TOKEN = "test-token-0123456789abcdef"
 START_TIMEOUT = 180.0
 
@@ -28,7 +26,7 @@ class Server:
     """A serve process; `url` once it listens. `stop()` ends it (SIGTERM), `kill()` hard (SIGKILL)."""
 
     def __init__(self, data_dir: Path, weights: Path, *args: str, token: str | None = TOKEN, port: int = 0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, python: str = sys.executable) -> None:
         self.data_dir = data_dir
         full_env = dict(os.environ)
         full_env.pop("VGGT_WEIGHTS", None)
@@ -41,7 +39,7 @@ class Server:
         self.token = token
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "vggt_blender", "serve", "--port", str(port), "--data-dir", str(data_dir),
+            [python, "-m", "vggt_blender", "serve", "--port", str(port), "--data-dir", str(data_dir),
              "--weights", str(weights), "--model", str(TINY_CONFIG), "--device", "cpu", *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=full_env, cwd=str(data_dir.parent))
         self._listening = threading.Event()

@@ -15,9 +15,8 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from service_helpers import (TINY_CONFIG, TOKEN, Server, call, multipart, submit, wait_for,  # noqa: E402
-                             write_photos, write_tiny_checkpoint)
-from test_inference import photo_pixels  # noqa: E402
+from service_helpers import TINY_CONFIG, TOKEN, Server, call, multipart, submit, wait_for  # noqa: E402
+from test_inference import photo_pixels, write_photos, write_tiny_checkpoint  # noqa: E402
 from vggt_blender.io.reconstruction import load_reconstruction  # noqa: E402
 from vggt_blender.jobs.remote import RemoteJob  # noqa: E402
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from service_helpers import TOKEN, Server, call, submit, wait_for, write_photos, write_tiny_checkpoint  # noqa: E402
+from service_helpers import TOKEN, Server, call, submit, wait_for  # noqa: E402
+from test_inference import write_photos, write_tiny_checkpoint  # noqa: E402
 from vggt_blender.jobs.remote import RemoteJob  # noqa: E402
 
 DELAY = "1.5"  # seconds at the start of every stage (tests/worker_hooks): room to act mid-run

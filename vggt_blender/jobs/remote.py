@@ -35,8 +35,10 @@ RETRY_STATUSES = (429, 503)  # queue full, model loading: the server asks to com
 
 class RemoteJob(Job):
     def __init__(self, server_url: str, token: str | None, request: dict, *, poll_interval: float = 0.5,
-                 reconnect_for: float = 300.0, timeout: float = 30.0) -> None:
+                 reconnect_for: float = 300.0, timeout: float = 30.0,
+                 log_path: str | os.PathLike[str] | None = None) -> None:
         super().__init__(request)
+        self.log_path = Path(log_path) if log_path else None
         self.server_url = server_url
         self.token = token
         self.poll_interval = poll_interval
@@ -53,6 +55,10 @@ class RemoteJob(Job):
 
     def _begin(self) -> None:
         self.client = ServiceClient(self.server_url, self.token, timeout=self.timeout)
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.log_path.write_text(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} server {self.client.url}\n",
+                                     encoding="utf-8")
         self.photos, warnings = collect_images(self.request["images"])  # a missing photo fails at once, here
         for line in warnings:
             self._events.put(protocol.warning(line))
@@ -101,6 +107,12 @@ class RemoteJob(Job):
 
     def _send(self, event: dict) -> None:
         self._events.put(event)
+        if self.log_path is not None:  # the same lines a local worker's log holds
+            try:
+                with open(self.log_path, "a", encoding="utf-8") as log:
+                    log.write(protocol.encode(event))
+            except OSError:
+                pass
 
     def _run(self) -> None:
         try:
