@@ -303,3 +303,25 @@ def test_remote_job_runs_like_a_local_one_and_fetches_upright_copies(setup, tmp_
     fetched = job.fetch(tmp_path / "elsewhere")
     assert [p.name for p in fetched] == ["shot.npz", "shot_images"] and (fetched[1] / "rotated.jpg").is_file()
     assert not [p for p in output.parent.iterdir() if p.name.startswith(".vggt_tmp_")]
+
+
+def test_command_line_server_option_runs_without_torch(setup, tmp_path):
+    import subprocess
+
+    server = setup["server"]
+    output = tmp_path / "cli" / "scene.npz"
+    code = ("import sys; sys.modules['torch'] = None; from vggt_blender.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")  # a pipeline machine without torch
+    args = [sys.executable, "-c", code, "reconstruct", str(setup["photos"][0]), "-o", str(output),
+            "--server", server.url, "--config", str(TINY_CONFIG), "-q"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent), VGGT_SERVER_TOKEN=TOKEN)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stderr and "1 image(s)" in done.stderr
+    assert load_reconstruction(output).image_paths == [str(setup["photos"][0])]
+    env["VGGT_SERVER_TOKEN"] = "wrong-token-0123456789abcdef"
+    refused = subprocess.run(args[:-1] + ["-o", str(tmp_path / "other.npz")], capture_output=True, text=True,
+                             timeout=120, env=env)
+    assert refused.returncode == 1 and "error: server" in refused.stderr and "Bearer" in refused.stderr, \
+        refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "other.npz").exists()

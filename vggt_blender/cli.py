@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--download", action="store_true",
                      help="download the official checkpoint if none is found (prints its licence first)")
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only warnings and errors")
+    rec.add_argument("--server", metavar="URL",
+                     help="run on a reconstruction server (python -m vggt_blender serve) instead of here; "
+                          "its token from $VGGT_SERVER_TOKEN")
 
     scene = rec.add_argument_group("Blender scene (--blend; needs the bpy module)")
     scene.add_argument("--blend", help="also build the Blender scene and save it to this .blend file")
@@ -118,7 +121,6 @@ def _byte_progress(bar: Any) -> Callable[[float, str], None]:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from .engine.inference import reconstruct_to_file, result_summary
     from .progress import StageProgress
 
     if not args.output and not args.blend:
@@ -135,6 +137,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     npz_is_byproduct = blend is not None and not args.output
     npz_existed = output.exists()
 
+    if args.server and (args.weights or args.download):
+        raise RequestError("--weights and --download are the server's own: leave them out with --server")
     bar = StageProgress(quiet=args.quiet)
     weights = args.weights
     if args.download and weights is None:
@@ -150,9 +154,15 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             weights = str(download_named_checkpoint("vggt-1b", say=bar.message, progress=_byte_progress(bar)))
 
     try:
-        rec = reconstruct_to_file(args.inputs, output, progress=bar, weights=weights, device=args.device,
-                                  precision=args.precision, mode=args.mode, config=args.config,
-                                  fast_path=args.fast_path, warn=lambda line: bar.message(f"warning: {line}"))
+        if args.server:
+            summary = _reconstruct_on_server(args, output, bar)
+        else:
+            from .engine.inference import reconstruct_to_file, result_summary
+
+            rec = reconstruct_to_file(args.inputs, output, progress=bar, weights=weights, device=args.device,
+                                      precision=args.precision, mode=args.mode, config=args.config,
+                                      fast_path=args.fast_path, warn=lambda line: bar.message(f"warning: {line}"))
+            summary = result_summary(rec, output)
     except BaseException:
         bar.abort()
         raise
@@ -177,12 +187,43 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             raise
         written.append(str(blend))
     bar.finish()
-    summary = result_summary(rec, output)
     width, height = summary["model_size"]
     total = sum(summary["timings"].values())
     _err(f"wrote {' and '.join(written)}: {summary['images']} image(s) at {width}x{height}, "
          f"{summary['points']:,} points, {total:.1f} s on {summary['device']}, {summary['precision']}")
     return EXIT_OK
+
+
+def _reconstruct_on_server(args: argparse.Namespace, output: Path, bar: Any) -> dict:
+    """The job on a reconstruction server (--server; token from $VGGT_SERVER_TOKEN); the result lands at
+    `output` only once complete. Ctrl-C cancels the job on the server. Returns the result's summary."""
+    import os
+    import time
+
+    from .jobs.remote import RemoteJob
+    from .service.config import TOKEN_ENV
+
+    request = {"images": list(args.inputs), "output": str(output), "precision": args.precision, "mode": args.mode,
+               "config": args.config, "fast_path": args.fast_path}
+    job = RemoteJob(args.server, os.environ.get(TOKEN_ENV) or None, request)
+    job.start()
+    try:
+        while True:
+            for event in job.poll():
+                if event.get("type") == "progress":
+                    bar(event["stage"], event["fraction"], event.get("message", ""))
+                elif event.get("type") == "warning":
+                    bar.message(f"warning: {event.get('message', '')}")
+            if job.finished:
+                break
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        job.cancel()
+        job.wait(30)
+        raise
+    if job.state != "done":
+        raise VGGTError(job.error_message or job.state, job.error_file)
+    return job.result["summary"]
 
 
 def cmd_info(args: argparse.Namespace) -> int:
