@@ -26,8 +26,11 @@ class Server:
     """A serve process; `url` once it listens. `stop()` ends it (SIGTERM), `kill()` hard (SIGKILL)."""
 
     def __init__(self, data_dir: Path, weights: Path, *args: str, token: str | None = TOKEN, port: int = 0,
-                 env: dict[str, str] | None = None, python: str = sys.executable) -> None:
+                 env: dict[str, str] | None = None, python: str = sys.executable,
+                 command: tuple[str, ...] = ("vggt_blender", "serve"), replicas: int = 1) -> None:
+        """`command`: the module and its first arguments (Ray Serve: ("vggt_blender.service.ray_app",))."""
         self.data_dir = data_dir
+        self.replicas = replicas
         full_env = dict(os.environ)
         full_env.pop("VGGT_WEIGHTS", None)
         full_env.update({"PYTHONPATH": os.pathsep.join([str(ROOT), str(HOOKS)]), "OMP_NUM_THREADS": "1",
@@ -39,7 +42,7 @@ class Server:
         self.token = token
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [python, "-m", "vggt_blender", "serve", "--port", str(port), "--data-dir", str(data_dir),
+            [python, "-m", *command, "--port", str(port), "--data-dir", str(data_dir),
              "--weights", str(weights), "--model", str(TINY_CONFIG), "--device", "cpu", *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=full_env, cwd=str(data_dir.parent))
         self._listening = threading.Event()

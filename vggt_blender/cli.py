@@ -157,12 +157,12 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         if args.server:
             summary = _reconstruct_on_server(args, output, bar)
         else:
-            from .engine.inference import reconstruct_to_file, result_summary
+            from .engine.inference import reconstruct_to_file
 
             rec = reconstruct_to_file(args.inputs, output, progress=bar, weights=weights, device=args.device,
                                       precision=args.precision, mode=args.mode, config=args.config,
                                       fast_path=args.fast_path, warn=lambda line: bar.message(f"warning: {line}"))
-            summary = result_summary(rec, output)
+            summary = None
     except BaseException:
         bar.abort()
         raise
@@ -187,6 +187,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             raise
         written.append(str(blend))
     bar.finish()
+    if summary is None:
+        from .engine.inference import result_summary
+
+        summary = result_summary(rec, output)
     width, height = summary["model_size"]
     total = sum(summary["timings"].values())
     _err(f"wrote {' and '.join(written)}: {summary['images']} image(s) at {width}x{height}, "

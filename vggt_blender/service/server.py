@@ -62,8 +62,11 @@ def serve(config: ServiceConfig) -> int:
     app.router.lifespan_context = lifespan
     if not config.token:
         sys.stderr.write(f"note: no token set: anyone on this machine can use the server ({config.host} only)\n")
+    # h11 and asyncio: the pure-Python pair every install has, so the server behaves the same whether or not
+    # uvicorn's optional speed-ups (httptools, uvloop: Ray Serve brings them) are installed.
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                                           access_log=False, timeout_graceful_shutdown=10))
+                                           access_log=False, timeout_graceful_shutdown=10, http="h11",
+                                           loop="asyncio"))
     _announce_port(server, config)
     server.run()
     return 0

@@ -1,0 +1,47 @@
+"""The same API tests against the Ray Serve deployment: a local Ray (CPU only), two replicas of one CPU each
+half, the tiny checkpoint. Skipped where Ray is not installed (requirements/ray.txt, an optional extra)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+pytest.importorskip("ray.serve")
+
+sys.path.insert(0, str(Path(__file__).parent))
+from service_helpers import Server  # noqa: E402
+from test_inference import photo_pixels, write_photos, write_tiny_checkpoint  # noqa: E402
+import test_service_api as api  # noqa: E402
+
+# The API tests, collected here again: they run against this module's `setup` (the Ray deployment).
+from test_service_api import (  # noqa: E402,F401
+    test_a_whole_job_gives_the_local_engine_numbers_with_client_paths, test_bad_options_are_422_and_create_no_job,
+    test_bad_photos_are_400_naming_the_file_as_sent, test_health_is_open_and_everything_else_needs_the_token,
+    test_no_photos_is_422, test_remote_job_runs_like_a_local_one_and_fetches_upright_copies,
+    test_two_clients_at_once_run_one_at_a_time_in_arrival_order, test_upload_limits_are_checked_while_the_body_arrives,
+    test_uploaded_names_cannot_escape_or_collide)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from PIL import Image
+
+    tmp = tmp_path_factory.mktemp("ray")
+    photos = write_photos(tmp / "photos", count=3)
+    rotated = tmp / "photos" / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(photo_pixels(160, 120, 9)).save(rotated, quality=95, exif=exif)
+    checkpoint = write_tiny_checkpoint(tmp)
+    server = Server(tmp / "data", checkpoint, "--max-photos", str(api.MAX_PHOTOS), "--max-upload-mb",
+                    str(api.MAX_UPLOAD_MB), "--max-queue", "4", "--min-replicas", "2", "--max-replicas", "2",
+                    "--num-gpus", "0", "--num-cpus", "0.5", command=("vggt_blender.service.ray_app",), replicas=2)
+    try:
+        ready = server.wait_ready(300)
+        assert ready["status"] == "ready", server.lines
+        yield {"tmp": tmp, "photos": photos, "rotated": rotated, "checkpoint": checkpoint, "server": server}
+    finally:
+        server.stop()
