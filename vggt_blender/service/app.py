@@ -99,12 +99,16 @@ UPLOAD_BODY = {
         "properties": {
             "photos": {"type": "array", "items": {"type": "string", "format": "binary"},
                        "description": "one part per photo, in order"},
-            "video": {"type": "string", "format": "binary", "description": "one video (instead of photos)"},
             "options": {"type": "string", "description": "JSON object: precision, mode, fast_path, images "
                                                          "(the client's path of each photo), output"},
         },
+        "required": ["photos"],
     }}},
 }
+# What a client does next with a job it submitted (OpenAPI links: also what a stateful fuzzer follows).
+JOB_LINKS = {name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
+             for name, operation in (("status", "get_job"), ("events", "job_events"), ("result", "job_result"),
+                                     ("cancel", "cancel_job"))}
 
 
 def create_app(get_service: Callable[[], Service], title: str = "VGGT reconstruction service") -> FastAPI:
@@ -119,10 +123,19 @@ def create_app(get_service: Callable[[], Service], title: str = "VGGT reconstruc
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Every method of every route on this path (Starlette names only the first route's).
+            allowed = set()
+            for route in app.router.routes:
+                regex = getattr(route, "path_regex", None)
+                if regex is not None and regex.match(request.url.path):
+                    allowed |= set(getattr(route, "methods", None) or ())
+            headers["Allow"] = ", ".join(sorted(allowed))
         return JSONResponse({"error": {"code": codes.get(exc.status_code, "http_error"), "message": str(exc.detail)}},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+                            status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -166,19 +179,20 @@ def create_app(get_service: Callable[[], Service], title: str = "VGGT reconstruc
 
     # ---- routes ----
 
-    @app.get("/v1/health", response_model=Health, tags=["service"])
+    @app.get("/v1/health", response_model=Health, tags=["service"], operation_id="health")
     def health() -> dict:
         """Whether the server can take jobs (no token needed)."""
         return get_service().health()
 
-    @app.get("/v1/auth", dependencies=[Depends(authorise)], tags=["service"], responses=_errors(401))
+    @app.get("/v1/auth", dependencies=[Depends(authorise)], tags=["service"], operation_id="check_token",
+             responses=_errors(401))
     def check_token() -> dict:
         """200 when the token is right (the extension's Test Connection)."""
         return {"ok": True, "auth": get_service().config.auth_required}
 
     @app.post("/v1/jobs", status_code=202, response_model=Accepted, dependencies=[Depends(authorise)],
-              openapi_extra={"requestBody": UPLOAD_BODY}, tags=["jobs"],
-              responses=_errors(400, 401, 413, 422, 429, 503))
+              openapi_extra={"requestBody": UPLOAD_BODY}, tags=["jobs"], operation_id="submit_job",
+              responses={202: {"links": JOB_LINKS}, **_errors(400, 401, 413, 422, 429, 503)})
     async def submit(request: Request) -> JSONResponse:
         """Upload photos (repeated `photos` parts) and `options`; the job is queued."""
         service = get_service()
@@ -208,12 +222,12 @@ def create_app(get_service: Callable[[], Service], title: str = "VGGT reconstruc
                              "urls": urls(job_id)}, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
 
     @app.get("/v1/jobs/{job_id}", response_model=JobStatus, dependencies=[Depends(authorise)], tags=["jobs"],
-             responses=_errors(401, 404))
+             operation_id="get_job", responses=_errors(401, 404))
     def get_job(job_id: str) -> dict:
         """The job's state, stage, progress, messages and queue position."""
         return job_status(job_id)
 
-    @app.get("/v1/jobs/{job_id}/events", dependencies=[Depends(authorise)], tags=["jobs"],
+    @app.get("/v1/jobs/{job_id}/events", dependencies=[Depends(authorise)], tags=["jobs"], operation_id="job_events",
              responses={200: {"content": {"text/event-stream": {}}}, **_errors(401, 404)})
     async def job_events(job_id: str, request: Request) -> StreamingResponse:
         """Server-sent events: a `status` event (the job's status) whenever it changes, until it ends."""
@@ -258,20 +272,21 @@ def create_app(get_service: Callable[[], Service], title: str = "VGGT reconstruc
             raise ApiError(404, "not_found", f"the job's file {entry['path']} is gone")
         return FileResponse(path, media_type="application/octet-stream", filename=path.name)
 
-    @app.get("/v1/jobs/{job_id}/result", dependencies=[Depends(authorise)], tags=["jobs"],
+    @app.get("/v1/jobs/{job_id}/result", dependencies=[Depends(authorise)], tags=["jobs"], operation_id="job_result",
              responses={200: {"content": {"application/octet-stream": {}}}, **_errors(401, 404, 409)})
     def job_result(job_id: str) -> FileResponse:
         """The reconstruction file (.npz), its photo paths set to the client's own (`options.images`)."""
         return finished_file(job_id, None)
 
     @app.get("/v1/jobs/{job_id}/files/{path:path}", dependencies=[Depends(authorise)], tags=["jobs"],
+             operation_id="job_file",
              responses={200: {"content": {"application/octet-stream": {}}}, **_errors(401, 404, 409)})
     def job_file(job_id: str, path: str) -> FileResponse:
         """Another file of the result (an upright copy of a rotated photo), as listed in `result.files`."""
         return finished_file(job_id, path)
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobStatus, dependencies=[Depends(authorise)], tags=["jobs"],
-                responses=_errors(401, 404))
+                operation_id="cancel_job", responses={202: {"model": JobStatus}, **_errors(401, 404)})
     def cancel_job(job_id: str) -> JSONResponse:
         """Cancel: a queued job at once, a running one as soon as its worker stops (202 until then)."""
         job_status(job_id)
