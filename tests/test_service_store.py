@@ -137,3 +137,19 @@ def test_result_paths_become_the_clients(tmp_path, client_output, folder, join):
     assert back.image_paths == clients and back.image_names == ["a", "b"]
     assert back.display_paths == [clients[0], f"{folder}{join}scene_images{join}b_2.jpg"]
     assert json.loads(back.provenance) == json.loads(rec.provenance)
+
+
+def test_a_job_lost_between_folder_and_queue_goes_back_into_the_queue(tmp_path):
+    store = st.JobStore(tmp_path)
+    job_id = make_job(store)
+    os.unlink(store.queue / job_id)  # as if the server stopped before the queue entry was made
+    assert store.queue_ids() == []
+    store.cleanup()
+    assert store.queue_ids() == []  # a fresh job may still be on its way
+    store.cleanup(now=time.time() + st.STALE_SECONDS + 1)
+    assert store.queue_ids() == [job_id]
+    claimed = make_job(store)
+    store.claim_next("h~1~a")  # takes job_id
+    assert store.claim_next("h~1~a") == claimed
+    store.cleanup(now=time.time() + st.STALE_SECONDS + 1)
+    assert store.queue_ids() == []  # claimed jobs are never queued again

@@ -85,7 +85,7 @@ class Health(BaseModel):
     queue_length: int
     auth: bool
     error: Optional[dict[str, Any]] = None
-    limits: dict[str, float]
+    limits: dict[str, Any]
 
 
 def _errors(*codes: int) -> dict:

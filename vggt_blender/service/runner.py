@@ -21,7 +21,8 @@ from .worker_session import WorkerGone, WorkerSession
 
 LOADING, READY, ERROR = "loading", "ready", "error"
 STATUS_WRITE_INTERVAL = 0.25  # seconds between progress writes of one job's status (stage changes always)
-MAINTENANCE_INTERVAL = 5.0
+MAINTENANCE_INTERVAL = 5.0  # seconds between looks for orphaned jobs
+CLEANUP_INTERVAL = 60.0  # seconds between removals of expired jobs
 
 
 def write_png(path: Path, width: int = 64, height: int = 48) -> None:
@@ -54,6 +55,7 @@ class DeviceRunner:
         self.session = WorkerSession(config.python)
         self._thread = threading.Thread(target=self._loop, daemon=True, name=f"runner-{name}")
         self._last_maintenance = 0.0
+        self._last_cleanup = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -94,7 +96,9 @@ class DeviceRunner:
             return
         self._last_maintenance = now
         self.store.recover_orphans({self.owner})
-        self.store.cleanup()
+        if now - self._last_cleanup >= CLEANUP_INTERVAL:
+            self._last_cleanup = now
+            self.store.cleanup()
 
     def _warm_up(self) -> None:
         folder = self.store.root / "warmup" / self.name

@@ -277,6 +277,8 @@ class JobStore:
             if status.get("state") in FINAL_STATES and finished and now - finished > self.keep_seconds:
                 shutil.rmtree(self.jobs / entry, ignore_errors=True)
                 removed.append(entry)
+            elif status.get("state") == QUEUED and now - float(status.get("created") or now) > STALE_SECONDS:
+                self._requeue_if_lost(entry)
         for entry in self._list(self.uploads):
             try:
                 age = now - (self.uploads / entry).stat().st_mtime
@@ -285,6 +287,19 @@ class JobStore:
             if age > UPLOAD_STALE_SECONDS:
                 shutil.rmtree(self.uploads / entry, ignore_errors=True)
         return removed
+
+    def _requeue_if_lost(self, job_id: str) -> None:
+        """A queued job with no queue entry and no claim (its server stopped between the two steps of
+        `submit`) goes back into the queue, in its place (its id)."""
+        if (self.queue / job_id).exists() or self.cancel_requested(job_id):
+            return
+        try:
+            if any(name.startswith(job_id + "@") or name.startswith(".orphan-" + job_id)
+                   for name in os.listdir(self.running)):
+                return
+        except OSError:
+            return
+        (self.queue / job_id).touch()
 
     def _list(self, folder: Path) -> list[str]:
         try:
