@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -75,6 +76,8 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=1, help="photos per job")
     parser.add_argument("--max-queue", type=int, default=8, help="the server's --max-queue (429s are retried)")
     parser.add_argument("--time-limit", type=float, default=900.0, help="seconds before the clients give up")
+    parser.add_argument("--patience", type=float, default=300.0,
+                        help="seconds a client keeps retrying a full queue (429) or a lost connection")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
 
@@ -106,7 +109,7 @@ def main() -> int:
                 output.parent.mkdir(parents=True, exist_ok=True)
                 chosen = [photos[(index + number + k) % len(photos)] for k in range(args.photos)]
                 job = RemoteJob(server.url, TOKEN, {"images": chosen, "output": str(output), "device": "cpu"},
-                                poll_interval=0.5, reconnect_for=60)
+                                poll_interval=0.5, reconnect_for=args.patience)
                 start = time.monotonic()
                 marks: dict[str, float] = {}
                 job.start()
@@ -146,6 +149,7 @@ def main() -> int:
     finally:
         stop.set()
         server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     expected = args.clients * args.jobs
     done = [o for o in outcomes if o["state"] == "done"]
@@ -175,7 +179,7 @@ def main() -> int:
     queue = [running(o) - submitted(o) for o in done if running(o) is not None and submitted(o) is not None]
 
     print(f"\n{args.clients} clients x {args.jobs} jobs x {args.photos} photo(s), max queue {args.max_queue}, "
-          f"tiny model on the CPU, loopback\n")
+          f"client patience {args.patience:g} s, tiny model on the CPU, loopback\n")
     print("| jobs | done, valid file | clear error | lost | wall (s) | throughput (jobs/min) |")
     print("|---:|---:|---:|---:|---:|---:|")
     print(f"| {expected} | {len(valid)} | {len(errors)} | {expected - len(outcomes)} | {elapsed:.0f} | "
