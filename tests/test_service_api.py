@@ -24,9 +24,8 @@ MAX_PHOTOS = 3
 MAX_UPLOAD_MB = 1
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("service")
+def prepare(tmp: Path, *extra: str, **server_options) -> dict:
+    """Photos (one of them EXIF-rotated), a tiny checkpoint and a ready server with this module's limits."""
     photos = write_photos(tmp / "photos", count=3)
     rotated = tmp / "photos" / "rotated.jpg"
     exif = Image.Exif()
@@ -34,12 +33,20 @@ def setup(tmp_path_factory):
     Image.fromarray(photo_pixels(160, 120, 9)).save(rotated, quality=95, exif=exif)
     checkpoint = write_tiny_checkpoint(tmp)
     server = Server(tmp / "data", checkpoint, "--max-photos", str(MAX_PHOTOS), "--max-upload-mb",
-                    str(MAX_UPLOAD_MB), "--max-queue", "4")
+                    str(MAX_UPLOAD_MB), "--max-queue", "4", *extra, **server_options)
     try:
-        assert server.wait_ready()["status"] == "ready", server.lines
-        yield {"tmp": tmp, "photos": photos, "rotated": rotated, "checkpoint": checkpoint, "server": server}
-    finally:
+        assert server.wait_ready(300)["status"] == "ready", server.lines
+    except BaseException:
         server.stop()
+        raise
+    return {"tmp": tmp, "photos": photos, "rotated": rotated, "checkpoint": checkpoint, "server": server}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    prepared = prepare(tmp_path_factory.mktemp("service"))
+    yield prepared
+    prepared["server"].stop()
 
 
 def photo_bytes(setup, index: int = 0) -> bytes:
@@ -168,6 +175,25 @@ def test_two_clients_at_once_run_one_at_a_time_in_arrival_order(setup):
         assert rec.image_names == [final["photos"][0].rsplit(".", 1)[0]]
 
 
+def read_answer(connection: socket.socket, answer: bytes = b"") -> bytes:
+    """An HTTP answer's head and body (by its Content-Length), or what came before the connection closed."""
+    connection.settimeout(10)
+    try:
+        while True:
+            head, sep, body = answer.partition(b"\r\n\r\n")
+            if sep:
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                if len(body) >= length:
+                    return answer
+            more = connection.recv(65536)
+            if not more:
+                return answer
+            answer += more
+    except OSError:
+        return answer
+
+
 def test_upload_limits_are_checked_while_the_body_arrives(setup):
     server = setup["server"]
     # Declared too large: refused before the body.
@@ -176,7 +202,7 @@ def test_upload_limits_are_checked_while_the_body_arrives(setup):
     connection = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     connection.sendall(f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n{head}\r\n".encode())
-    answer = connection.recv(65536)
+    answer = read_answer(connection)
     connection.close()
     assert b" 413 " in answer.split(b"\r\n")[0] and b'"too_large"' in answer
 
@@ -203,12 +229,7 @@ def test_upload_limits_are_checked_while_the_body_arrives(setup):
             continue
         if answer:
             break
-    connection.settimeout(10)
-    try:
-        while b"\r\n\r\n" not in answer and (more := connection.recv(65536)):
-            answer += more
-    except OSError:
-        pass
+    answer = read_answer(connection, answer)
     connection.close()
     assert b" 413 " in answer.split(b"\r\n")[0], answer[:200]
     assert sent < 2 * MAX_UPLOAD_MB * 2**20  # answered soon after the limit, not at the end of the body

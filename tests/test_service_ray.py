@@ -13,7 +13,6 @@ pytest.importorskip("ray.serve")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from service_helpers import Server  # noqa: E402
-from test_inference import photo_pixels, write_photos, write_tiny_checkpoint  # noqa: E402
 import test_service_api as api  # noqa: E402
 
 # The API tests, collected here again: they run against this module's `setup` (the Ray deployment).
@@ -27,21 +26,8 @@ from test_service_api import (  # noqa: E402,F401
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from PIL import Image
-
-    tmp = tmp_path_factory.mktemp("ray")
-    photos = write_photos(tmp / "photos", count=3)
-    rotated = tmp / "photos" / "rotated.jpg"
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    Image.fromarray(photo_pixels(160, 120, 9)).save(rotated, quality=95, exif=exif)
-    checkpoint = write_tiny_checkpoint(tmp)
-    server = Server(tmp / "data", checkpoint, "--max-photos", str(api.MAX_PHOTOS), "--max-upload-mb",
-                    str(api.MAX_UPLOAD_MB), "--max-queue", "4", "--min-replicas", "2", "--max-replicas", "2",
-                    "--num-gpus", "0", "--num-cpus", "0.5", command=("vggt_blender.service.ray_app",), replicas=2)
-    try:
-        ready = server.wait_ready(300)
-        assert ready["status"] == "ready", server.lines
-        yield {"tmp": tmp, "photos": photos, "rotated": rotated, "checkpoint": checkpoint, "server": server}
-    finally:
-        server.stop()
+    prepared = api.prepare(tmp_path_factory.mktemp("ray"), "--min-replicas", "2", "--max-replicas", "2",
+                           "--num-gpus", "0", "--num-cpus", "0.5", command=("vggt_blender.service.ray_app",),
+                           replicas=2)
+    yield prepared
+    prepared["server"].stop()

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from . import protocol
 from .http_client import ServiceClient, ServiceError
 from .interface import FINAL_STATES, Job
+from .local import LocalJob, _remove
 from ..io.atomic import TEMP_PREFIX
 from ..io.photo_paths import collect_images
 from ..options import DEFAULT_CONFIG
@@ -81,18 +82,8 @@ class RemoteJob(Job):
     def _request_cancel(self) -> None:
         self._cancel.set()
 
-    def _fetch(self, dest_folder: Path) -> list[Path]:
-        dest_folder.mkdir(parents=True, exist_ok=True)
-        out = []
-        for path in (Path(f) for f in self.result.get("files") or [self.result["path"]]):
-            target = dest_folder / path.name
-            if path.resolve() != target.resolve():
-                if path.is_dir():
-                    shutil.copytree(path, target, dirs_exist_ok=True)
-                else:
-                    shutil.copy2(path, target)
-            out.append(target)
-        return out
+    # The result files are on this machine by the time the job is done: fetched like a local job's.
+    _fetch = LocalJob._fetch
 
     def _discard_result(self) -> None:
         self._remove_downloads()
@@ -286,12 +277,5 @@ class RemoteJob(Job):
         self._send(protocol.result(str(output), [str(output)] + [str(f) for f in folders], summary))
 
     def _remove_downloads(self) -> None:
-        for path in reversed(self._downloaded):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                try:
-                    path.unlink()
-                except OSError:
-                    pass
+        _remove(list(reversed(self._downloaded)))
         self._downloaded = []
