@@ -68,10 +68,12 @@ class Server:
         return int(self.url.rsplit(":", 1)[1])
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> dict:
+        """Health once every replica's runner has loaded its model (or one has failed)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status, body = call(self, "GET", "/v1/health", auth=False)
-            if body.get("status") != "loading":
+            states = [d.get("state") for d in body.get("devices") or []]
+            if "error" in states or (len(states) >= self.replicas and "loading" not in states):
                 return body
             time.sleep(0.3)
         raise TimeoutError("the model did not load")

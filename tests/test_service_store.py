@@ -153,3 +153,19 @@ def test_a_job_lost_between_folder_and_queue_goes_back_into_the_queue(tmp_path):
     assert store.claim_next("h~1~a") == claimed
     store.cleanup(now=time.time() + st.STALE_SECONDS + 1)
     assert store.queue_ids() == []  # claimed jobs are never queued again
+
+
+def test_runner_states_are_shared_and_forget_the_dead(tmp_path):
+    store = st.JobStore(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = st.make_owner("x").split("~")[0]
+    store.publish_runner(st.make_owner("0-cpu"), {"state": "ready", "device": "cpu"})
+    store.publish_runner(f"{host}~{dead.pid}~0-cuda", {"state": "ready", "device": "cuda"})
+    store.publish_runner("elsewhere~7~0-cuda", {"state": "loading", "device": "cuda"})
+    assert sorted(r["device"] + ":" + r["state"] for r in store.runners()) == ["cpu:ready", "cuda:loading"]
+    old = time.time() - st.STALE_SECONDS
+    info = json.loads((store.runner_states / "elsewhere~7~0-cuda.json").read_text())
+    (store.runner_states / "elsewhere~7~0-cuda.json").write_text(json.dumps({**info, "beat": old}))
+    assert [r["device"] for r in store.runners()] == ["cpu"]
+    assert sorted(os.listdir(store.runner_states)) == [f"{st.make_owner('0-cpu')}.json"]

@@ -65,12 +65,26 @@ class DeviceRunner:
         self.wake.set()
         self.session.close(timeout)
         self._thread.join(timeout)
+        self.store.withdraw_runner(self.owner)
+
+    def info(self) -> dict:
+        return {"name": self.name, "device": self.device, "state": self.state, "error": self.error,
+                "job": self.current}
+
+    def publish(self) -> None:
+        """Say how this runner is, for every process serving the API (health, and whether jobs are taken)."""
+        try:
+            self.store.publish_runner(self.owner, self.info())
+        except (OSError, st.StoreError):
+            pass
 
     # ---- the loop ----
 
     def _loop(self) -> None:
+        self.publish()
         if self.config.warm_up:
             self._warm_up()
+        self.publish()
         while not self._stop.is_set():
             self._maintain()
             if self.state != READY:
@@ -82,6 +96,7 @@ class DeviceRunner:
                 self.wake.clear()
                 continue
             self.current = job_id
+            self.publish()
             try:
                 self._run_job(job_id)
             except Exception as exc:  # noqa: BLE001 - a job's failure never stops the runner
@@ -89,12 +104,14 @@ class DeviceRunner:
             finally:
                 self.store.release(job_id, self.owner)
                 self.current = None
+                self.publish()
 
     def _maintain(self) -> None:
         now = time.monotonic()
         if now - self._last_maintenance < MAINTENANCE_INTERVAL:
             return
         self._last_maintenance = now
+        self.publish()
         self.store.recover_orphans({self.owner})
         if now - self._last_cleanup >= CLEANUP_INTERVAL:
             self._last_cleanup = now

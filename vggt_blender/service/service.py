@@ -29,24 +29,33 @@ class Service:
         for runner in self.runners:
             runner.wake.set()
 
+    def all_runners(self) -> list[dict]:
+        """Every runner serving this data folder (other processes' too: Ray replicas), this process's own as
+        they are this instant."""
+        own = {r.owner: r.info() for r in self.runners}
+        shared = [info for info in self.store.runners() if info.get("owner") not in own]
+        return [*own.values(), *shared]
+
     @property
     def state(self) -> str:
-        """"ready" when a runner can take jobs, "loading" while none can yet, "error" when none ever will."""
-        states = {r.state for r in self.runners}
-        if READY in states or not self.runners:
+        """"ready" when some runner can take jobs (the queue is shared: any free runner takes the next),
+        "loading" while none can yet, "error" when none ever will."""
+        states = {info.get("state") for info in self.all_runners()}
+        if READY in states or not states:
             return READY
         return LOADING if LOADING in states else ERROR
 
     def first_error(self) -> dict | None:
-        return next((r.error for r in self.runners if r.error), None)
+        return next((info["error"] for info in self.all_runners() if info.get("error")), None)
 
     def health(self) -> dict:
         config = self.config
+        runners = self.all_runners()
         error = self.first_error() if self.state == ERROR else None
         return {"status": self.state, "api": "v1", "model": config.model,
-                "device": self.runners[0].device if self.runners else None,
-                "devices": [{"name": r.name, "device": r.device, "state": r.state, "error": r.error,
-                             "job": r.current} for r in self.runners],
+                "device": runners[0]["device"] if runners else None,
+                "devices": [{key: info.get(key) for key in ("name", "device", "state", "error", "job")}
+                            for info in runners],
                 "queue_length": self.store.queue_length(), "auth": config.auth_required, "error": error,
                 "limits": {"max_upload_mb": config.max_upload_mb, "max_photos": config.max_photos,
                            "max_queue": config.max_queue, "keep_minutes": config.keep_minutes}}

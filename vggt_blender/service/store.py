@@ -8,6 +8,7 @@ shared folder) sees the same queue and the same states, and a restarted server k
     <data>/jobs/<id>/cancel       marker: someone asked to cancel it
     <data>/queue/<id>             one empty file per queued job; ids sort in arrival order
     <data>/running/<id>@<owner>   a claimed job; its mtime is the owner's heartbeat
+    <data>/runners/<owner>.json   each runner's state (loading, ready, error), device and job, refreshed often
 
 Claiming is a rename of queue/<id> (atomic, also on NFS): of several runners only one wins. The status file
 of a queued job is written by whoever takes it off the queue (a runner, or a cancel), of a running one by its
@@ -63,6 +64,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _owner_dead(owner: str) -> bool:
+    """True for an owner on this host whose process has ended (another host's owner: only by its heartbeat)."""
+    parts = owner.split("~")
+    if len(parts) != 3 or parts[0] != _owner_host() or not parts[1].isdigit():
+        return False
+    return int(parts[1]) != os.getpid() and not _pid_alive(int(parts[1]))
+
+
 def new_status(job_id: str, photos: list[str], stored: list[str], options: dict) -> dict:
     """A queued job's status: `photos` as the client named them, `stored` the safe names they were saved as."""
     return {"id": job_id, "state": QUEUED, "stage": "queued", "progress": 0.0, "message": "waiting in the queue",
@@ -79,7 +88,8 @@ class JobStore:
         self.queue = self.root / "queue"
         self.running = self.root / "running"
         self.uploads = self.root / "uploads"
-        for folder in (self.jobs, self.queue, self.running, self.uploads):
+        self.runner_states = self.root / "runners"
+        for folder in (self.jobs, self.queue, self.running, self.uploads, self.runner_states):
             folder.mkdir(parents=True, exist_ok=True)
 
     # ---- paths (a job id is checked before it becomes part of a path) ----
@@ -217,13 +227,49 @@ class JobStore:
     def cancel_requested(self, job_id: str) -> bool:
         return (self.folder(job_id) / "cancel").exists()
 
+    # ---- runners: what every process serving the API reports about all of them ----
+
+    def publish_runner(self, owner: str, info: dict) -> None:
+        self._write(self.runner_states / f"{owner}.json", {**info, "owner": owner, "beat": time.time()})
+
+    def withdraw_runner(self, owner: str) -> None:
+        try:
+            os.unlink(self.runner_states / f"{owner}.json")
+        except OSError:
+            pass
+
+    def runners(self) -> list[dict]:
+        """Every runner that has reported lately (a runner refreshes its entry every few seconds), oldest
+        owner name first; entries of runners gone quiet are removed."""
+        found = []
+        now = time.time()
+        try:
+            names = sorted(os.listdir(self.runner_states))
+        except OSError:
+            return found
+        for name in names:
+            path = self.runner_states / name
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            try:
+                info = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if now - float(info.get("beat", 0)) > STALE_SECONDS / 2 or _owner_dead(str(info.get("owner", ""))):
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+                continue
+            found.append(info)
+        return found
+
     # ---- recovery and retention ----
 
     def recover_orphans(self, own_owners: set[str] = frozenset()) -> list[str]:
         """Fail the running jobs whose owner is gone (a killed server or replica): their partial output is
         removed, so nothing half-written is ever served. Returns their ids."""
         recovered = []
-        host = _owner_host()
         now = time.time()
         try:
             entries = os.listdir(self.running)
@@ -234,15 +280,11 @@ class JobStore:
             if not self.valid_id(job_id) or owner in own_owners:
                 continue
             path = self.running / entry
-            parts = owner.split("~")
             try:
                 mtime = path.stat().st_mtime
             except OSError:
                 continue
-            dead = now - mtime > STALE_SECONDS
-            if not dead and len(parts) == 3 and parts[0] == host and parts[1].isdigit():
-                dead = int(parts[1]) != os.getpid() and not _pid_alive(int(parts[1]))
-            if not dead:
+            if not (now - mtime > STALE_SECONDS or _owner_dead(owner)):
                 continue
             try:
                 os.rename(path, self.running / f".orphan-{entry}")  # one recoverer wins
