@@ -53,9 +53,14 @@ _BLENDER_HINTS = {
 }
 
 
+_MAX_NAME_BYTES = 200
+
+
 def unique_output_path(folder: Path, name: str) -> Path:
     """`folder/name.npz`, or `name_2.npz`, ... so an earlier reconstruction (still used by a scene) survives."""
     safe = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in name).strip("._") or "vggt"
+    while len(safe.encode("utf-8")) > _MAX_NAME_BYTES:  # room for "_N.npz" within the protocol's limit
+        safe = safe[:-1]
     path = folder / f"{safe}.npz"
     n = 2
     while path.exists() or path.with_suffix(".log").exists():

@@ -129,6 +129,18 @@ OUT["photo_count"] = len(bpy.context.scene.vggt.photos)
 OUT["status_line"] = importlib.import_module(pkg + ".runtime").status_line()
 OUT["runtime_dir"] = str(importlib.import_module(pkg + ".runtime").runtime_venv_dir())
 OUT["home"] = os.environ["HOME"]
+# Output names: made safe, shortened, never reusing an earlier reconstruction's file or log.
+import tempfile
+unique = importlib.import_module(pkg + ".operators.reconstruct").unique_output_path
+out_dir = Path(tempfile.mkdtemp())
+names = [unique(out_dir, "Shot A").name]
+(out_dir / names[0]).write_bytes(b"")
+names.append(unique(out_dir, "Shot A").name)
+(out_dir / "Shot_A_2.log").write_text("")  # a log alone (a failed run) also keeps its name taken
+names.append(unique(out_dir, "Shot A").name)
+names += [unique(out_dir, "../etc").name, unique(out_dir, "").name]
+OUT["unique_names"] = names
+OUT["long_name_bytes"] = len(unique(out_dir, "\u00e9" * 300).name.encode("utf-8"))
 
 # Draw the panel and the preferences with a layout that checks every property and operator name they use.
 import types
@@ -595,6 +607,8 @@ def test_install_enable_and_register_cycles(extension_zip, tmp_path):
     assert r["status_line"].startswith("No inference runtime")
     # Per-user data lives under the temporary HOME, never in the add-on folder.
     assert r["runtime_dir"].startswith(r["home"]) and "extensions" in r["runtime_dir"]
+    assert r["unique_names"] == ["Shot_A.npz", "Shot_A_2.npz", "Shot_A_3.npz", "etc.npz", "vggt.npz"]
+    assert 200 <= r["long_name_bytes"] <= 204  # 200 bytes of name + ".npz": within the protocol's limit
     assert r["import_menu"] is True  # File > Import entry of the import operator
     assert r["drawn"] == 4 and {"prop", "operator", "template_list", "label"} <= set(r["draw_calls"])
     assert r["stats_on_redraw"] == 0 and r["stats_after_change"] == 1

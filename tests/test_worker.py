@@ -133,7 +133,7 @@ def test_request_file_and_error_codes(setup, tmp_path):
     long_out = str(tmp_path / ("n" * 296 + ".npz"))
     code, lines, _ = run_worker(json.dumps(request(setup, long_out)), tmp_path)
     assert code == 1 and lines == [{"type": "error", "code": "bad_request", "file": long_out,
-                                    "message": "'output' has a file name of 300 characters; at most 240 are "
+                                    "message": "'output' has a file name of 300 characters; at most 248 are "
                                                "allowed"}]
 
     # A request spread over several lines on stdin works too; a bad one is "bad_request".

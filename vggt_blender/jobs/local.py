@@ -319,13 +319,13 @@ class LocalJob(Job):
         return out
 
     def _discard_result(self) -> None:
-        _remove([Path(f) for f in self.result.get("files") or []])
+        remove_paths([Path(f) for f in self.result.get("files") or []])
 
     def _on_final(self, message: dict) -> None:
         """On the reader thread: the job's last line. A result that comes after a cancel is removed at once,
         whether or not anyone still polls this job (Blender drops a cancelled run)."""
         if self._cancel_requested and message.get("type") == protocol.RESULT:
-            _remove([Path(f) for f in message.get("files") or []])
+            remove_paths([Path(f) for f in message.get("files") or []])
         self._final_seen.set()
 
     # ---- for scripts and tests ----
@@ -409,7 +409,7 @@ class LocalJob(Job):
                    and (p.name.startswith(TEMP_PREFIX) or p.name.startswith(output.stem))]
         except OSError:
             new = []
-        _remove(new)
+        remove_paths(new)
         self.cleaned_up = [str(p) for p in new]
         if new:
             self._write_log(f"# removed after the kill: {', '.join(self.cleaned_up)}\n")
@@ -433,7 +433,8 @@ class LocalJob(Job):
             log.close()
 
 
-def _remove(paths: list[Path]) -> None:
+def remove_paths(paths: list[Path]) -> None:
+    """Remove files and folders; what is already gone (or cannot be removed) is skipped."""
     for path in paths:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

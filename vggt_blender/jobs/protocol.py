@@ -24,9 +24,9 @@ REQUIRED = ("images", "output")
 DEFAULTS: dict[str, Any] = {"weights": None, "device": "auto", "precision": "auto", "mode": "crop",
                             "config": DEFAULT_CONFIG, "download": False, "keep_alive": False, "fast_path": "auto"}
 _CUDA_INDEX = re.compile(r"cuda:\d+")
-# Longest file name (without folder) an output may have: its companion folder adds "_images" (3 more bytes),
+# Longest file name (without folder) an output may have: its companion folder "<stem>_images" is 3 bytes longer,
 # and most file systems stop at 255 bytes.
-MAX_OUTPUT_NAME = 240
+MAX_OUTPUT_NAME = 248
 
 # ---- messages ---------------------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import protocol
+from .local import remove_paths
 from .protocol import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, ProtocolError, parse_request
 from ..errors import CancelledError, RequestError, VGGTError
 
@@ -150,13 +150,13 @@ class Inbox:
             self._running = False
             sent = self._sent
         deadline = time.monotonic() + 1.0
-        while sent and time.monotonic() < deadline:
-            try:
+        try:
+            while sent and time.monotonic() < deadline:
                 time.sleep(0.001)  # the handler runs between these calls
-            except Cancelled:
-                break
-            with self._lock:
-                sent = self._sent
+                with self._lock:
+                    sent = self._sent
+        except Cancelled:
+            _install_signal_handlers()  # the absorbed cancel set them to "ignore"
 
 
 _INBOX: Inbox | None = None
@@ -202,9 +202,9 @@ def run_request(request: dict, emit: Emitter, created: list[Path]) -> dict:
     except ModuleNotFoundError as exc:  # a Python without the runtime's packages
         from ..runtime_setup import RuntimeSetupError
 
-        raise RuntimeSetupError(f"{sys.executable}: the inference runtime has no {exc.name} module; install "
-                                "the runtime, or use a Python with torch, numpy, pillow and safetensors",
-                                file=sys.executable) from None
+        # What to do about it is the client's to say (by the code): its user installs runtimes differently.
+        raise RuntimeSetupError(f"{sys.executable}: the inference runtime has no {exc.name} module (it needs "
+                                "torch, numpy, pillow and safetensors)", file=sys.executable) from None
 
     _ensure_weights(request, emit)
     output = Path(request["output"]).expanduser().resolve()
@@ -216,17 +216,6 @@ def run_request(request: dict, emit: Emitter, created: list[Path]) -> dict:
     files = written_files(output, rec)
     created.extend(Path(f) for f in files if not existed.get(Path(f), False))
     return protocol.result(str(output), files, inference.result_summary(rec, output))
-
-
-def _remove(paths: list[Path]) -> None:
-    for path in paths:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
-                path.unlink()
-            except OSError:
-                pass
 
 
 def handle(data: Any, emit: Emitter) -> tuple[int, bool]:
@@ -242,7 +231,7 @@ def handle(data: Any, emit: Emitter) -> tuple[int, bool]:
             if _INBOX is not None:
                 _INBOX.end()
     except (Cancelled, KeyboardInterrupt, CancelledError) as exc:
-        _remove(created)  # the cancel came after the writing: a cancelled run leaves nothing
+        remove_paths(created)  # the cancel came after the writing: a cancelled run leaves nothing
         emit.error("cancelled", "cancelled")
         _install_signal_handlers()
         return EXIT_CANCELLED, not getattr(exc, "by_message", False)
