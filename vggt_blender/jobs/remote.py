@@ -26,7 +26,7 @@ from typing import Any, Callable
 from . import protocol
 from .http_client import ServiceClient, ServiceError
 from .interface import FINAL_STATES, Job
-from .local import LocalJob, _remove
+from .local import LocalJob, remove_paths
 from ..io.atomic import TEMP_PREFIX
 from ..io.photo_paths import collect_images
 from ..options import DEFAULT_CONFIG
@@ -277,5 +277,5 @@ class RemoteJob(Job):
         self._send(protocol.result(str(output), [str(output)] + [str(f) for f in folders], summary))
 
     def _remove_downloads(self) -> None:
-        _remove(list(reversed(self._downloaded)))
+        remove_paths(list(reversed(self._downloaded)))
         self._downloaded = []
