@@ -14,6 +14,19 @@ from .registration import register_classes, unregister_classes
 class VGGT_AddonPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
+    inference_source: EnumProperty(
+        name="Run On",
+        items=(
+            ("LOCAL", "Local Runtime", "Run the model on this computer, in the inference runtime below"),
+            ("SERVER", "Server", "Send the photos to a reconstruction server (python -m vggt_blender serve)"),
+        ),
+        default="LOCAL",
+    )
+    server_url: StringProperty(name="Server URL", default="http://127.0.0.1:8765",
+                               description="Address of the reconstruction server, e.g. http://gpu-box:8765")
+    server_token: StringProperty(name="Token", subtype="PASSWORD",
+                                 description="The server's access token (empty: VGGT_SERVER_TOKEN)")
+
     runtime_source: EnumProperty(
         name="Runtime",
         items=(
@@ -68,6 +81,14 @@ class VGGT_AddonPreferences(bpy.types.AddonPreferences):
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
+
+        box = layout.box()
+        box.row().prop(self, "inference_source", expand=True)
+        if self.inference_source == "SERVER":
+            from .operators.server import draw_server
+
+            draw_server(box, self)
+            return
 
         box = layout.box()
         box.label(text="Inference Runtime", icon="CONSOLE")

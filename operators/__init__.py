@@ -11,8 +11,8 @@ from ..registration import unregister_classes
 # Modules exposing `classes`; a module may also expose `menu_func_import` (File > Import),
 # `menu_func_export` (File > Export) and its own
 # register()/unregister() for what is not a class (handlers, timers, background tasks).
-_MODULE_NAMES = ("photos", "runtime", "reconstruct", "import_reconstruction", "look_through", "alignment",
-                 "export_colmap", "refine", "shot")
+_MODULE_NAMES = ("photos", "runtime", "server", "reconstruct", "import_reconstruction", "look_through",
+                 "alignment", "export_colmap", "refine", "shot")
 _MENUS = (("menu_func_import", "TOPBAR_MT_file_import"), ("menu_func_export", "TOPBAR_MT_file_export"))
 
 _registered: list[type] = []

@@ -31,6 +31,10 @@ STAGE_LABELS = {
     "inference": "Reconstructing",
     "writing": "Writing",
     "building": "Building scene",
+    "connecting": "Connecting",  # a server's stages (jobs/remote.py)
+    "uploading": "Uploading photos",
+    "queued": "Waiting for the server",
+    "downloading": "Downloading",
 }
 # Rough share of the wall time per stage (in the worker's order), for one progress bar across stages.
 _STAGE_SPAN = {
@@ -40,6 +44,10 @@ _STAGE_SPAN = {
     "inference": (0.3, 0.92),
     "writing": (0.92, 0.96),
     "building": (0.96, 1.0),
+    "connecting": (0.0, 0.01),
+    "uploading": (0.01, 0.03),
+    "queued": (0.03, 0.03),
+    "downloading": (0.92, 0.96),
 }
 # What a Blender user does about an error, by its code (the job's messages say what happened, not where to click).
 _BLENDER_HINTS = {
@@ -216,8 +224,13 @@ class ReconstructionRun(WorkerRun):
         }
         # The job checks the runtime Python and the weights itself, and fails with their error code.
         self.python = runtime.runtime_python(prefs)
-        self.job = LocalJob(self.python, self.request, self.log_path, caller="blender",
-                            keep_alive=bool(getattr(prefs, "keep_worker", True)))
+        if prefs is not None and getattr(prefs, "inference_source", "LOCAL") == "SERVER":
+            from .server import remote_job
+
+            self.job = remote_job(prefs, self.request, self.log_path)
+        else:
+            self.job = LocalJob(self.python, self.request, self.log_path, caller="blender",
+                                keep_alive=bool(getattr(prefs, "keep_worker", True)))
 
     def _build_scene(self, path: str):
         from ..scene.build import build_scene

@@ -35,6 +35,8 @@ STDLIB_TIER = (
     "vggt_blender.jobs.local",
     "vggt_blender.jobs.protocol",
     "vggt_blender.jobs.interface",
+    "vggt_blender.jobs.remote",
+    "vggt_blender.jobs.http_client",
     "vggt_blender.runtime_setup",
     "vggt_blender.extension_package",
 )

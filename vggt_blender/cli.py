@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--download", action="store_true",
                      help="download the official checkpoint if none is found (prints its licence first)")
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only warnings and errors")
+    rec.add_argument("--server", metavar="URL",
+                     help="run on a reconstruction server (python -m vggt_blender serve) instead of here; "
+                          "its token from $VGGT_SERVER_TOKEN")
 
     rec.add_argument("--align", default=DEFAULT_ALIGN_METHOD, choices=ALIGN_METHODS,
                      help="stand the scene upright: floor plane, cameras' up, auto (floor if found), none")
@@ -122,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--token", help="Hugging Face access token (needed for the gated commercial checkpoint)")
     dl.add_argument("--dest", help="folder to save it in (default: the standard weights folder)")
     dl.add_argument("-q", "--quiet", action="store_true")
+
+    srv = sub.add_parser("serve", help="run the reconstruction service (HTTP API; needs requirements/service.txt)",
+                         description="Serve the reconstruction API (docs/SERVICE.md).")
+    from .service.server import add_arguments  # argparse only: the service's packages load in cmd_serve
+
+    add_arguments(srv)
     return parser
 
 
@@ -156,7 +165,6 @@ def _byte_progress(bar: Any) -> Callable[[float, str], None]:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from .engine.inference import reconstruct_to_file, result_summary
     from .progress import StageProgress
 
     if not args.output and not args.blend:
@@ -175,6 +183,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     npz_is_byproduct = blend is not None and not args.output
     npz_existed = output.exists()
 
+    if args.server and (args.weights or args.download):
+        raise RequestError("--weights and --download are the server's own: leave them out with --server")
     bar = StageProgress(quiet=args.quiet)
     from .weights.download import ensure_weights
 
@@ -182,12 +192,18 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                              progress=_byte_progress(bar))
 
     try:
-        rec = reconstruct_to_file(args.inputs, output, progress=bar, weights=weights, device=args.device,
-                                  precision=args.precision, mode=args.mode, config=args.config,
-                                  fast_path=args.fast_path, warn=lambda line: bar.message(f"warning: {line}"),
-                                  **shot_options_from_args(args).to_request())
-        if args.align != "none" and rec is not None:
-            _align_after_reconstruct(rec, output, args.align, bar)
+        if args.server:
+            summary = _reconstruct_on_server(args, output, bar)
+        else:
+            from .engine.inference import reconstruct_to_file
+
+            rec = reconstruct_to_file(args.inputs, output, progress=bar, weights=weights, device=args.device,
+                                      precision=args.precision, mode=args.mode, config=args.config,
+                                      fast_path=args.fast_path, warn=lambda line: bar.message(f"warning: {line}"),
+                                      **shot_options_from_args(args).to_request())
+            summary = None
+            if args.align != "none" and rec is not None:
+                _align_after_reconstruct(rec, output, args.align, bar)
     except BaseException:
         bar.abort()
         raise
@@ -213,7 +229,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             raise
         written.append(str(blend))
     bar.finish()
-    summary = result_summary(rec, output)
+    if summary is None:
+        from .engine.inference import result_summary
+
+        summary = result_summary(rec, output)
     width, height = summary["model_size"]
     total = sum(summary["timings"].values())
     _err(f"wrote {' and '.join(written)}: {summary['images']} image(s) at {width}x{height}, "
@@ -273,6 +292,38 @@ def cmd_align(args: argparse.Namespace) -> int:
     found = align_file(load_reconstruction(args.file), args.output, args.up, source=args.file)
     _err(f"wrote {args.output}: {found}")
     return EXIT_OK
+
+
+def _reconstruct_on_server(args: argparse.Namespace, output: Path, bar: Any) -> dict:
+    """The job on a reconstruction server (--server; token from $VGGT_SERVER_TOKEN); the result lands at
+    `output` only once complete. Ctrl-C cancels the job on the server. Returns the result's summary."""
+    import os
+    import time
+
+    from .jobs.remote import RemoteJob
+    from .service.config import TOKEN_ENV
+
+    request = {"images": list(args.inputs), "output": str(output), "precision": args.precision, "mode": args.mode,
+               "config": args.config, "fast_path": args.fast_path}
+    job = RemoteJob(args.server, os.environ.get(TOKEN_ENV) or None, request)
+    job.start()
+    try:
+        while True:
+            for event in job.poll():
+                if event.get("type") == "progress":
+                    bar(event["stage"], event["fraction"], event.get("message", ""))
+                elif event.get("type") == "warning":
+                    bar.message(f"warning: {event.get('message', '')}")
+            if job.finished:
+                break
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        job.cancel()
+        job.wait(30)
+        raise
+    if job.state != "done":
+        raise VGGTError(job.error_message or job.state, job.error_file)
+    return job.result["summary"]
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -345,8 +396,14 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .service.server import main as serve_main
+
+    return serve_main(args)
+
+
 COMMANDS = {"reconstruct": cmd_reconstruct, "align": cmd_align, "info": cmd_info, "export-ply": cmd_export_ply,
-            "refine": cmd_refine, "export-colmap": cmd_export_colmap, "download": cmd_download}
+            "refine": cmd_refine, "export-colmap": cmd_export_colmap, "download": cmd_download, "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
