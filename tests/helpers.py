@@ -155,3 +155,19 @@ def save_png(path, rgb_u8: np.ndarray) -> None:
     img.file_format = "PNG"
     img.save()
     bpy.data.images.remove(img)
+
+
+def nearest_rows(source: np.ndarray, rows: np.ndarray, tol: float) -> np.ndarray:
+    """Index into `source` [P,3] of the point within `tol` (max norm) of each of `rows` [Q,3]; AssertionError when
+    a row has none. Sorted on x so each row compares with a handful of candidates, not all P points."""
+    source = np.asarray(source, dtype=np.float64)
+    order = np.argsort(source[:, 0], kind="stable")
+    xs = source[order, 0]
+    found = np.empty(len(rows), dtype=np.int64)
+    for i, row in enumerate(np.asarray(rows, dtype=np.float64)):
+        lo, hi = np.searchsorted(xs, [row[0] - tol, row[0] + tol])
+        candidates = order[lo:hi]
+        distance = np.abs(source[candidates] - row).max(axis=1) if len(candidates) else np.empty(0)
+        assert len(distance) and distance.min() <= tol, f"row {i} ({row}) matches no point within {tol}"
+        found[i] = candidates[int(np.argmin(distance))]
+    return found

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import TINY_CONFIG, check_consistent, write_photos, write_tiny_checkpoint
+from tests.helpers import nearest_rows, TINY_CONFIG, check_consistent, write_photos, write_tiny_checkpoint
 from vggt_blender import cli
 from vggt_blender.io.reconstruction import load_reconstruction
 
@@ -176,9 +176,8 @@ def test_blend_output(tiny, tmp_path):
         A = rec.alignment
         wp = rec.world_points[rec.valid_mask].astype(np.float64)
         scene_points = 2.0 * (wp @ A[:3, :3].T + A[:3, 3])
-        nearest = [int(np.argmin(np.abs(scene_points - row).max(axis=1))) for row in got]
-        assert len(got) == 2000 and len(set(nearest)) == 2000
-        assert np.abs(scene_points[nearest] - got).max() < 1e-4 * max(1.0, np.abs(scene_points).max())
+        nearest = nearest_rows(scene_points, got, 1e-4 * max(1.0, np.abs(scene_points).max()))
+        assert len(got) == 2000 and len(set(nearest.tolist())) == 2000
         # Each camera sees the world point of a model pixel at the photo pixel the pixel map gives for it.
         scene = bpy.context.scene
         for cam in objects["camera"]:
@@ -248,12 +247,8 @@ def test_export_ply_from_the_point_map_with_a_point_limit(tiny, tmp_path):
     from vggt_blender.geometry.alignment import apply_alignment
 
     source = apply_alignment(rec.alignment, rec.point_map[rec.valid_mask])
-    picked = []
-    for row in rows:  # each exported point is a point-map point (nearest within float32 rounding)
-        distance = np.abs(source - row["xyz"]).max(axis=1)
-        i = int(np.argmin(distance))
-        assert distance[i] < 1e-5
-        picked.append(i)
+    # Each exported point is a point-map point (the nearest, within float32 rounding).
+    picked = nearest_rows(source, rows["xyz"], 1e-5 * max(1.0, np.abs(source).max())).tolist()
     assert len(set(picked)) == 1000 and np.all(np.diff(picked) > 0)
     np.testing.assert_array_equal(rows["conf"], rec.point_map_conf[rec.valid_mask][picked])
     np.testing.assert_array_equal(rows["rgb"], rec.colors[rec.valid_mask][picked])

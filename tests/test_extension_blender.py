@@ -472,7 +472,7 @@ OUT["install_offline"] = op_error(lambda: bpy.ops.vggt.install_runtime())
 OUT["install_task_error"] = tasks_mod.last("install").error
 OUT["download_offline"] = op_error(lambda: bpy.ops.vggt.download_weights("EXEC_DEFAULT"))
 # Download through the operator from a local server (the registry entry is pointed at it).
-payload = os.urandom(300_000)
+payload = b"PK\x03\x04" + os.urandom(300_000)  # starts like a torch.save zip: the downloader checks
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200)

@@ -142,7 +142,7 @@ def test_request_file_and_error_codes(setup, tmp_path):
     code, lines, _ = run_worker('{"images": ["a.jpg"], "output": "x.npz", "colour": 1}', tmp_path)
     assert code == 1 and lines[-1]["code"] == "bad_request" and "colour" in lines[-1]["message"]
     code, lines, _ = run_worker(json.dumps(request(setup, out, precision="fp8")), tmp_path)
-    assert code == 1 and lines[-1]["message"] == "'precision' must be one of auto, bf16, fp16, fp32, not 'fp8'"
+    assert code == 1 and lines[-1]["message"] == "'precision' must be one of auto, bf16, fp16, fp32, int8, not 'fp8'"
     code, lines, _ = run_worker("not json", tmp_path)
     assert code == 1 and lines[-1]["code"] == "bad_request"
 
