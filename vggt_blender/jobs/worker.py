@@ -168,7 +168,7 @@ def _ensure_weights(request: dict, emit: Emitter) -> None:
     from ..weights.download import ensure_weights  # the CLI's --download follows the same rule
 
     request["weights"] = ensure_weights(
-        request["weights"], request["download"], opt.DEFAULT_CHECKPOINT, say=emit.log,
+        request["weights"], request["download"], request["model"] or opt.DEFAULT_CHECKPOINT, say=emit.log,
         progress=lambda fraction, message: emit.progress("loading", 0.5 * fraction, message))
 
 
@@ -203,8 +203,8 @@ def run_request(request: dict, emit: Emitter, created: list[Path]) -> dict:
     output = resolve_output(request["output"], suffix=None)  # reconstruct_to_file checks the suffix
     existed = {output: output.exists()}
     rec = inference.reconstruct_to_file(
-        request["images"], output, progress=emit.progress, weights=request["weights"], device=request["device"],
-        precision=request["precision"], mode=request["mode"], config=request["config"],
+        request["images"], output, progress=emit.progress, weights=request["weights"], model_name=request["model"],
+        device=request["device"], precision=request["precision"], mode=request["mode"], config=request["config"],
         fast_path=request["fast_path"], warn=emit.warning)
     if request["refine"]:
         rec = _refine(rec, output, request["refine"], emit.progress, emit)

@@ -62,7 +62,7 @@ def _pick(path: Path, ckpt: Checkpoint, origin: str) -> Path:
 _CALLERS = {
     "cli": {
         "origin": "--weights",
-        "get": "run `python -m vggt_blender download --checkpoint {name}{token}`, or pass --weights PATH (or set "
+        "get": "run `python -m vggt_blender download --model {name}{token}`, or pass --weights PATH (or set "
                "{env}) to a checkpoint you already have",
     },
     "blender": {
@@ -104,8 +104,10 @@ def check_weights_env(checkpoint: str = DEFAULT_CHECKPOINT, caller: str = "cli")
 
 def _cached_checkpoint(preferred: Checkpoint) -> Path | None:
     """A downloaded checkpoint in the cache: `preferred`'s folder first, then every other known checkpoint's
-    (registry order, vggt-1b first), so a user who downloaded only the commercial weights is found too."""
-    order = [preferred] + [c for c in CHECKPOINTS.values() if c.name != preferred.name]
+    (registry order, vggt-1b first), so a user who downloaded only the commercial weights is found too. Only
+    checkpoints of `preferred`'s model family stand in for it: an Omega file is never run for a VGGT request."""
+    order = [preferred] + [c for c in CHECKPOINTS.values()
+                           if c.name != preferred.name and c.family == preferred.family]
     for ckpt in order:
         for cand in _candidates_in_folder(default_cache_dir() / ckpt.name, ckpt):
             if cand.is_file():
