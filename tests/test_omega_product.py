@@ -200,3 +200,25 @@ def test_file_without_point_map_round_trips_and_half_a_point_map_is_refused(tmp_
     np.savez(half, **arrays)
     with pytest.raises(ReconstructionFileError, match="has 'point_map_conf' but not 'point_map'"):
         load_reconstruction(half)
+
+
+def test_the_family_is_read_from_the_official_fixture_weights_and_a_text_head_picks_the_256_preset(tmp_path):
+    from vggt_blender.engine.inference import choose_model, preprocess_settings
+    from vggt_blender.options import InferenceOptions
+
+    omega = choose_model(InferenceOptions(), str(TINY_OMEGA_CONFIG.parent / "weights.safetensors"))
+    assert (omega.family, omega.config_name, omega.model_name) == ("vggt-omega", "vggt-omega-1b-512", None)
+    assert preprocess_settings(omega, "crop") == ("balanced", None)
+    assert preprocess_settings(omega, "pad") == ("max_size", None)
+    v1 = choose_model(InferenceOptions(), str(TINY_CONFIG.parent / "weights.safetensors"))
+    assert (v1.family, v1.config_name) == ("vggt", "vggt-1b")
+    assert preprocess_settings(v1, "pad") == ("pad", None)
+    text = choose_model(InferenceOptions(model_name="vggt-omega-1b-256-text"), None)
+    assert text.config.text_alignment_head is not None and preprocess_settings(text, "balanced") == ("balanced", 256)
+    # The text head's keys alone select the 256-px text preset when no model is named.
+    import torch
+
+    path = tmp_path / "text.pt"
+    torch.save({"aggregator.inter_frame_blocks.0.attn.qkv.weight": torch.zeros(1),
+                "text_alignment_head.proj.weight": torch.zeros(1)}, path)
+    assert choose_model(InferenceOptions(), str(path)).config_name == "vggt-omega-1b-256-text"

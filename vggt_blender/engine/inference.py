@@ -138,9 +138,19 @@ def choose_model(options: InferenceOptions, weights_path: str | None, model: Any
 def checkpoint_keys(weights_path: str) -> list[str]:
     """The tensor names of a checkpoint (read memory-mapped: the weights themselves are not paged in). A file
     that is not a readable checkpoint raises CheckpointError naming it."""
-    from ..weights.loading import read_state_dict
+    from ..weights.loading import _unwrap, read_state_dict
 
-    state = read_state_dict(weights_path, map_location="cpu")
+    if Path(weights_path).suffix.lower() == ".safetensors":
+        # The header alone names the tensors (load_file would read all 5 GB); anything wrong with the file is
+        # then worded by read_state_dict below.
+        try:
+            from safetensors import safe_open
+
+            with safe_open(weights_path, framework="pt") as handle:
+                return list(_unwrap({key: None for key in handle.keys()}))
+        except Exception:  # noqa: BLE001 - SafetensorError, OSError, ...
+            pass
+    state = read_state_dict(weights_path, map_location="cpu")  # zip files: memory-mapped
     keys = list(state)
     del state
     return keys
