@@ -222,3 +222,22 @@ def test_the_family_is_read_from_the_official_fixture_weights_and_a_text_head_pi
     torch.save({"aggregator.inter_frame_blocks.0.attn.qkv.weight": torch.zeros(1),
                 "text_alignment_head.proj.weight": torch.zeros(1)}, path)
     assert choose_model(InferenceOptions(), str(path)).config_name == "vggt-omega-1b-256-text"
+
+
+def test_a_folder_holding_an_omega_checkpoint_is_found_without_a_model(tmp_path, monkeypatch):
+    from vggt_blender.errors import WeightsNotFoundError
+    from vggt_blender.weights.discovery import resolve_weights
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "vggt_omega_1b_512.pt").write_bytes(b"PK\x03\x04")
+    assert resolve_weights(folder) == (folder / "vggt_omega_1b_512.pt").resolve()
+    # The cache lets only the requested family's checkpoints stand in: no Omega file for a VGGT request.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("VGGT_WEIGHTS", raising=False)
+    cache = tmp_path / "xdg" / "vggt_blender" / "vggt-omega-1b-512"
+    cache.mkdir(parents=True)
+    (cache / "vggt_omega_1b_512.pt").write_bytes(b"PK\x03\x04")
+    assert resolve_weights(None, "vggt-omega-1b-256-text") == (cache / "vggt_omega_1b_512.pt").resolve()
+    with pytest.raises(WeightsNotFoundError, match="download --model vggt-1b"):
+        resolve_weights(None, "vggt-1b")

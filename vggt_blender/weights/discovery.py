@@ -49,10 +49,15 @@ def _pick(path: Path, ckpt: Checkpoint, origin: str) -> Path:
     if path.is_file():
         return path.resolve()
     if path.is_dir():
-        for cand in _candidates_in_folder(path, ckpt):
+        # The checkpoint's own names first, then any official file name: a folder holding only
+        # vggt_omega_1b_512.pt works without --model (the family follows the file's keys; a model named
+        # explicitly that does not match is reported when the file is loaded).
+        others = [c for other in CHECKPOINTS.values() for c in _candidates_in_folder(path, other)]
+        candidates = list(dict.fromkeys(_candidates_in_folder(path, ckpt) + others))
+        for cand in candidates:
             if cand.is_file():
                 return cand.resolve()
-        names = ", ".join(c.name for c in _candidates_in_folder(path, ckpt))
+        names = ", ".join(c.name for c in candidates)
         raise WeightsNotFoundError(f"{path}: the folder given by {origin} holds no checkpoint (looked for {names})",
                                    file=str(path))
     raise WeightsNotFoundError(f"{path}: the weights file given by {origin} does not exist", file=str(path))
