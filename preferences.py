@@ -7,6 +7,7 @@ from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from . import runtime
 from .vggt_blender import options as opt
+from .vggt_blender.weights.registry import get_checkpoint
 from .operators import runtime as runtime_ops
 from .registration import register_classes, unregister_classes
 
@@ -43,18 +44,21 @@ class VGGT_AddonPreferences(bpy.types.AddonPreferences):
         name="Weights", subtype="FILE_PATH",
         description="VGGT checkpoint (model.pt or .safetensors); empty: VGGT_WEIGHTS or the default cache folder",
     )
+    # The model: which official checkpoint is looked for (and downloaded). A weights file set above wins, and its
+    # keys decide the family (VGGT or VGGT-Omega).
     checkpoint: EnumProperty(
-        name="Checkpoint",
+        name="Model",
         items=opt.CHECKPOINT_ITEMS,
         default=opt.DEFAULT_CHECKPOINT,
     )
     hf_token: StringProperty(
         name="Hugging Face Token", subtype="PASSWORD",
-        description="Only for the gated commercial checkpoint (or set HF_TOKEN)",
+        description="Only for the gated checkpoints: VGGT-1B Commercial and VGGT-Omega (or set HF_TOKEN)",
     )
     model_config: StringProperty(
-        name="Model Config", default=opt.DEFAULT_CONFIG,
-        description="Model configuration preset name or JSON file (advanced; tests use a tiny model)",
+        name="Model Config", default=opt.DEFAULT_CONFIG or "",
+        description="Model configuration preset name or JSON file (advanced; tests use a tiny model); empty: "
+                    "the model's own",
     )
     device: EnumProperty(
         name="Device",
@@ -113,7 +117,7 @@ class VGGT_AddonPreferences(bpy.types.AddonPreferences):
         row = box.row(align=True)
         row.prop(self, "checkpoint", text="")
         row.operator("vggt.download_weights", icon="URL")
-        if self.checkpoint == "vggt-1b-commercial":
+        if get_checkpoint(self.checkpoint).gated:
             box.prop(self, "hf_token")
         runtime_ops.draw_task(box, "download")
 

@@ -72,6 +72,41 @@ def weights_argument(prefs=None) -> str | None:
     return bpy.path.abspath(prefs.weights_path.strip())
 
 
+def selected_model(prefs=None) -> str | None:
+    """The registry model a reconstruction asks for: the preference's choice, or None when a weights file is
+    set (the worker then recognises the family from the file's keys)."""
+    prefs = prefs if prefs is not None else get_prefs()
+    if prefs is None:
+        return None
+    if prefs.weights_path.strip():
+        return None
+    return prefs.checkpoint
+
+
+def selected_model_label(prefs=None) -> str:
+    """What the panel shows as the model: the choice's label, or the weights file's name."""
+    from .vggt_blender.options import CHECKPOINT_ITEMS, DEFAULT_CHECKPOINT
+
+    prefs = prefs if prefs is not None else get_prefs()
+    labels = {value: label for value, label, _ in CHECKPOINT_ITEMS}
+    if prefs is None:
+        return labels[DEFAULT_CHECKPOINT]
+    if prefs.weights_path.strip():
+        return f"{Path(prefs.weights_path.strip()).name} (family from the file)"
+    return labels.get(prefs.checkpoint, prefs.checkpoint)
+
+
+def selected_family(prefs=None) -> str | None:
+    """"vggt" / "vggt-omega" for the chosen registry model; None when a weights file decides."""
+    from .vggt_blender.weights.registry import CHECKPOINTS
+
+    name = selected_model(prefs)
+    if name is None:
+        return None if (prefs if prefs is not None else get_prefs()) is not None else "vggt"
+    entry = CHECKPOINTS.get(name)
+    return entry.family if entry else None
+
+
 # ---- cached status of the runtime (probe runs in a thread; the UI only reads the cache) ----
 
 _status_lock = threading.Lock()

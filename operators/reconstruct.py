@@ -217,7 +217,8 @@ class ReconstructionRun(WorkerRun):
             "device": prefs.device if prefs else "auto",
             "precision": prefs.precision if prefs else "auto",
             "mode": settings.mode,
-            "config": (prefs.model_config.strip() or "vggt-1b") if prefs else "vggt-1b",
+            "model": runtime.selected_model(prefs),  # None with a weights file: its keys decide the family
+            "config": (prefs.model_config.strip() or None) if prefs else None,
             "download": False,
             "fast_path": getattr(prefs, "fast_path", "auto") if prefs else "auto",
             **shot,

@@ -107,6 +107,8 @@ class VGGT_PT_main(bpy.types.Panel):
         # Options
         box = layout.box()
         box.prop(settings, "name")
+        family = runtime.selected_family()
+        box.label(text=f"Model: {runtime.selected_model_label()}")
         box.row().prop(settings, "mode", expand=True)
         box.label(text="Create:")
         row = box.row(align=True)
@@ -116,7 +118,10 @@ class VGGT_PT_main(bpy.types.Panel):
         if settings.create_cameras:
             box.prop(settings, "camera_mode")
         if settings.create_point_cloud:
-            box.prop(settings, "point_source")
+            if family == "vggt-omega":  # no point head: depth + camera is the only point source
+                box.label(text="Points: Depth + Camera (VGGT-Omega has no point map)")
+            else:
+                box.prop(settings, "point_source")
             box.prop(settings, "max_points")
             box.prop(settings, "point_radius")
         box.prop(settings, "min_confidence")

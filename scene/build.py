@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ import bpy
 
 from ..vggt_blender.geometry.alignment import reconstruction_alignment, scaled_alignment, similarity_parts
 from ..vggt_blender.geometry.lens_check import lens_warnings
+from ..vggt_blender.geometry.selection import available_point_sources, family_name
 from ..vggt_blender.io.reconstruction import load_reconstruction
 from ..vggt_blender.options import SceneOptions
 from .cameras import activate_camera, create_animated_camera, create_photo_cameras, scene_size_estimate, solve_errors
@@ -193,6 +195,11 @@ def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, t
         t = lap("animated_camera", t)
 
     if options.create_point_cloud:
+        if options.point_source not in available_point_sources(rec):
+            # A VGGT-Omega file has no point map: its points come from depth, said once, not an error.
+            warnings.append(f"this {family_name(rec)} reconstruction has no point map: the point cloud is "
+                            "built from depth + camera instead")
+            options = dataclasses.replace(options, point_source="depth")
         create_point_cloud(rec, options, collection, name)
         t = lap("point_cloud", t)
 

@@ -14,6 +14,7 @@ from vggt_blender.io.reconstruction import Reconstruction, make_provenance, make
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_CONFIG = FIXTURES / "parity" / "tiny" / "config.json"
+TINY_OMEGA_CONFIG = FIXTURES / "parity" / "omega_tiny" / "config.json"
 
 
 def synthetic_reconstruction(num_images: int = 3, height: int = 28, width: int = 42, seed: int = 0) -> Reconstruction:
@@ -69,6 +70,31 @@ def write_tiny_checkpoint(folder: Path) -> Path:
 
     path = folder / "model.pt"
     torch.save(tiny_model().state_dict(), path)
+    return path
+
+
+def tiny_omega_model() -> "torch.nn.Module":
+    """A small VGGT-Omega (the parity fixture's config) with random weights and usable cameras."""
+    import torch
+
+    from vggt_blender.model import VGGTOmega, VGGTOmegaConfig
+
+    torch.manual_seed(0)
+    model = VGGTOmega(VGGTOmegaConfig.load(TINY_OMEGA_CONFIG)).eval()
+    # As for tiny_model: pin both field-of-view outputs (ReLU + floor) to about 1 radian.
+    with torch.no_grad():
+        last = model.camera_head.camera_branch[-1]
+        last.weight[7:9] = 0.0
+        last.bias[7:9] = 1.0
+    return model
+
+
+def write_tiny_omega_checkpoint(folder: Path, name: str = "omega.pt") -> Path:
+    """The official layout (a raw state dict saved with torch.save, buffers included) of `tiny_omega_model`."""
+    import torch
+
+    path = folder / name
+    torch.save(tiny_omega_model().state_dict(), path)
     return path
 
 

@@ -456,3 +456,18 @@ def test_ensure_weights_downloads_only_what_is_missing(tmp_path: Path, monkeypat
     with pytest.raises(WeightsNotFoundError, match="typo.pt"):
         download.ensure_weights(None, True)
     assert fetched == ["vggt-1b"]
+
+
+@pytest.mark.parametrize("name", ["vggt-omega-1b-512", "vggt-omega-1b-256-text"])
+def test_omega_checkpoints_show_their_licence_and_need_a_token(tmp_path: Path, server: FaultyFileServer,
+                                                                name: str) -> None:
+    lines: list[str] = []
+    with pytest.raises(DownloadError, match=f"checkpoint {name} is gated.*facebook/VGGT-Omega"):
+        download_named_checkpoint(name, dest=f"{tmp_path / 'none'}/", say=lines.append, url=server.url())
+    assert "FAIR Noncommercial Research License" in lines[0] and not server.requests  # licence before anything
+    lines.clear()
+    out = download_named_checkpoint(name, dest=f"{tmp_path / 'new'}/", token="hf_secret", say=lines.append,
+                                    url=server.url())
+    assert out.name == f"{name.replace('-', '_')}.pt" and out.read_bytes() == DATA
+    assert "FAIR Noncommercial Research License" in lines[0]
+    assert server.requests[0]["authorization"] == "Bearer hf_secret"

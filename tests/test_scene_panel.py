@@ -150,3 +150,26 @@ def test_panel_shows_the_reconstructions_shared_plane_control_and_lens_warning()
     assert ("operator", "vggt.refine_cameras", "CON_CAMERASOLVER") in log  # the reconstruction's own box
     assert not [entry for entry in draw() if entry[0] == "prop" and entry[1] == col]  # nothing selected
     assert ("operator", "vggt.refine_cameras", "CON_CAMERASOLVER") not in draw()
+
+
+@pytest.mark.parametrize("weights, checkpoint, shown, point_source_field", [
+    ("", "vggt-1b", "Model: VGGT-1B", True),
+    ("", "vggt-omega-1b-512", "Model: VGGT-Omega-1B-512", False),
+    ("/models/omega.pt", "vggt-1b", "Model: omega.pt (family from the file)", True),
+])
+def test_panel_shows_the_model_and_offers_only_depth_points_for_omega(monkeypatch, weights, checkpoint, shown,
+                                                                      point_source_field):
+    runtime = importlib.import_module(f"{EXT.__name__}.runtime")
+    prefs = SimpleNamespace(weights_path=weights, checkpoint=checkpoint)
+    monkeypatch.setattr(runtime, "selected_model", lambda p=None, _f=runtime.selected_model: _f(prefs))
+    monkeypatch.setattr(runtime, "selected_model_label",
+                        lambda p=None, _f=runtime.selected_model_label: _f(prefs))
+    bpy.context.scene.vggt.create_point_cloud = True
+    log = draw()
+    assert shown in labels(log)
+    fields = [entry[2] for entry in log if entry[0] == "prop"]
+    assert ("point_source" in fields) == point_source_field
+    if not point_source_field:
+        assert "Points: Depth + Camera (VGGT-Omega has no point map)" in labels(log)
+    # The request the Reconstruct button sends names the model only when no weights file decides.
+    assert runtime.selected_model(prefs) == (None if weights else checkpoint)

@@ -132,7 +132,7 @@ def test_missing_weights_message_says_what_and_where(tmp_path: Path) -> None:
     dest = tmp_path / "xdg" / "vggt_blender" / "vggt-1b" / "model.pt"
     assert "https://huggingface.co/facebook/VGGT-1B/resolve/main/model.pt" in msg
     assert "CC BY-NC 4.0" in msg and f"save it as {dest}" in msg
-    assert "python -m vggt_blender download --checkpoint vggt-1b" in msg and "VGGT_WEIGHTS" in msg
+    assert "python -m vggt_blender download --model vggt-1b" in msg and "VGGT_WEIGHTS" in msg
     assert info.value.code == "no_weights"
     with pytest.raises(WeightsNotFoundError) as info:
         resolve_weights(None, checkpoint="vggt-1b-commercial")

@@ -177,7 +177,7 @@ def test_protocol_decoding_and_requests():
     assert protocol.decode_event(b"\xff not json") == {"type": "log", "message": "\ufffd not json"}
     assert protocol.decode_event('{"type": "nonsense"}')["type"] == "log"
     req = protocol.make_request(["a.jpg"], "/out/x.npz", device="cuda:1")
-    assert req["device"] == "cuda:1" and req["keep_alive"] is False and req["config"] == "vggt-1b"
+    assert req["device"] == "cuda:1" and req["keep_alive"] is False and req["config"] is None and req["model"] is None
     for bad, words in (({"device": "tpu"}, "'device' must be one of auto, cuda, mps, cpu or cuda:N"),
                        ({"mode": "stretch"}, "'mode' must be one of crop, pad"),
                        ({"download": "yes"}, "'download' must be true or false")):

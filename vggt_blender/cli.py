@@ -46,13 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run VGGT on photos (files or folders) and write a reconstruction file.")
     rec.add_argument("inputs", nargs="+", metavar="PHOTOS_FOLDERS_OR_SHOT")
     rec.add_argument("-o", "--output", help="reconstruction file to write (.npz); default: beside --blend")
-    rec.add_argument("--weights", help="checkpoint file (.pt or .safetensors); default: search the usual places")
+    rec.add_argument("--model", default=opt.DEFAULT_MODEL, choices=opt.CHECKPOINT_NAMES,
+                     help="which model: vggt-1b (default), vggt-1b-commercial, vggt-omega-1b-512, "
+                          "vggt-omega-1b-256-text; with --weights and no --model the file's keys decide")
+    rec.add_argument("--weights", help="checkpoint file (.pt or .safetensors) of either model family; "
+                                       "default: search the usual places for --model's checkpoint")
     rec.add_argument("--device", default=opt.DEFAULT_DEVICE, choices=opt.DEVICES)
     rec.add_argument("--precision", default=opt.DEFAULT_PRECISION, choices=opt.PRECISIONS,
                      help="int8: the aggregator's Linear weights quantised to int8 (CPU only)")
-    rec.add_argument("--mode", default=opt.DEFAULT_MODE, choices=opt.MODES,
-                     help="crop: width 518, centre-crop tall images; pad: longer side 518, pad to a square")
-    rec.add_argument("--config", default=opt.DEFAULT_CONFIG, help="model preset (vggt-1b) or a config .json file")
+    rec.add_argument("--mode", default=opt.DEFAULT_MODE, choices=opt.ALL_MODES,
+                     help="VGGT: crop (width 518, centre-crop tall images) or pad (longer side 518, pad to a "
+                          "square); VGGT-Omega: balanced (about 32x32 patches at the photo's aspect) or max_size "
+                          "(longer side 512); crop/pad given to VGGT-Omega mean balanced/max_size")
+    rec.add_argument("--config", default=opt.DEFAULT_CONFIG,
+                     help="model preset of either family (vggt-1b, vggt-omega-1b-512, ...) or a config .json file; "
+                          "default: --model's, else the checkpoint's own")
     rec.add_argument("--fast-path", default=opt.DEFAULT_FAST_PATH, choices=opt.FAST_PATH_CHOICES,
                      help="memory-lean inference: auto = on for CUDA with bf16/fp16 (hundreds of photos fit), "
                           "off elsewhere")
@@ -121,8 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--text", action="store_true", help="COLMAP's text format instead of binary")
 
     dl = sub.add_parser("download", help="download an official checkpoint")
-    dl.add_argument("--checkpoint", default=opt.DEFAULT_CHECKPOINT, choices=opt.CHECKPOINT_NAMES)
-    dl.add_argument("--token", help="Hugging Face access token (needed for the gated commercial checkpoint)")
+    dl.add_argument("--model", "--checkpoint", dest="checkpoint", default=opt.DEFAULT_CHECKPOINT,
+                    choices=opt.CHECKPOINT_NAMES, help="which checkpoint (--checkpoint is the older name)")
+    dl.add_argument("--token", help="Hugging Face access token (needed for the gated checkpoints: commercial, "
+                                    "VGGT-Omega)")
     dl.add_argument("--dest", help="folder to save it in (default: the standard weights folder)")
     dl.add_argument("-q", "--quiet", action="store_true")
 
@@ -188,7 +198,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     bar = StageProgress(quiet=args.quiet)
     from .weights.download import ensure_weights
 
-    weights = ensure_weights(args.weights, args.download, opt.DEFAULT_CHECKPOINT, say=bar.message,
+    weights = ensure_weights(args.weights, args.download, args.model or opt.DEFAULT_CHECKPOINT, say=bar.message,
                              progress=_byte_progress(bar))
 
     try:
@@ -197,7 +207,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         else:
             from .engine.inference import reconstruct_to_file
 
-            rec = reconstruct_to_file(args.inputs, output, progress=bar, weights=weights, device=args.device,
+            rec = reconstruct_to_file(args.inputs, output, progress=bar, weights=weights, model_name=args.model,
+                                      device=args.device,
                                       precision=args.precision, mode=args.mode, config=args.config,
                                       fast_path=args.fast_path, warn=lambda line: bar.message(f"warning: {line}"),
                                       **shot_options_from_args(args).to_request())
@@ -338,8 +349,13 @@ def cmd_export_ply(args: argparse.Namespace) -> int:
     from .io.ply import export_ply
     from .io.reconstruction import load_reconstruction
 
-    count = export_ply(load_reconstruction(args.file), args.ply, args.point_source, args.min_confidence,
-                       args.max_points)
+    rec = load_reconstruction(args.file)
+    from .geometry.selection import available_point_sources, family_name
+
+    if args.point_source not in available_point_sources(rec):
+        raise RequestError(f"{args.file}: has no point map (a {family_name(rec)} reconstruction); use "
+                           f"--point-source depth", file=args.file)
+    count = export_ply(rec, args.ply, args.point_source, args.min_confidence, args.max_points)
     _err(f"wrote {args.ply}: {count:,} points")
     return EXIT_OK
 

@@ -54,9 +54,19 @@ PRECISION_ITEMS: Items = (
     ("int8", "int8 (CPU)", "The aggregator's linear weights quantised to int8: CPU only, more error than bf16"),
 )
 MODE_ITEMS: Items = (
-    ("crop", "Crop", "Resize to 518 px wide and centre-crop tall photos (the model's usual input)"),
-    ("pad", "Pad", "Resize the long side to 518 px and pad with white: nothing is cut off"),
+    ("crop", "Crop", "VGGT: resize to 518 px wide and centre-crop tall photos (the model's usual input); "
+                     "VGGT-Omega takes it as Balanced"),
+    ("pad", "Pad", "VGGT: resize the long side to 518 px and pad with white: nothing is cut off; "
+                   "VGGT-Omega takes it as Max Size"),
 )
+# VGGT-Omega's own loader modes (preprocess.OMEGA_MODES): both keep the photo's aspect.
+OMEGA_MODE_ITEMS: Items = (
+    ("balanced", "Balanced", "VGGT-Omega: about (512/16)^2 patches at the photo's aspect (its usual input)"),
+    ("max_size", "Max Size", "VGGT-Omega: the longer side 512 px (256 for the text checkpoint), padded"),
+)
+# A VGGT mode asked of VGGT-Omega means its nearest counterpart: "crop" (the usual input) -> "balanced",
+# "pad" (nothing cut off) -> "max_size". An Omega mode asked of VGGT is an error (VGGT has no such loader).
+V1_TO_OMEGA_MODE = {"crop": "balanced", "pad": "max_size"}
 FAST_PATH_ITEMS: Items = (
     ("auto", "Auto", "Memory-lean inference on CUDA with bf16/fp16 (hundreds of photos fit), standard elsewhere"),
     ("on", "On", "Always the memory-lean path (any device)"),
@@ -75,12 +85,19 @@ CHECKPOINT_ITEMS: Items = (
     ("vggt-1b", "VGGT-1B", "Official VGGT-1B (CC BY-NC 4.0: non-commercial)"),
     ("vggt-1b-commercial", "VGGT-1B Commercial",
      "Official VGGT-1B-Commercial (gated: needs a Hugging Face token and accepting its licence)"),
+    ("vggt-omega-1b-512", "VGGT-Omega-1B-512",
+     "VGGT-Omega (2026): far more accurate cameras, no point map (FAIR Noncommercial Research License; "
+     "gated: needs a Hugging Face token)"),
+    ("vggt-omega-1b-256-text", "VGGT-Omega-1B-256 Text",
+     "VGGT-Omega at 256 px with the text-alignment readout (FAIR Noncommercial Research License; gated)"),
 )
 assert values(CHECKPOINT_ITEMS) == tuple(CHECKPOINTS), "a checkpoint in the registry lacks its label here"
 
 DEVICES = values(DEVICE_ITEMS)
 PRECISIONS = values(PRECISION_ITEMS)
 MODES = values(MODE_ITEMS)
+OMEGA_MODES = values(OMEGA_MODE_ITEMS)
+ALL_MODES = MODES + OMEGA_MODES
 FAST_PATH_CHOICES = values(FAST_PATH_ITEMS)
 CAMERA_MODES = values(CAMERA_MODE_ITEMS)
 POINT_SOURCES = values(POINT_SOURCE_ITEMS)
@@ -90,7 +107,10 @@ DEFAULT_DEVICE = "auto"
 DEFAULT_PRECISION = "auto"
 DEFAULT_MODE = "crop"
 DEFAULT_FAST_PATH = "auto"
-DEFAULT_CONFIG = "vggt-1b"  # a VGGTConfig preset name or a config .json file
+# None: the chosen model's preset (--model), else the published configuration of the checkpoint's family.
+# Otherwise a preset name of either family ("vggt-1b", "vggt-omega-1b-512", ...) or a config .json file.
+DEFAULT_CONFIG = None
+DEFAULT_MODEL = None  # None: follow the weights file's keys (or, with no file given, the default checkpoint)
 
 # Process exit codes of the command line and the worker.
 EXIT_OK = 0
@@ -102,11 +122,14 @@ EXIT_CANCELLED = 130  # 128 + SIGINT: Ctrl-C, a cancel, or SIGTERM
 class InferenceOptions:
     """How to run the model: the options the CLI flags, the worker request and the preferences carry.
 
-    `weights` None means "search the usual places" (weights/discovery.py); `config` is a preset name or a
-    config .json path (or a VGGTConfig object in-process).
+    `weights` None means "search the usual places" (weights/discovery.py) for `model_name`'s checkpoint; `model_name` is
+    a CHECKPOINT_NAMES entry or None (the model family follows the weights file's keys); `config` is a preset
+    name, a config .json path (or a config object in-process), or None (the model's / checkpoint's own).
     """
 
     weights: str | None = None
+    # The request's / CLI's "model" (named apart from reconstruct()'s `model`, an already loaded model object).
+    model_name: str | None = DEFAULT_MODEL
     device: str = DEFAULT_DEVICE
     precision: str = DEFAULT_PRECISION
     mode: str = DEFAULT_MODE
@@ -179,7 +202,8 @@ class RefineOptions(_PlainOptions):
 
 __all__ = [
     "values", "DEVICE_ITEMS", "PRECISION_ITEMS", "MODE_ITEMS", "FAST_PATH_ITEMS", "CAMERA_MODE_ITEMS",
-    "POINT_SOURCE_ITEMS", "CHECKPOINT_ITEMS", "DEVICES", "PRECISIONS", "MODES", "FAST_PATH_CHOICES",
+    "POINT_SOURCE_ITEMS", "CHECKPOINT_ITEMS", "DEVICES", "PRECISIONS", "MODES", "OMEGA_MODE_ITEMS", "OMEGA_MODES",
+    "ALL_MODES", "V1_TO_OMEGA_MODE", "DEFAULT_MODEL", "FAST_PATH_CHOICES",
     "CAMERA_MODES", "POINT_SOURCES", "CHECKPOINT_NAMES", "DEFAULT_CHECKPOINT", "DEFAULT_DEVICE",
     "DEFAULT_PRECISION", "DEFAULT_MODE", "DEFAULT_FAST_PATH", "DEFAULT_CONFIG", "EXIT_OK", "EXIT_ERROR",
     "EXIT_CANCELLED", "InferenceOptions", "SceneOptions", "ALIGN_METHODS", "DEFAULT_ALIGN_METHOD",

@@ -27,17 +27,17 @@ import torch
 
 from .devices import (choose_device, choose_precision, describe_device, is_out_of_memory, precision_name,
                       uses_autocast)
-from ..errors import CancelledError, OutOfMemoryError, RequestError
+from ..errors import CancelledError, CheckpointError, OutOfMemoryError, RequestError
 from ..geometry.cameras import pose_encoding_to_extrinsics_intrinsics
 from ..io.output_paths import display_folder_for, resolve_output
 from ..io.photo_paths import collect_images
 from ..io.reconstruction import Reconstruction, make_provenance, save_reconstruction
-from ..model import VGGTConfig
 from ..model.execution import ExecutionMode, is_lean
 from ..model.quantization import is_int8, quantize_aggregator_int8
 from ..options import FAST_PATH_CHOICES, InferenceOptions
 from ..preprocess import load_image, preprocess_images
 from ..weights.discovery import resolve_weights, sha256_file
+from ..weights.registry import DEFAULT_CHECKPOINT
 from ..weights.loading import load_model
 
 ProgressCallback = Callable[[str, float, str], None]
@@ -75,18 +75,103 @@ def _noop_progress(stage: str, fraction: float, message: str) -> None:
     pass
 
 
-def _resolve_config(config: Any) -> tuple[Any, str]:
-    """(VGGTConfig, name for provenance) from a preset name, a JSON file path or a VGGTConfig.
+@dataclass
+class ModelChoice:
+    """Which model a run uses, decided before preprocessing (the loader depends on the family)."""
 
-    The lookup itself is VGGTConfig.resolve's (the one preset-or-file rule); loading is handed the resolved
-    config, so it is never looked up again. Only the provenance label is decided here."""
-    if isinstance(config, VGGTConfig):
-        return config, "custom"
+    config: Any        # VGGTConfig or VGGTOmegaConfig
+    config_name: str   # for provenance: a preset name, a JSON file's path or "custom"
+    family: str        # "vggt" or "vggt-omega"
+    model_name: str | None = None  # the registry name when one was chosen (--model), else None
+
+    @property
+    def omega(self) -> bool:
+        return self.family == "vggt-omega"
+
+
+def _config_label(config: Any) -> str:
+    if not isinstance(config, (str, Path)):
+        return "custom"
     text = str(config)
-    resolved = VGGTConfig.resolve(text)
     path = Path(text).expanduser()
-    is_file = text.lower().endswith(".json") or path.exists()
-    return resolved, (str(path.resolve()) if is_file else text)
+    return str(path.resolve()) if text.lower().endswith(".json") or path.exists() else text
+
+
+def choose_model(options: InferenceOptions, weights_path: str | None, model: Any = None) -> ModelChoice:
+    """The config and family of a run, from (in this order) an explicit `config`, the registry `model_name` (its
+    preset), the given model object, or the checkpoint's keys (its family's published configuration).
+
+    A `config` of the other family than `model` is a RequestError; a checkpoint of the other family than the
+    config is reported by loading (weights/loading.py), a file that is no checkpoint (or a damaged one) by
+    reading its keys here, before any photo is preprocessed."""
+    from ..model.family import FAMILY_NAMES, default_config, detect_family, family_of_config, resolve_config
+    from ..weights.registry import get_checkpoint
+
+    entry = get_checkpoint(options.model_name) if options.model_name else None
+    if options.config is not None:
+        config, name = resolve_config(options.config), _config_label(options.config)
+        family = family_of_config(config)
+        if entry is not None and entry.family != family:
+            raise RequestError(f"--config {name} is a {FAMILY_NAMES[family]} configuration, but the model "
+                               f"{entry.name} is {FAMILY_NAMES[entry.family]}; leave --config out or choose a "
+                               f"{FAMILY_NAMES[family]} model")
+        return ModelChoice(config, name, family, entry.name if entry else None)
+    if entry is not None:
+        config = resolve_config(entry.config)
+        return ModelChoice(config, entry.config, family_of_config(config), entry.name)
+    if model is not None and getattr(model, "config", None) is not None:
+        return ModelChoice(model.config, "custom", family_of_config(model.config))
+    if weights_path is None:
+        config = resolve_config("vggt-1b")
+        return ModelChoice(config, "vggt-1b", "vggt")
+    keys = checkpoint_keys(weights_path)
+    family = detect_family(keys)
+    if family is None:
+        raise CheckpointError(f"{weights_path}: not a VGGT or VGGT-Omega checkpoint (none of its "
+                              f"{len(keys)} keys is one of either model's)", file=weights_path)
+    config = default_config(family, keys)
+    name = ("vggt-omega-1b-256-text" if config.text_alignment_head is not None else "vggt-omega-1b-512") \
+        if family == "vggt-omega" else "vggt-1b"
+    return ModelChoice(config, name, family)
+
+
+def checkpoint_keys(weights_path: str) -> list[str]:
+    """The tensor names of a checkpoint (read memory-mapped: the weights themselves are not paged in). A file
+    that is not a readable checkpoint raises CheckpointError naming it."""
+    from ..weights.loading import _unwrap, read_state_dict
+
+    if Path(weights_path).suffix.lower() == ".safetensors":
+        # The header alone names the tensors (load_file would read all 5 GB); anything wrong with the file is
+        # then worded by read_state_dict below.
+        try:
+            from safetensors import safe_open
+
+            with safe_open(weights_path, framework="pt") as handle:
+                return list(_unwrap({key: None for key in handle.keys()}))
+        except Exception:  # noqa: BLE001 - SafetensorError, OSError, ...
+            pass
+    state = read_state_dict(weights_path, map_location="cpu")  # zip files: memory-mapped
+    keys = list(state)
+    del state
+    return keys
+
+
+# VGGT-Omega's input size: 512 px, 256 for the text-aligned checkpoint (VGGT_OMEGA_SPEC §2).
+OMEGA_TEXT_TARGET_SIZE = 256
+
+
+def preprocess_settings(choice: ModelChoice, mode: str) -> tuple[str, int | None]:
+    """(loader mode, target size) for the family: a VGGT mode given to VGGT-Omega maps to its counterpart
+    (options.V1_TO_OMEGA_MODE); a VGGT-Omega mode given to VGGT is a RequestError."""
+    from ..options import OMEGA_MODES, V1_TO_OMEGA_MODE
+
+    if choice.omega:
+        size = OMEGA_TEXT_TARGET_SIZE if getattr(choice.config, "text_alignment_head", None) is not None else None
+        return V1_TO_OMEGA_MODE.get(mode, mode), size
+    if mode in OMEGA_MODES:
+        raise RequestError(f"mode '{mode}' is a VGGT-Omega loader mode, but this run uses VGGT; choose crop or "
+                           f"pad (or a VGGT-Omega model)")
+    return mode, None
 
 
 class Stages:
@@ -193,7 +278,8 @@ def _oom_message(count: int, size: tuple[int, int], mode: str, precision: str, d
 def _block_progress_hooks(model: Any, report: Callable[[float], None]) -> list:
     """Report the fraction of aggregator blocks done while the single forward call runs."""
     aggregator = getattr(model, "aggregator", None)
-    blocks = getattr(aggregator, "global_blocks", None)
+    # VGGT's global blocks, VGGT-Omega's inter-frame blocks: one of each per layer.
+    blocks = getattr(aggregator, "global_blocks", None) or getattr(aggregator, "inter_frame_blocks", None)
     if blocks is None:
         return []
     total = len(blocks)
@@ -266,6 +352,8 @@ class _Run:
     device_text: str
     fast: bool
     weights_path: str | None
+    choice: ModelChoice
+    mode: str  # the loader mode actually used (a VGGT mode maps to VGGT-Omega's counterpart)
 
     @property
     def precision(self) -> str:
@@ -300,14 +388,19 @@ def reconstruct(image_paths: Iterable[str], options: InferenceOptions | None = N
 
     device = choose_device(opts.device)
     dtype = choose_precision(device, opts.precision)
-    model_config, config_name = _resolve_config(opts.config)
+    checkpoint = opts.model_name or DEFAULT_CHECKPOINT
+    weights_path = (str(resolve_weights(opts.weights, checkpoint)) if model is None or opts.weights is not None
+                    else None)
+    choice = choose_model(opts, weights_path, model)
+    mode, target_size = preprocess_settings(choice, opts.mode)
+    model_config, config_name = choice.config, choice.config_name
     run = _Run(opts, device, dtype, describe_device(device),
                fast=_is_fast(model) or use_fast_path(opts.fast_path, device, dtype),
-               weights_path=str(resolve_weights(opts.weights)) if model is None or opts.weights is not None else None)
+               weights_path=weights_path, choice=choice, mode=mode)
     stages.check_cancel()
 
-    with stages.stage("preprocessing", f"{len(paths)} image(s), {opts.mode}"):
-        prep = preprocess_images(list(paths), opts.mode,
+    with stages.stage("preprocessing", f"{len(paths)} image(s), {mode}"):
+        prep = preprocess_images(list(paths), mode, target_size, model=choice.family,
                                  progress=lambda done, total: stages.step("preprocessing", done / total,
                                                                           f"{done}/{total} image(s)"))
         for note in prep.notes:
@@ -368,13 +461,14 @@ def _infer(run: _Run, model: Any, prep: Any, stages: Stages) -> dict[str, np.nda
             "pose_enc": _as_numpy(outputs["pose_enc"])[0].astype(np.float64),
             "depth": _as_numpy(outputs["depth"])[0, ..., 0],
             "depth_conf": _as_numpy(outputs["depth_conf"])[0],
-            "point_map": _as_numpy(outputs["world_points"])[0],
-            "point_map_conf": _as_numpy(outputs["world_points_conf"])[0],
         }
+        if "world_points" in outputs:  # VGGT's point head; VGGT-Omega has none (the file then has no point map)
+            result["point_map"] = _as_numpy(outputs["world_points"])[0]
+            result["point_map_conf"] = _as_numpy(outputs["world_points_conf"])[0]
         del outputs
     except BaseException as exc:
         if is_out_of_memory(exc):
-            raise OutOfMemoryError(_oom_message(count, (width, height), run.options.mode, run.precision,
+            raise OutOfMemoryError(_oom_message(count, (width, height), run.mode, run.precision,
                                                 run.device_text, run.path_name)) from None
         raise
     finally:
@@ -400,7 +494,7 @@ def _assemble(run: _Run, prep: Any, outputs: dict[str, np.ndarray], stages: Stag
     provenance = make_provenance(
         checkpoint=Path(weights_path).name if weights_path else None,
         checkpoint_sha256=checkpoint_sha,
-        mode=run.options.mode,
+        mode=run.mode,
         precision=run.precision,
         device=run.device_text,
         timings={k: round(v, 4) for k, v in stages.timings.items()},
@@ -408,6 +502,8 @@ def _assemble(run: _Run, prep: Any, outputs: dict[str, np.ndarray], stages: Stag
         config=config_name,
         torch_version=torch.__version__,
         path=run.path_name,
+        model_family=run.choice.family,
+        model=run.choice.model_name,
     )
     return Reconstruction(
         image_paths=source_paths,
@@ -421,8 +517,8 @@ def _assemble(run: _Run, prep: Any, outputs: dict[str, np.ndarray], stages: Stag
         intrinsics_model=np.asarray(intrinsics_model, dtype=np.float64).reshape(count, 3, 3),
         depth=outputs["depth"].astype(np.float32),
         depth_conf=outputs["depth_conf"].astype(np.float32),
-        point_map=outputs["point_map"].astype(np.float32),
-        point_map_conf=outputs["point_map_conf"].astype(np.float32),
+        point_map=outputs["point_map"].astype(np.float32) if "point_map" in outputs else None,
+        point_map_conf=outputs["point_map_conf"].astype(np.float32) if "point_map_conf" in outputs else None,
         colors=prep.colors,
         provenance=provenance,
     )

@@ -39,11 +39,23 @@ class PointSelection:
         return len(self.indices)
 
 
+def family_name(rec) -> str:
+    return {"vggt-omega": "VGGT-Omega"}.get(getattr(rec, "model_family", "vggt"), "VGGT")
+
+
+def available_point_sources(rec) -> tuple[str, ...]:
+    """The point sources this reconstruction offers: both for VGGT, only "depth" without a point map."""
+    return POINT_SOURCES if getattr(rec, "point_map", None) is not None else ("depth",)
+
+
 def points_and_confidence(rec, source: str) -> tuple[np.ndarray, np.ndarray]:
     """([N,H,W,3] points, [N,H,W] confidence) of the named point source."""
     if source == "depth":
         return rec.world_points, rec.depth_conf
     if source == "point_map":
+        if getattr(rec, "point_map", None) is None:
+            raise PointSourceError(f"this reconstruction has no point map (a {family_name(rec)} result: that "
+                                   "model has no point head); use the depth point source")
         return rec.point_map, rec.point_map_conf
     raise PointSourceError(f"unknown point source {source!r}: choose one of {', '.join(POINT_SOURCES)}")
 
@@ -124,5 +136,5 @@ def select_points(rec, source: str = "depth", min_confidence: float | None = Non
     )
 
 
-__all__ = ["SUBSAMPLE_SEED", "PointSourceError", "PointSelection", "points_and_confidence", "subsample_mask",
+__all__ = ["SUBSAMPLE_SEED", "PointSourceError", "available_point_sources", "family_name", "PointSelection", "points_and_confidence", "subsample_mask",
            "select_points"]

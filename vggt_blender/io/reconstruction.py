@@ -54,7 +54,10 @@ FIELDS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "valid_mask": ("bool", ("N", "H", "W")),
 }
 HEADER_KEYS = ("schema", "schema_version", "provenance")
-REQUIRED_KEYS = HEADER_KEYS + tuple(FIELDS)
+# VGGT's point head writes these; VGGT-Omega has no point head, so its files leave both out (never an invented
+# stand-in). They are present together or not at all, and checked like every other field when present.
+POINT_MAP_FIELDS = ("point_map", "point_map_conf")
+REQUIRED_KEYS = HEADER_KEYS + tuple(name for name in FIELDS if name not in POINT_MAP_FIELDS)
 # Written to every file, recomputed from the primaries on load (geometry/derive.py).
 DERIVED_FIELDS = tuple(DERIVED_FROM)
 PRIMARY_FIELDS = tuple(name for name in FIELDS if name not in DERIVED_FROM)
@@ -115,8 +118,8 @@ class Reconstruction:
     intrinsics_model: np.ndarray
     depth: np.ndarray
     depth_conf: np.ndarray
-    point_map: np.ndarray
-    point_map_conf: np.ndarray
+    point_map: np.ndarray | None
+    point_map_conf: np.ndarray | None
     colors: np.ndarray
     provenance: str = "{}"
     extra: dict[str, np.ndarray] = field(default_factory=dict)
@@ -126,7 +129,7 @@ class Reconstruction:
         # derived arrays that follow from the field.
         if name in ("image_paths", "display_paths", "image_names"):
             value = _as_str_list(value)
-        elif name in FIELDS:
+        elif name in FIELDS and not (value is None and name in POINT_MAP_FIELDS):
             value = _coerce(name, value)
             if name in _DERIVATION_INPUTS:
                 value = _read_only(value)
@@ -163,6 +166,17 @@ class Reconstruction:
         return self._derive("valid_mask")
 
     @property
+    def has_point_map(self) -> bool:
+        """False for VGGT-Omega reconstructions (no point head): only the depth point source exists."""
+        return self.point_map is not None
+
+    @property
+    def model_family(self) -> str:
+        """"vggt" or "vggt-omega", from the provenance (files written before it was recorded are VGGT's)."""
+        family = self.provenance_dict.get("model_family")
+        return family if isinstance(family, str) and family else "vggt"
+
+    @property
     def num_images(self) -> int:
         return len(self.image_paths)
 
@@ -182,8 +196,16 @@ class Reconstruction:
     def validate(self, file: str | os.PathLike[str] = "<reconstruction>") -> None:
         """Raise ReconstructionFileError (naming `file`) unless every field matches the schema (the derived
         arrays do by construction once the primaries do)."""
-        _check_fields(self._arrays(PRIMARY_FIELDS), str(file), PRIMARY_FIELDS)
+        if (self.point_map is None) != (self.point_map_conf is None):
+            raise ReconstructionFileError(f"{file}: 'point_map' and 'point_map_conf' go together: one of them "
+                                          "is missing", file=str(file))
+        names = self._present(PRIMARY_FIELDS)
+        _check_fields(self._arrays(names), str(file), names)
         _check_alignment(self.extra, str(file))
+
+    def _present(self, names: Sequence[str] = tuple(FIELDS)) -> tuple[str, ...]:
+        """`names` less the point-map fields when this reconstruction has none."""
+        return tuple(n for n in names if self.has_point_map or n not in POINT_MAP_FIELDS)
 
     # Optional key `alignment` (float64 4x4 scene_from_world, geometry/alignment.py), kept in `extra` so save and
     # load carry it like any extra array; files without it get the default axis change.
@@ -274,7 +296,7 @@ def save_reconstruction(path: str | os.PathLike[str], rec: Reconstruction, compr
         "schema_version": np.array(SCHEMA_VERSION, dtype=np.int64),
         "provenance": np.array(rec.provenance),
     }
-    arrays.update(rec._arrays())
+    arrays.update(rec._arrays(rec._present()))
     for name, value in rec.extra.items():
         if name in arrays:
             raise ReconstructionFileError(f"{path}: extra array '{name}' clashes with a schema key", file=str(path))
@@ -450,14 +472,19 @@ def load_reconstruction(path: str | os.PathLike[str]) -> Reconstruction:
                 json.loads(provenance)
             except ValueError as exc:
                 fail(f"'provenance' is not valid JSON ({exc})", exc)
-            arrays = {name: z[name] for name in FIELDS}
-            extra = {name: z[name] for name in sorted(keys - set(REQUIRED_KEYS))}
+            point_map_keys = [k for k in POINT_MAP_FIELDS if k in keys]
+            if len(point_map_keys) == 1:
+                other = next(k for k in POINT_MAP_FIELDS if k not in keys)
+                fail(f"has '{point_map_keys[0]}' but not '{other}': the point map and its confidence go together")
+            names = [name for name in FIELDS if name in REQUIRED_KEYS or name in point_map_keys]
+            arrays = {name: z[name] for name in names}
+            extra = {name: z[name] for name in sorted(keys - set(REQUIRED_KEYS) - set(point_map_keys))}
         except ReconstructionFileError:
             raise
         except Exception as exc:  # noqa: BLE001 - truncated/corrupted members: CRC, zlib, EOF, pickle...
             fail(f"damaged file, an entry cannot be read ({type(exc).__name__}: {exc})", exc)
 
-    _check_fields(arrays, file)  # the stored derived arrays too: the file must conform to schema v1
+    _check_fields(arrays, file, names)  # the stored derived arrays too: the file must conform to schema v1
     _check_finite(arrays, file)
     _check_alignment(extra, file)
     # Shot files (video / image sequence) carry optional keys in `extra`: see io/shot_fields.py.
@@ -465,7 +492,8 @@ def load_reconstruction(path: str | os.PathLike[str]) -> Reconstruction:
 
     check_shot_fields(extra, int(arrays["image_paths"].shape[0]), file)
     return Reconstruction(
-        **{name: (arrays[name].tolist() if FIELDS[name][0] == "U" else arrays[name]) for name in PRIMARY_FIELDS},
+        **{name: (arrays[name].tolist() if FIELDS[name][0] == "U" else arrays.get(name))
+           for name in PRIMARY_FIELDS},
         provenance=provenance,
         extra=extra,
     )
@@ -516,6 +544,7 @@ def make_reconstruction(
     depth_conf: np.ndarray | None = None,
     point_map: np.ndarray | None = None,
     point_map_conf: np.ndarray | None = None,
+    no_point_map: bool = False,
     image_paths: Sequence[str | os.PathLike[str]] | None = None,
     display_paths: Sequence[str | os.PathLike[str]] | None = None,
     original_sizes: np.ndarray | None = None,
@@ -526,7 +555,7 @@ def make_reconstruction(
     """Build a valid Reconstruction from the essentials, with defaults for everything not given.
 
     Defaults: identity pixel map (photo = model input), full valid box, original sizes = model size,
-    point_map = world_points, confidences 1, grey colours, image paths `/images/image_<i>.png`, names = file
+    point_map = world_points (none at all with `no_point_map`, as VGGT-Omega writes), confidences 1, grey colours, image paths `/images/image_<i>.png`, names = file
     stems, display paths = image paths. world_points, intrinsics and valid_mask are derived (geometry/derive.py).
     """
     depth = np.asarray(depth, dtype=np.float32)
@@ -564,13 +593,15 @@ def make_reconstruction(
                 else np.asarray(colors, dtype=np.uint8)),
         provenance=provenance if provenance is not None else "{}",
     )
-    if point_map is None:
+    if no_point_map:
+        rec.point_map = rec.point_map_conf = None
+    elif point_map is None:
         rec.point_map = rec.world_points.copy()
     return rec
 
 
 __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "FIELDS", "REQUIRED_KEYS", "TEMP_PREFIX", "Reconstruction",
-    "PRIMARY_FIELDS", "DERIVED_FIELDS", "save_reconstruction", "load_reconstruction", "make_reconstruction",
+    "PRIMARY_FIELDS", "DERIVED_FIELDS", "POINT_MAP_FIELDS", "save_reconstruction", "load_reconstruction", "make_reconstruction",
     "make_provenance",
 ]

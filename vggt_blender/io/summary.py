@@ -31,6 +31,9 @@ def summarize(rec: Reconstruction) -> str:
     sha = prov.get("checkpoint_sha256")
     ckpt = str(prov.get("checkpoint") or "unknown")
     lines.append(f"checkpoint: {ckpt}" + (f" (sha256 {str(sha)[:12]}...)" if sha else ""))
+    family = "VGGT-Omega" if rec.model_family == "vggt-omega" else "VGGT"
+    lines.append(f"model: {family}" + (f" ({prov['model']})" if prov.get("model") else "")
+                 + ("" if rec.has_point_map else "; no point map (depth point source only)"))
     lines.append(f"device: {prov.get('device') or 'unknown'}, precision: {prov.get('precision') or 'unknown'}, "
                  f"mode: {prov.get('mode') or 'unknown'}")
     timings = prov.get("timings") or {}
@@ -47,7 +50,10 @@ def summarize(rec: Reconstruction) -> str:
         d = d[np.isfinite(d)]
         if d.size:
             lines.append(f"depth: min {d.min():.4g}, median {np.median(d):.4g}, max {d.max():.4g}")
-        for label, conf in (("depth confidence", rec.depth_conf), ("point-map confidence", rec.point_map_conf)):
+        confidences = [("depth confidence", rec.depth_conf)]
+        if rec.has_point_map:
+            confidences.append(("point-map confidence", rec.point_map_conf))
+        for label, conf in confidences:
             c = conf[mask]
             c = c[np.isfinite(c)]
             if c.size:

@@ -265,8 +265,11 @@ class LocalJob(Job):
         # A refine request reads a reconstruction file: no model, so no checkpoint to find.
         if not self.request.get("download") and not protocol.is_refine_request(self.request):
             from ..weights.discovery import resolve_weights  # torch-free
+            from ..weights.registry import DEFAULT_CHECKPOINT
 
-            resolve_weights(self.request.get("weights"), caller=self.caller)
+            # The chosen model's checkpoint (and only its family's stand-ins), as the worker will look for it.
+            resolve_weights(self.request.get("weights"), self.request.get("model") or DEFAULT_CHECKPOINT,
+                            caller=self.caller)
 
     def _receive(self) -> list[dict]:
         out: list[dict] = []

@@ -14,7 +14,8 @@ from typing import Any
 from .. import errors
 from ..errors import RequestError
 from .. import options
-from ..options import DEVICES, FAST_PATH_CHOICES, MODES as PREPROCESS_MODES, PRECISIONS, InferenceOptions
+from ..options import (ALL_MODES as PREPROCESS_MODES, CHECKPOINT_NAMES, DEVICES, FAST_PATH_CHOICES, PRECISIONS,
+                       InferenceOptions)
 
 PROTOCOL_VERSION = 1
 
@@ -22,7 +23,10 @@ PROTOCOL_VERSION = 1
 
 REQUIRED = ("images", "output")
 # Optional keys and their defaults.
-DEFAULTS: dict[str, Any] = {**InferenceOptions().to_dict(), "download": False, "keep_alive": False,
+# "model" is InferenceOptions.model_name: a registry name (options.CHECKPOINT_NAMES) or null.
+DEFAULTS: dict[str, Any] = {**{("model" if k == "model_name" else k): v
+                               for k, v in InferenceOptions().to_dict().items()},
+                            "download": False, "keep_alive": False,
                             # true, or an object of RefineOptions: bundle-adjust the cameras after inference.
                             "refine": False,
                             # A shot (one video file or image sequence in "images"): options.ShotOptions' fields.
@@ -214,9 +218,15 @@ def parse_request(data: Any) -> dict:
         raise RequestError("'images' must be a list of paths (files or folders)")
     if not images:
         raise RequestError("'images' is empty")
-    for key in ("output", "device", "precision", "mode", "config", "fast_path"):
+    for key in ("output", "device", "precision", "mode", "fast_path"):
         if not isinstance(request[key], str) or not request[key]:
             raise RequestError(f"'{key}' must be a non-empty string")
+    # null: the model's (or the checkpoint's) own configuration, and the family the checkpoint's keys say.
+    for key in ("config", "model"):
+        if request[key] is not None and (not isinstance(request[key], str) or not request[key]):
+            raise RequestError(f"'{key}' must be a non-empty string or null")
+    if request["model"] is not None and request["model"] not in CHECKPOINT_NAMES:
+        raise RequestError(f"'model' must be one of {', '.join(CHECKPOINT_NAMES)} or null, not {request['model']!r}")
     for key, choices in (("precision", PRECISIONS), ("mode", PREPROCESS_MODES), ("fast_path", FAST_PATH_CHOICES)):
         if request[key] not in choices:
             raise RequestError(f"'{key}' must be one of {', '.join(choices)}, not {request[key]!r}")

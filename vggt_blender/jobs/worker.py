@@ -169,7 +169,7 @@ def _ensure_weights(request: dict, emit: Emitter) -> None:
     from ..weights.download import ensure_weights  # the CLI's --download follows the same rule
 
     request["weights"] = ensure_weights(
-        request["weights"], request["download"], opt.DEFAULT_CHECKPOINT, say=emit.log,
+        request["weights"], request["download"], request["model"] or opt.DEFAULT_CHECKPOINT, say=emit.log,
         progress=lambda fraction, message: emit.progress("loading", 0.5 * fraction, message))
 
 
@@ -204,8 +204,8 @@ def run_request(request: dict, emit: Emitter, created: list[Path]) -> dict:
     output = resolve_output(request["output"], suffix=None)  # reconstruct_to_file checks the suffix
     existed = {output: output.exists()}
     rec = inference.reconstruct_to_file(
-        request["images"], output, progress=emit.progress, weights=request["weights"], device=request["device"],
-        precision=request["precision"], mode=request["mode"], config=request["config"],
+        request["images"], output, progress=emit.progress, weights=request["weights"], model_name=request["model"],
+        device=request["device"], precision=request["precision"], mode=request["mode"], config=request["config"],
         fast_path=request["fast_path"], warn=emit.warning,
         **{key: request[key] for key in SHOT_REQUEST_FIELDS if request[key] is not None})
     if request["refine"]:

@@ -49,10 +49,15 @@ def _pick(path: Path, ckpt: Checkpoint, origin: str) -> Path:
     if path.is_file():
         return path.resolve()
     if path.is_dir():
-        for cand in _candidates_in_folder(path, ckpt):
+        # The checkpoint's own names first, then any official file name: a folder holding only
+        # vggt_omega_1b_512.pt works without --model (the family follows the file's keys; a model named
+        # explicitly that does not match is reported when the file is loaded).
+        others = [c for other in CHECKPOINTS.values() for c in _candidates_in_folder(path, other)]
+        candidates = list(dict.fromkeys(_candidates_in_folder(path, ckpt) + others))
+        for cand in candidates:
             if cand.is_file():
                 return cand.resolve()
-        names = ", ".join(c.name for c in _candidates_in_folder(path, ckpt))
+        names = ", ".join(c.name for c in candidates)
         raise WeightsNotFoundError(f"{path}: the folder given by {origin} holds no checkpoint (looked for {names})",
                                    file=str(path))
     raise WeightsNotFoundError(f"{path}: the weights file given by {origin} does not exist", file=str(path))
@@ -62,7 +67,7 @@ def _pick(path: Path, ckpt: Checkpoint, origin: str) -> Path:
 _CALLERS = {
     "cli": {
         "origin": "--weights",
-        "get": "run `python -m vggt_blender download --checkpoint {name}{token}`, or pass --weights PATH (or set "
+        "get": "run `python -m vggt_blender download --model {name}{token}`, or pass --weights PATH (or set "
                "{env}) to a checkpoint you already have",
     },
     "blender": {
@@ -104,8 +109,10 @@ def check_weights_env(checkpoint: str = DEFAULT_CHECKPOINT, caller: str = "cli")
 
 def _cached_checkpoint(preferred: Checkpoint) -> Path | None:
     """A downloaded checkpoint in the cache: `preferred`'s folder first, then every other known checkpoint's
-    (registry order, vggt-1b first), so a user who downloaded only the commercial weights is found too."""
-    order = [preferred] + [c for c in CHECKPOINTS.values() if c.name != preferred.name]
+    (registry order, vggt-1b first), so a user who downloaded only the commercial weights is found too. Only
+    checkpoints of `preferred`'s model family stand in for it: an Omega file is never run for a VGGT request."""
+    order = [preferred] + [c for c in CHECKPOINTS.values()
+                           if c.name != preferred.name and c.family == preferred.family]
     for ckpt in order:
         for cand in _candidates_in_folder(default_cache_dir() / ckpt.name, ckpt):
             if cand.is_file():

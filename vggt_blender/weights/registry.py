@@ -25,6 +25,12 @@ def hub_endpoint() -> str:
 # 1,256,537,516 fp32 parameters (spec §8) + a little pickle/zip overhead.
 VGGT_1B_PARAMETERS = 1_256_537_516
 VGGT_1B_APPROX_BYTES = 5_030_000_000
+# VGGT-Omega-1B: 1,143,814,185 fp32 parameters (the official state dict's 1,411 tensors).
+VGGT_OMEGA_1B_PARAMETERS = 1_143_814_185
+VGGT_OMEGA_1B_APPROX_BYTES = 4_580_000_000
+
+FAIR_NC_LICENCE = "FAIR Noncommercial Research License (non-commercial research only)"
+OMEGA_LICENCE_URL = "https://huggingface.co/facebook/VGGT-Omega/blob/main/LICENSE"
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,8 @@ class Checkpoint:
     licence: str
     licence_url: str
     gated: bool               # needs a Hugging Face token of an account that accepted the licence
-    config: str = "vggt-1b"   # VGGTConfig preset the weights belong to
+    config: str = "vggt-1b"   # config preset the weights belong to (VGGTConfig or VGGTOmegaConfig)
+    family: str = "vggt"      # model family: "vggt" or "vggt-omega" (model/family.py FAMILIES)
     approx_bytes: int = VGGT_1B_APPROX_BYTES
     parameters: int = VGGT_1B_PARAMETERS
     # The published file's sha256 and exact size when we know them (None: taken from the server's
@@ -83,6 +90,31 @@ CHECKPOINTS: dict[str, Checkpoint] = {
         licence_url="https://huggingface.co/facebook/VGGT-1B-Commercial/blob/main/LICENSE",
         gated=True,
     ),
+    "vggt-omega-1b-512": Checkpoint(
+        name="vggt-omega-1b-512",
+        repo_id="facebook/VGGT-Omega",
+        filename="vggt_omega_1b_512.pt",
+        licence=FAIR_NC_LICENCE,
+        licence_url=OMEGA_LICENCE_URL,
+        gated=True,
+        config="vggt-omega-1b-512",
+        family="vggt-omega",
+        approx_bytes=VGGT_OMEGA_1B_APPROX_BYTES,
+        parameters=VGGT_OMEGA_1B_PARAMETERS,
+    ),
+    "vggt-omega-1b-256-text": Checkpoint(
+        name="vggt-omega-1b-256-text",
+        repo_id="facebook/VGGT-Omega",
+        filename="vggt_omega_1b_256_text.pt",
+        licence=FAIR_NC_LICENCE,
+        licence_url=OMEGA_LICENCE_URL,
+        gated=True,
+        config="vggt-omega-1b-256-text",
+        family="vggt-omega",
+        # The same model plus the small text-alignment readout (its extra tensors are a few MB).
+        approx_bytes=VGGT_OMEGA_1B_APPROX_BYTES,
+        parameters=VGGT_OMEGA_1B_PARAMETERS,
+    ),
 }
 DEFAULT_CHECKPOINT = "vggt-1b"
 
@@ -97,4 +129,4 @@ def get_checkpoint(name: str) -> Checkpoint:
 
 
 __all__ = ["HUB_ENV", "hub_endpoint", "Checkpoint", "CHECKPOINTS", "DEFAULT_CHECKPOINT", "get_checkpoint",
-           "VGGT_1B_PARAMETERS", "VGGT_1B_APPROX_BYTES"]
+           "VGGT_1B_PARAMETERS", "VGGT_1B_APPROX_BYTES", "VGGT_OMEGA_1B_PARAMETERS", "VGGT_OMEGA_1B_APPROX_BYTES"]
