@@ -244,6 +244,8 @@ class ReconstructionRun(WorkerRun):
 
     def done_report(self) -> str:
         name = self.collection.name if self.collection is not None else ""
+        if "every" in self.request:  # a shot: one video file or image sequence
+            return f"VGGT: created collection {name} from the shot {Path(self.photos[0]).name}"
         return f"VGGT: created collection {name} from {len(self.photos)} photos"
 
 

@@ -19,6 +19,7 @@ from .depth_planes import create_depth_plane
 from .node_groups import PLANE_MIN_CONFIDENCE_PROP
 from .point_cloud import create_point_cloud
 from .shot import create_shot_camera, load_shot_clip, plane_views, set_scene_from_shot
+from .tracks import add_reconstruction_tracks
 from ..vggt_blender.io.shot_fields import read_shot_fields
 
 CAMERA_MODES = ("per_photo", "animated", "both")
@@ -230,6 +231,9 @@ def _fill_shot(rec, shot, options: SceneOptions, name: str, scene, collection, t
             if problem:
                 warnings.append(problem)
         shot_camera = create_shot_camera(rec, shot, options.scale, collection, scene, name, scene_size, clip)
+        if clip is not None:  # a refined shot: its tracks into the clip, its camera as the tracking camera
+            sensor = shot_camera.data.sensor_width if shot_camera.data.sensor_fit != "VERTICAL" else 36.0
+            warnings += add_reconstruction_tracks(clip, rec, shot, sensor)
         if options.camera_mode == "both":
             create_photo_cameras(rec, options.scale, collection, [], scene_size)
         t = lap("animated_camera", t)

@@ -71,3 +71,81 @@ def set_tracking_camera(clip: bpy.types.MovieClip, fx: float, fy: float, cx: flo
         cam.principal_point = (float(cx), float(height - cy))
     cam.distortion_model = "POLYNOMIAL"
     cam.k1, cam.k2, cam.k3 = (float(v) for v in distortion)
+
+
+# The refinement's tracks (vggt_blender/refine/pipeline.py): `track_observations` int [M,2] rows of
+# (track id, view) and `track_pixels` float [M,2] photo pixels, the inlier observations it solved with.
+TRACK_KEYS = ("track_observations", "track_pixels")
+
+
+def refined_tracks(rec, frame_numbers) -> list[list[tuple[int, float, float]]]:
+    """The refined file's tracks as create_clip_tracks takes them: per track, (frame_number, x, y) in the
+    order of its views ([] when the file has no tracks or they do not fit its views)."""
+    import numpy as np
+
+    if not all(key in rec.extra for key in TRACK_KEYS):
+        return []
+    obs = np.asarray(rec.extra["track_observations"]).reshape(-1, 2).astype(np.int64)
+    xy = np.asarray(rec.extra["track_pixels"], dtype=np.float64).reshape(-1, 2)
+    numbers = np.asarray(frame_numbers, dtype=np.int64)
+    if len(obs) != len(xy) or not len(obs) or obs[:, 1].min() < 0 or obs[:, 1].max() >= len(numbers):
+        return []
+    order = np.lexsort((numbers[obs[:, 1]], obs[:, 0]))
+    tracks: list[list[tuple[int, float, float]]] = []
+    last = None
+    for k in order:
+        if obs[k, 0] != last:
+            tracks.append([])
+            last = obs[k, 0]
+        tracks[-1].append((int(numbers[obs[k, 1]]), float(xy[k, 0]), float(xy[k, 1])))
+    return tracks
+
+
+def tracking_camera_from_reconstruction(clip: bpy.types.MovieClip, rec, sensor_width: float = 36.0) -> list[str]:
+    """Set the clip's tracking camera from the (refined) photo intrinsics and the refinement's radial
+    distortion; returns warnings. A refinement with shared intrinsics gives every view the same camera;
+    otherwise the median over the views is used."""
+    import numpy as np
+
+    warnings = []
+    K = np.asarray(rec.intrinsics, dtype=np.float64)
+    fx, fy, cx, cy = (float(np.median(K[:, r, c])) for r, c in ((0, 0), (1, 1), (0, 2), (1, 2)))
+    if np.ptp(K[:, 0, 0]) > 1e-6 * fx:
+        warnings.append(f"the views' focal lengths differ ({K[:, 0, 0].min():.1f}-{K[:, 0, 0].max():.1f} px); "
+                        f"the clip's tracking camera has their median {fx:.1f} px (refine with shared "
+                        "intrinsics for one camera)")
+    radial = (0.0, 0.0, 0.0)
+    model = str(np.asarray(rec.extra.get("distortion_model", "PINHOLE")).item()) if "distortion" in rec.extra \
+        else "PINHOLE"
+    if model != "PINHOLE":
+        dist = np.median(np.asarray(rec.extra["distortion"], dtype=np.float64).reshape(len(K), -1), axis=0)
+        # COLMAP's radial terms act on normalised coordinates as Blender's polynomial model does; its
+        # tangential terms (OPENCV p1, p2) have no place in that model.
+        if model == "SIMPLE_RADIAL":
+            radial = (float(dist[0]), 0.0, 0.0)
+        elif model == "OPENCV":
+            radial = (float(dist[0]), float(dist[1]), 0.0)
+            if np.abs(dist[2:4]).max() > 1e-9:
+                warnings.append(f"the tracking camera leaves out the tangential distortion (p1 {dist[2]:.2e}, "
+                                f"p2 {dist[3]:.2e}): Blender's polynomial model has none")
+        else:
+            warnings.append(f"distortion model {model} is not written to the tracking camera")
+    width, height = (int(v) for v in rec.original_sizes[0])
+    set_tracking_camera(clip, fx, fy, cx, cy, width, height, sensor_width=sensor_width, distortion=radial)
+    return warnings
+
+
+def add_reconstruction_tracks(clip: bpy.types.MovieClip, rec, shot, sensor_width: float = 36.0) -> list[str]:
+    """A refined shot's tracks into the clip's tracking data and its tracking camera from the refined
+    camera; returns warnings (nothing is written when the file has no tracks)."""
+    tracks = refined_tracks(rec, shot.frame_numbers)
+    if not tracks:
+        return []
+    width, height = (int(v) for v in rec.original_sizes[0])
+    warnings = []
+    if tuple(int(v) for v in clip.size) != (width, height):
+        warnings.append(f"the clip {clip.name} is {clip.size[0]}x{clip.size[1]}, the reconstruction's frames "
+                        f"{width}x{height}: the tracks are placed in the reconstruction's frame")
+    create_clip_tracks(clip, tracks, width, height, views=[int(n) for n in shot.frame_numbers])
+    warnings += tracking_camera_from_reconstruction(clip, rec, sensor_width)
+    return warnings

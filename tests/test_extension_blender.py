@@ -270,6 +270,63 @@ OUT["frame_end"] = bpy.context.scene.frame_end
 emit()
 '''
 
+DRIVER_RECONSTRUCT_SHOT = r'''
+import importlib
+import numpy as np
+from bpy_extras.object_utils import world_to_camera_view
+from mathutils import Vector
+pkg = install()
+p = prefs(pkg)
+use_test_runtime(p)
+p.precision = "fp32"
+settings = bpy.context.scene.vggt
+bpy.ops.vggt.add_photos(directory=ARGS["photos"])  # a shot, once chosen, wins over the photo list
+bpy.ops.vggt.choose_shot(filepath=ARGS["video"])
+settings.shot_every, settings.shot_start, settings.shot_end = 5, 3, 20
+settings.create_point_cloud = False
+settings.create_depth_planes = False
+recon = importlib.import_module(pkg + ".operators.reconstruct")
+run = recon.ReconstructionRun(bpy.context)
+OUT["request"] = {k: run.request.get(k) for k in ("images", "every", "start", "end", "max_frames")}
+OUT["result"] = sorted(bpy.ops.vggt.reconstruct())
+job = bpy.context.window_manager.vggt_job
+OUT["last_error"] = job.last_error
+coll = bpy.data.collections.get(job.last_result)
+OUT["kinds"] = kinds_in(coll) if coll else []
+scene = bpy.context.scene
+OUT["fps"] = [scene.render.fps, scene.render.fps_base]
+OUT["range"] = [scene.frame_start, scene.frame_end]
+OUT["resolution"] = [scene.render.resolution_x, scene.render.resolution_y]
+cams = [ob for ob in coll.all_objects if ob.get("vggt_kind") == "animated_camera"] if coll else []
+OUT["cameras"] = len(cams)
+if cams:
+    ob = cams[0]
+    OUT["keys"] = sorted({round(k.co.x) for fc in ob.animation_data.action.fcurves if fc.data_path == "location"
+                          for k in fc.keyframe_points}) if hasattr(ob.animation_data.action, "fcurves") else None
+    bg = ob.data.background_images[0].clip if len(ob.data.background_images) else None
+    OUT["clip"] = bpy.path.abspath(bg.filepath) if bg else ""
+    # Numbers: at each key the camera sits at the file camera's centre (through the file's alignment) and
+    # looks along its optical axis (the random-weight model's focal lengths are arbitrary, its poses are not).
+    recfile = importlib.import_module(pkg + ".vggt_blender.io.reconstruction")
+    bcam = importlib.import_module(pkg + ".vggt_blender.geometry.blender_camera")
+    rec = recfile.load_reconstruction(bpy.path.abspath(coll["vggt_reconstruction"]))
+    OUT["frame_numbers"] = [int(n) for n in rec.extra["frame_numbers"]]
+    errors = []
+    for i, n in enumerate(OUT["frame_numbers"]):
+        scene.frame_set(1 + n)
+        R, t = rec.extrinsics[i, :, :3], rec.extrinsics[i, :, 3]
+        centre, ahead = -R.T @ t, -R.T @ t + R.T @ np.array([0.0, 0.0, 1.0])
+        want = bcam.opencv_to_blender_points(np.stack([centre, ahead]), 1.0, rec.alignment)
+        M = np.array(ob.matrix_world)
+        axis = -M[:3, 2]  # a Blender camera looks down its -Z
+        errors.append([float(np.linalg.norm(M[:3, 3] - want[0])),
+                       float(np.degrees(np.arccos(np.clip(axis @ (want[1] - want[0]) /
+                                                          np.linalg.norm(want[1] - want[0]), -1, 1))))])
+    OUT["pose_errors"] = errors
+emit()
+'''
+
+
 DRIVER_CANCEL = r'''
 import importlib, types
 pkg = install()
@@ -635,6 +692,28 @@ def test_reconstruct_end_to_end(extension_zip, job_inputs, tmp_path):
     assert Path(r["reconstruction2_abs"]) == tmp_path / "shot" / "vggt" / "Shot_A.npz"
     assert (r["mode_before"], r["mode_after"]) == ("EDIT_MESH", "OBJECT")
     assert r["frame_end"] >= 3
+
+
+def test_reconstruct_a_chosen_shot_from_the_panel(extension_zip, job_inputs, tmp_path):
+    """The panel with a video chosen: Reconstruct sends the shot fields to the worker and builds one
+    animated camera keyed on the selected source frames, on its Movie Clip."""
+    pytest.importorskip("av")
+    from tests.video_helpers import write_video
+
+    video = write_video(tmp_path / "plate.mp4", count=24)
+    r = run_driver(DRIVER_RECONSTRUCT_SHOT, dict(job_inputs, zip=extension_zip, video=str(video)),
+                   tmp_path / "home")
+    assert r["request"] == {"images": [str(video)], "every": 5, "start": 3, "end": 20, "max_frames": None}
+    assert r["result"] == ["FINISHED"] and r["last_error"] == "", r
+    assert r["kinds"] == ["animated_camera"] and r["cameras"] == 1
+    assert r["frame_numbers"] == [3, 8, 13, 18]
+    if r["keys"] is not None:  # Blender 5's layered actions keep fcurves elsewhere
+        assert r["keys"] == [4, 9, 14, 19]
+    assert r["fps"][0] / r["fps"][1] == pytest.approx(24000 / 1001, rel=1e-6)
+    assert r["range"] == [4, 19] and r["resolution"] == [160, 120]
+    assert Path(r["clip"]).resolve() == video.resolve()
+    for centre, angle in r["pose_errors"]:
+        assert centre < 1e-4 and angle < 0.05, r["pose_errors"]  # degrees; arccos near 1 in float32
 
 
 def test_modal_run_and_cancel_through_the_task_timer(extension_zip, job_inputs, tmp_path):

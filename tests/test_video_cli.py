@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_cli import run_cli  # noqa: E402
-from test_inference import TINY_CONFIG, write_tiny_checkpoint  # noqa: E402
-from video_helpers import read_number, write_video  # noqa: E402
+from tests.helpers import TINY_CONFIG, write_tiny_checkpoint
+from tests.test_cli import run_cli
+from tests.test_worker import run_worker
+from tests.video_helpers import read_number, write_video
 from vggt_blender.io.reconstruction import load_reconstruction  # noqa: E402
 from vggt_blender.io.shot_fields import read_shot_fields  # noqa: E402
 
@@ -97,12 +96,15 @@ def test_long_shot_path_spools_and_streams_the_file(shot, monkeypatch):
     from vggt_blender.engine import inference
     from vggt_blender.engine import shot as shot_engine
 
+    from vggt_blender.io import shot_fields
+    from vggt_blender.io.spool import _mapping
+
     monkeypatch.setattr(shot_engine, "SPOOL_FROM_FRAMES", 1)
-    monkeypatch.setattr(inference, "COMPRESS_FROM_FRAMES", 1)
+    monkeypatch.setattr(shot_fields, "COMPRESS_FROM_FRAMES", 1)
     out = shot["tmp"] / "spooled.npz"
     rec = inference.reconstruct_to_file([str(shot["video"])], out, weights=str(shot["checkpoint"]),
                                         config=str(TINY_CONFIG), device="cpu", max_frames=3)
-    assert not rec.world_points.flags.owndata and rec.spooled  # a view of the spool file, not a copy
+    assert _mapping(rec.point_map) is not None  # a map of the spool file, not a copy
     loaded = load_reconstruction(out)
     assert read_shot_fields(loaded).frame_numbers.tolist() == [0, 24, 47]
     assert np.array_equal(loaded.world_points, np.asarray(rec.world_points))
@@ -115,3 +117,29 @@ def test_long_shot_path_spools_and_streams_the_file(shot, monkeypatch):
 
     again = depth_to_world_points(loaded.depth, loaded.extrinsics, loaded.intrinsics_model, dtype=np.float32)
     assert np.allclose(again, loaded.world_points, rtol=1e-5, atol=1e-5)
+
+
+def test_worker_request_with_a_video_and_shot_fields(shot):
+    """The panel's path: a worker request (`python -m vggt_blender.jobs.worker`) whose `images` is the video,
+    with the frame selection and chunking fields the protocol checks; the result file is a shot file."""
+    out = shot["tmp"] / "worker_shot.npz"
+    request = {"images": [str(shot["video"])], "output": str(out), "weights": str(shot["checkpoint"]),
+               "device": "cpu", "precision": "auto", "mode": "crop", "config": str(TINY_CONFIG),
+               "download": False, "every": 5, "start": 4, "end": 30, "chunk_size": 4, "overlap": 2}
+    code, lines, stderr = run_worker(json.dumps(request) + "\n", shot["tmp"])
+    assert code == 0, (lines, stderr[-2000:])
+    result = lines[-1]
+    assert result["type"] == "result" and result["path"] == str(out), lines[-3:]
+    assert result["summary"]["images"] == 6
+    rec = load_reconstruction(out)
+    fields = read_shot_fields(rec)
+    assert fields.frame_numbers.tolist() == [4, 9, 14, 19, 24, 29]
+    assert [read_number(c) for c in rec.colors] == [4, 9, 14, 19, 24, 29]  # the numbered frames themselves
+    prov = rec.provenance_dict["shot"]
+    assert prov["chunks"] == [[0, 4, 0], [2, 6, 2]] and [a["chunk"] for a in prov["alignment"]] == [1]
+    assert prov["selection"]["every"] == 5 and prov["selection"]["start"] == 4
+    # A bad shot field is one protocol error naming it, before anything runs.
+    code, lines, _ = run_worker(json.dumps(dict(request, every=0, output=str(shot["tmp"] / "no.npz"))) + "\n",
+                                shot["tmp"])
+    assert code != 0 and lines[-1]["type"] == "error" and "every" in lines[-1]["message"], lines
+    assert not (shot["tmp"] / "no.npz").exists()

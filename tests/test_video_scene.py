@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,12 +12,10 @@ import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
-sys.path.insert(0, str(Path(__file__).parent))
-from video_helpers import frame_pattern, write_video  # noqa: E402
+from tests.video_helpers import CAMERAS_ONLY, frame_pattern, shot_reconstruction, write_video
 from vggt_blender.extension_package import load_extension_package  # noqa: E402
 from vggt_blender.geometry.blender_camera import opencv_to_blender_points  # noqa: E402
-from vggt_blender.io.reconstruction import load_reconstruction, make_reconstruction, save_reconstruction  # noqa: E402
-from vggt_blender.io.shot_fields import shot_extra  # noqa: E402
+from vggt_blender.io.reconstruction import load_reconstruction, save_reconstruction  # noqa: E402
 from vggt_blender.options import SceneOptions  # noqa: E402
 
 pytest.importorskip("av")
@@ -27,40 +24,10 @@ build = importlib.import_module(f"{EXT.__name__}.scene.build")
 shot_scene = importlib.import_module(f"{EXT.__name__}.scene.shot")
 cameras = importlib.import_module(f"{EXT.__name__}.scene.cameras")
 
-CAMERAS_ONLY = dict(create_point_cloud=False, create_depth_planes=False)
-MW, MH = 56, 42  # model input (the photo is 160x120: pixel map scale 160/56)
-
-
 @pytest.fixture(autouse=True)
 def empty_file():
     bpy.ops.wm.read_homefile(use_empty=True)
     yield
-
-
-def _yaw(a):
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-
-
-def shot_reconstruction(numbers, source: Path, rate=Fraction(24000, 1001), kind="video", files=None,
-                        first_number=0, total=48):
-    """Views at `numbers`: the camera turns 340 degrees about the vertical over the shot (keys 20+ degrees
-    apart in places, so an unlucky quaternion sign would show as a flip) while it dollies."""
-    n = len(numbers)
-    E = np.zeros((n, 3, 4))
-    for i, f in enumerate(numbers):
-        R_wc = _yaw(np.radians(340.0 * f / (total - 1)))
-        C = np.array([0.05 * f, 0.0, 0.02 * f])
-        E[i, :, :3], E[i, :, 3] = R_wc.T, -R_wc.T @ C
-    K = np.repeat(np.array([[[60.0, 0, MW / 2 + 1.5], [0, 58.0, MH / 2 - 1.0], [0, 0, 1]]]), n, 0)
-    sx, sy = 160 / MW, 120 / MH
-    rec = make_reconstruction(np.full((n, MH, MW), 3.0, np.float32), E, K,
-                              pixel_map=np.tile([sx, sy, 0.0, 0.0], (n, 1)),
-                              original_sizes=np.tile([160, 120], (n, 1)),
-                              image_paths=files or [str(source)] * n)
-    rec.extra = shot_extra(numbers, rate.numerator, rate.denominator, str(source), kind, (160, 120), total,
-                           first_number)
-    return rec
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +77,39 @@ def test_keys_on_source_frames_scene_fps_range_and_clip(video, tmp_path):
         p = world_to_camera_view(scene, ob, Vector(opencv_to_blender_points(X_world[None])[0]))
         got = np.array([p.x * 160, (1 - p.y) * 120])
         assert np.abs(got - want).max() < 1e-3, (i, got, want)
+
+
+def test_the_animated_camera_follows_the_files_alignment(video, tmp_path):
+    """`reconstruct` aligns by default: the keys are placed through the file's alignment (a rotation, scale
+    and offset here), so the camera still sees each view's points at the OpenCV camera's pixels."""
+    from vggt_blender.geometry.alignment import DEFAULT_ALIGNMENT, make_similarity
+
+    numbers = list(range(0, 48, 6))
+    rec = shot_reconstruction(numbers, video)
+    turn = np.radians(35.0)
+    R = np.array([[np.cos(turn), -np.sin(turn), 0], [np.sin(turn), np.cos(turn), 0], [0, 0, 1]])
+    alignment = make_similarity(R, np.array([1.0, -2.0, 0.5]), 2.5) @ DEFAULT_ALIGNMENT
+    rec.alignment = alignment
+    path = tmp_path / "aligned.npz"
+    save_reconstruction(path, rec)
+    col = build.import_reconstruction_file(path, SceneOptions(**CAMERAS_ONLY))
+    scene, ob = bpy.context.scene, _shot_camera(col)
+    rec = load_reconstruction(path)
+    for i in (0, 3, len(numbers) - 1):
+        scene.frame_set(1 + numbers[i])
+        X = np.array([-0.4, 0.25, 3.0])
+        X_world = rec.extrinsics[i, :, :3].T @ (X - rec.extrinsics[i, :, 3])
+        uvw = rec.intrinsics[i] @ X
+        p = world_to_camera_view(scene, ob, Vector(opencv_to_blender_points(X_world[None], 1.0, alignment)[0]))
+        assert np.abs(np.array([p.x * 160, (1 - p.y) * 120]) - uvw[:2] / uvw[2]).max() < 1e-3, i
+        # Camera centre in the scene = the alignment applied to the OpenCV centre.
+        centre = -rec.extrinsics[i, :, :3].T @ rec.extrinsics[i, :, 3]
+        want = opencv_to_blender_points(centre[None], 1.0, alignment)[0]
+        assert np.allclose(np.array(ob.matrix_world.translation), want, atol=1e-4), i
+    # The check can fail: the default axis change puts the first key elsewhere.
+    scene.frame_set(1 + numbers[-1])
+    default = opencv_to_blender_points((-rec.extrinsics[-1, :, :3].T @ rec.extrinsics[-1, :, 3])[None])[0]
+    assert not np.allclose(np.array(ob.matrix_world.translation), default, atol=1e-2)
 
 
 def test_camera_path_has_no_quaternion_flips(video, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -10,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from video_helpers import frame_pattern, read_number, write_video  # noqa: E402
+from tests.video_helpers import frame_pattern, read_number, write_video
 from vggt_blender.errors import RequestError, VGGTError  # noqa: E402
 from vggt_blender.shot.selection import FrameSelection, blender_fps, fps_fraction, select_frame_numbers  # noqa: E402
 from vggt_blender.shot.source import ShotError, iter_frames, probe_shot, select_frames  # noqa: E402

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 
 import bpy
@@ -12,13 +11,13 @@ import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_video_scene import CAMERAS_ONLY, EXT, shot_reconstruction  # noqa: E402
-from video_helpers import write_video  # noqa: E402
+from tests.video_helpers import CAMERAS_ONLY, shot_reconstruction, write_video
+from vggt_blender.extension_package import load_extension_package
 from vggt_blender.geometry.blender_camera import opencv_to_blender_points  # noqa: E402
 from vggt_blender.options import SceneOptions  # noqa: E402
 
 pytest.importorskip("av")
+EXT = load_extension_package("_vggt_ext_video_tests")
 build = importlib.import_module(f"{EXT.__name__}.scene.build")
 tracks_mod = importlib.import_module(f"{EXT.__name__}.scene.tracks")
 
@@ -71,3 +70,86 @@ def test_markers_match_blenders_projection_and_the_tracking_camera(tmp_path):
     assert cam.pixel_aspect == pytest.approx(K[1, 1] / K[0, 0], rel=1e-6)
     assert tuple(cam.principal_point_pixels) == pytest.approx((K[0, 2], 120 - K[1, 2]), abs=1e-4)
     assert (cam.k1, cam.k2, cam.k3) == (0.0, 0.0, 0.0)
+
+
+def _refined_shot(video, numbers, world, lost=(), model="SIMPLE_RADIAL", distortion=(-0.05,)):
+    """A shot file as the refinement leaves it (shared intrinsics, radial distortion, its inlier tracks):
+    `world` points projected by each view's OpenCV camera, track p not seen at the views in lost[p]."""
+    rec = shot_reconstruction(numbers, video, total=20)
+    obs, pixels = [], []
+    for p, X in enumerate(world):
+        for i, n in enumerate(numbers):
+            if n in (lost[p] if p < len(lost) else ()):
+                continue
+            uvw = rec.intrinsics[i] @ (rec.extrinsics[i, :, :3] @ X + rec.extrinsics[i, :, 3])
+            obs.append((p, i))
+            pixels.append(uvw[:2] / uvw[2])
+    order = np.random.default_rng(0).permutation(len(obs))  # the file's rows come in no particular order
+    rec.extra.update({
+        "track_points": np.asarray(world, dtype=np.float64),
+        "track_observations": np.asarray(obs, dtype=np.int32)[order],
+        "track_pixels": np.asarray(pixels, dtype=np.float64)[order],
+        "distortion_model": np.array(model),
+        "distortion": np.tile(np.asarray(distortion, dtype=np.float64), (len(numbers), 1)),
+        "reprojection_error": np.full(len(numbers), 0.3),
+    })
+    return rec
+
+
+def test_import_writes_a_refined_shots_tracks_and_tracking_camera(tmp_path):
+    from vggt_blender.io.reconstruction import load_reconstruction, save_reconstruction
+
+    video = write_video(tmp_path / "plate.mp4", count=20)
+    numbers = list(range(1, 20, 3))
+    world = np.array([[0.2, 0.1, 3.0], [-0.3, -0.2, 2.5], [0.0, 0.3, 4.0], [0.4, -0.1, 3.5]])
+    path = tmp_path / "refined.npz"
+    save_reconstruction(path, _refined_shot(video, numbers, world, lost=((), (7, 10), (), (16,))))
+    rec = load_reconstruction(path)
+    col = build.import_reconstruction_file(path, SceneOptions(**CAMERAS_ONLY))
+    ob = next(o for o in col.objects if o.get("vggt_kind") == "animated_camera")
+    clip = ob.data.background_images[0].clip
+    scene = bpy.context.scene
+    tracks = list(clip.tracking.tracks)
+    assert len(tracks) == 4 and clip["vggt_tracks"] == 4
+    for p, track in enumerate(tracks):
+        seen = [m for m in track.markers if not m.mute]
+        lost = {1: (7, 10), 3: (16,)}.get(p, ())
+        assert [m.frame for m in seen] == [1 + n for n in numbers if n not in lost], p
+        # Each marker lies where Blender's own keyed camera sees the track's point on that frame.
+        for marker in seen:
+            scene.frame_set(marker.frame)
+            where = world_to_camera_view(scene, ob, Vector(opencv_to_blender_points(world[p][None],
+                                                                                    1.0, rec.alignment)[0]))
+            assert abs(marker.co[0] - where.x) < 1e-4 and abs(marker.co[1] - where.y) < 1e-4, (p, marker.frame)
+        muted = [m.frame for m in track.markers if m.mute]
+        assert muted == [1 + n for n in lost if numbers[0] < n < numbers[-1]]
+    # The tracking camera is the refined (shared) camera: focal, principal point, sensor, radial distortion.
+    K = rec.intrinsics[0]
+    cam = clip.tracking.camera
+    assert cam.focal_length_pixels == pytest.approx(K[0, 0], rel=1e-6)
+    assert cam.sensor_width == pytest.approx(ob.data.sensor_width, rel=1e-6)
+    assert cam.focal_length == pytest.approx(K[0, 0] * cam.sensor_width / 160, rel=1e-5)
+    assert tuple(cam.principal_point_pixels) == pytest.approx((K[0, 2], 120 - K[1, 2]), abs=1e-4)
+    assert cam.distortion_model == "POLYNOMIAL" and cam.k1 == pytest.approx(-0.05) and cam.k2 == 0.0
+    assert "vggt_warnings" not in col
+
+
+def test_tangential_distortion_is_a_warning_and_a_file_without_tracks_adds_none(tmp_path):
+    from vggt_blender.io.reconstruction import save_reconstruction
+
+    video = write_video(tmp_path / "plate.mp4", count=20)
+    numbers = [0, 5, 10, 15]
+    path = tmp_path / "opencv.npz"
+    save_reconstruction(path, _refined_shot(video, numbers, np.array([[0.1, 0.0, 3.0], [0.0, 0.2, 2.0]]),
+                                            model="OPENCV", distortion=(-0.04, 0.01, 1e-3, -2e-3)))
+    col = build.import_reconstruction_file(path, SceneOptions(**CAMERAS_ONLY))
+    clip = next(o for o in col.objects if o.get("vggt_kind") == "animated_camera").data.background_images[0].clip
+    cam = clip.tracking.camera
+    assert (cam.k1, cam.k2, cam.k3) == pytest.approx((-0.04, 0.01, 0.0))
+    assert len(clip.tracking.tracks) == 2
+    assert any("tangential" in w for w in col["vggt_warnings"])
+    bpy.ops.wm.read_homefile(use_empty=True)
+    plain = shot_reconstruction(numbers, video, total=20)  # feed-forward: no track keys
+    col = build.build_scene(plain, SceneOptions(**CAMERAS_ONLY), "plain")
+    clip = next(o for o in col.objects if o.get("vggt_kind") == "animated_camera").data.background_images[0].clip
+    assert len(clip.tracking.tracks) == 0 and "vggt_tracks" not in clip

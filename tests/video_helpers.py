@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vggt_blender.io.reconstruction import make_reconstruction
+from vggt_blender.io.shot_fields import shot_extra
+
 BITS = 8
 W, H = 160, 120
 
@@ -65,3 +68,36 @@ def write_video(path: Path, count: int = 48, rate: Fraction = Fraction(24000, 10
         for packet in stream.encode(None):
             out.mux(packet)
     return path
+
+
+# A synthetic shot reconstruction for the Blender tests (scene, tracks).
+CAMERAS_ONLY = dict(create_point_cloud=False, create_depth_planes=False)
+MW, MH = 56, 42  # model input (the photo is 160x120: pixel map scale 160/56)
+
+
+def _yaw(a):
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def shot_reconstruction(numbers, source: Path, rate=Fraction(24000, 1001), kind="video", files=None,
+                        first_number=0, total=48):
+    """Views at `numbers`: the camera turns 340 degrees about the vertical over the shot (keys 20+ degrees
+    apart in places, so an unlucky quaternion sign would show as a flip) while it dollies."""
+    n = len(numbers)
+    E = np.zeros((n, 3, 4))
+    for i, f in enumerate(numbers):
+        R_wc = _yaw(np.radians(340.0 * f / (total - 1)))
+        C = np.array([0.05 * f, 0.0, 0.02 * f])
+        E[i, :, :3], E[i, :, 3] = R_wc.T, -R_wc.T @ C
+    K = np.repeat(np.array([[[60.0, 0, MW / 2 + 1.5], [0, 58.0, MH / 2 - 1.0], [0, 0, 1]]]), n, 0)
+    sx, sy = 160 / MW, 120 / MH
+    rec = make_reconstruction(np.full((n, MH, MW), 3.0, np.float32), E, K,
+                              pixel_map=np.tile([sx, sy, 0.0, 0.0], (n, 1)),
+                              original_sizes=np.tile([160, 120], (n, 1)),
+                              image_paths=files or [str(source)] * n)
+    rec.extra = shot_extra(numbers, rate.numerator, rate.denominator, str(source), kind, (160, 120), total,
+                           first_number)
+    return rec
+
+

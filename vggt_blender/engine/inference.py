@@ -601,9 +601,6 @@ def result_summary(rec: Reconstruction, path: str | Path | None = None) -> dict:
 # Shots (a video file or an image sequence): routed to engine/shot.py. Kept apart from the photo pipeline.
 
 from ..options import SHOT_REQUEST_FIELDS as SHOT_OPTIONS  # noqa: E402
-# Long shots are written compressed: colours, masks and smooth depth shrink, and the writing time stays
-# small next to the inference of that many frames.
-COMPRESS_FROM_FRAMES = 100
 
 
 def _reconstruct_photos_or_shot(image_paths: Iterable[str], report: ProgressCallback, folder: Path,
@@ -627,11 +624,5 @@ def _reconstruct_photos_or_shot(image_paths: Iterable[str], report: ProgressCall
 
 
 def _save_file(output: Path, rec: Reconstruction) -> None:
-    compress = "frame_numbers" in rec.extra and rec.num_images >= COMPRESS_FROM_FRAMES
-    spooled = getattr(rec, "spooled", None)
-    if spooled:  # a long shot's xyz maps wait in temporary files (io/spool.py)
-        from ..io.spool import save_reconstruction_streamed
-
-        save_reconstruction_streamed(str(output), rec, spooled, compress=compress)
-    else:
-        save_reconstruction(str(output), rec, compress=compress)
+    # Long shots are compressed and every shot is streamed (io/reconstruction.save_reconstruction decides).
+    save_reconstruction(str(output), rec)

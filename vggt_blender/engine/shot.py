@@ -20,27 +20,30 @@ import numpy as np
 import torch
 
 from ..errors import OutOfMemoryError, RequestError
-from ..geometry.cameras import depth_to_world_points, intrinsics_to_photo, pose_encoding_to_extrinsics_intrinsics
-from ..geometry.cameras import valid_mask_from_boxes
+from ..geometry.cameras import pose_encoding_to_extrinsics_intrinsics
 from ..io.reconstruction import Reconstruction, make_provenance
 from ..io.shot_fields import shot_extra
-from ..model.fast_path import FastRunner, prepare_fast
 from ..preprocess import DEFAULT_TARGET_SIZE, preprocess_frame
 from ..shot.align import ShotAssembler
 from ..shot.chunks import DEFAULT_OVERLAP, Chunk, choose_chunk_size, plan_chunks
 from ..shot.selection import FrameSelection
 from ..shot.source import ShotInfo, iter_frames, probe_shot, select_frames
 from ..weights.discovery import resolve_weights
-from .devices import choose_device, choose_precision, describe_device, precision_name
+from .devices import choose_device, choose_precision, describe_device, is_out_of_memory, precision_name
 from . import inference as _inf
 
 from ..options import SHOT_REQUEST_FIELDS  # noqa: E402,F401 - the worker request's shot fields
 # Chunks on the CPU stay small: attention over all frames of a chunk is quadratic in time as well.
 CPU_CHUNK_CAP = 32
 # Output bytes per model pixel kept for the whole shot: depth, depth_conf, point_map_conf (3 x f32),
-# world_points and point_map (2 x 3 x f32), colours (3 x u8), valid mask (1 x bool).
-OUTPUT_BYTES_PER_PIXEL = 3 * 4 + 2 * 12 + 3 + 1
+# point_map (3 x f32), colours (3 x u8). World points and the valid mask are derived (geometry/derive.py), and
+# written to the file frame block by frame block (io/spool.py), never held whole.
+OUTPUT_BYTES_PER_PIXEL = 3 * 4 + 12 + 3
 SPOOL_FROM_FRAMES = 100
+
+
+def _check_cancel(should_cancel) -> None:
+    _inf.Stages(None, should_cancel).check_cancel()
 
 
 @dataclass
@@ -77,7 +80,7 @@ def decode_shot(source: str, selection: FrameSelection, mode: str = "crop",
         boxes.append(frame.valid_box)
         if progress is not None:
             progress(k + 1, len(numbers))
-        _inf._check_cancel(should_cancel)
+        _check_cancel(should_cancel)
     assert pixels is not None
     return ShotFrames(info, numbers, pixels, size, np.asarray(maps, dtype=np.float64),
                       np.asarray(boxes, dtype=np.int32))
@@ -155,7 +158,7 @@ def plan_shot_chunks(count: int, device: torch.device, config: Any, width: int, 
 
 def _run_chunk(model: Any, pixels: np.ndarray, device: torch.device, dtype: torch.dtype) -> dict:
     images = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))).float().div_(255.0)
-    if not isinstance(model, FastRunner):
+    if not _inf._is_fast(model):  # the lean mode copies one chunk of frames at a time itself
         images = images.to(device)
     outputs = _inf._forward(model, images, device, dtype)
     out = {
@@ -182,9 +185,9 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
     dtype = choose_precision(torch_device, precision)
     device_text = describe_device(torch_device)
     model_config, config_name = _inf._resolve_config(config)
-    fast = isinstance(model, FastRunner) or _inf.use_fast_path(fast_path, torch_device, dtype)
+    fast = _inf._is_fast(model) or _inf.use_fast_path(fast_path, torch_device, dtype)
     weights_path = str(resolve_weights(weights)) if (model is None or weights is not None) else None
-    _inf._check_cancel(should_cancel)
+    _check_cancel(should_cancel)
 
     start = time.perf_counter()
     info = probe_shot(os.fspath(source), fps)
@@ -204,20 +207,21 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
             model, checkpoint_sha, cached = _inf.load_cached_model(model_config, config_name, weights_path,
                                                                    torch_device, dtype, fast=fast)
         except BaseException as exc:
-            if _inf._is_out_of_memory(exc):
+            if is_out_of_memory(exc):
                 _inf.clear_model_cache()
                 raise OutOfMemoryError(_inf._loading_oom_message(weights_path, device_text, fast,
                                                                  precision_name(dtype))) from None
             raise
         report("loading", 1.0, "cached model" if cached else "model loaded")
     else:
-        if fast and not isinstance(model, FastRunner):
+        if fast and not _inf._is_fast(model):
             import copy
 
-            model = prepare_fast(copy.deepcopy(model), torch_device, dtype)
+            model = copy.deepcopy(model).to(torch_device)  # the caller's model is left as it is
+            model.set_execution(_inf._lean_mode(torch_device, dtype))
         report("loading", 1.0, "model given")
     timings["loading"] = time.perf_counter() - start
-    _inf._check_cancel(should_cancel)
+    _check_cancel(should_cancel)
 
     start = time.perf_counter()
     module = getattr(model, "model", model)
@@ -229,13 +233,13 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
     report("inference", 0.0, f"{count} frame(s) in {len(chunks)} chunk(s) of {chunking['chunk_size']} on "
            f"{device_text}, {precision_name(dtype)}, {path_name} path")
 
-    # Long shots keep the two xyz maps (over half of the outputs) in temporary files, not in RAM.
+    # Long shots keep the point map (the one stored xyz primary) in a temporary file, not in RAM.
     shot = ShotAssembler(count, height, width, spool=count >= SPOOL_FROM_FRAMES)
     for index, chunk in enumerate(chunks):
         try:
             out = _run_chunk(model, frames.pixels[chunk.start:chunk.end], torch_device, dtype)
         except BaseException as exc:
-            if _inf._is_out_of_memory(exc):
+            if is_out_of_memory(exc):
                 raise OutOfMemoryError(
                     f"out of memory on {device_text} running a chunk of {chunk.size} frame(s) at {width}x"
                     f"{height}: use a smaller --chunk-size (this run had {chunking['chunk_size']})") from None
@@ -246,21 +250,19 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
         ext, k_model = pose_encoding_to_extrinsics_intrinsics(out["pose_enc"], (height, width))
         ext = np.asarray(ext, dtype=np.float64).reshape(chunk.size, 3, 4)
         k_model = np.asarray(k_model, dtype=np.float64).reshape(chunk.size, 3, 3)
-        points = depth_to_world_points(out["depth"], ext, k_model, dtype=np.float32)
         try:
-            shot.add(index, chunk.start, chunk.overlap, ext, k_model, out["depth"], out["depth_conf"], points,
+            shot.add(index, chunk.start, chunk.overlap, ext, k_model, out["depth"], out["depth_conf"],
                      out["point_map"], out["point_map_conf"])
         except ValueError as exc:  # e.g. no usable depth in the shared views
             raise RequestError(f"{info.path}: cannot align frames {frames.numbers[chunk.start]}.."
                                f"{frames.numbers[chunk.end - 1]} to the ones before ({exc})",
                                file=info.path) from None
-        del out, points
+        del out
         report("inference", (index + 1) / len(chunks), f"chunk {index + 1}/{len(chunks)}")
-        _inf._check_cancel(should_cancel)
+        _check_cancel(should_cancel)
     timings["inference"] = time.perf_counter() - start
 
     pixel_map = frames.pixel_map
-    intrinsics = np.asarray(intrinsics_to_photo(shot.intrinsics_model, pixel_map), dtype=np.float64)
     info_ = frames.info
     if info_.kind == "sequence":
         by_number = dict(zip(info_.frame_numbers, info_.files))
@@ -279,25 +281,25 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
               "chunking": chunking, "chunks": [[c.start, c.end, c.overlap] for c in chunks],
               "alignment": [r.to_dict() for r in shot.reports]},
     )
-    world_points, point_map = shot.arrays()
+    point_map = shot.point_map_array()
+    # Primaries only: world_points, intrinsics (photo) and valid_mask follow from them (geometry/derive.py).
     rec = Reconstruction(
         image_paths=paths, display_paths=paths, image_names=names,
         original_sizes=np.tile(np.asarray(frames.original_size, dtype=np.int32), (count, 1)),
         model_size=np.asarray((width, height), dtype=np.int32), pixel_map=pixel_map,
-        valid_box=frames.valid_box, extrinsics=shot.extrinsics, intrinsics=intrinsics,
+        valid_box=frames.valid_box, extrinsics=shot.extrinsics,
         intrinsics_model=shot.intrinsics_model, depth=shot.depth, depth_conf=shot.depth_conf,
-        world_points=world_points, point_map=point_map, point_map_conf=shot.point_map_conf,
-        colors=frames.pixels,
-        valid_mask=valid_mask_from_boxes(frames.valid_box.astype(np.int64), height, width),
-        provenance=provenance,
+        point_map=point_map, point_map_conf=shot.point_map_conf,
+        colors=frames.pixels, provenance=provenance,
         extra=shot_extra(frames.numbers, info_.fps.numerator, info_.fps.denominator, info_.path, info_.kind,
                          (info_.width, info_.height), info_.frame_count, info_.first_file_number),
     )
     if shot.spools:
         import weakref
 
-        rec.spooled = shot.spools  # written piece by piece by io/spool.save_reconstruction_streamed
-        weakref.finalize(rec, lambda spools=tuple(shot.spools.values()): [s.close() for s in spools])
+        # The spool file lives as long as the map of it (which every copy of `rec` shares);
+        # save_reconstruction writes it piece by piece (io/spool.py).
+        weakref.finalize(point_map, lambda spools=tuple(shot.spools.values()): [s.close() for s in spools])
     return rec
 
 

@@ -360,14 +360,29 @@ def confident_world_points(rec: Any, max_points: int = MAX_FIT_POINTS, seed: int
     """float64 [P, 3] OpenCV-world points of the reconstruction for the fits: valid, finite, depth confidence
     at or above the median of the valid pixels, a fixed-seed random subset of at most `max_points`.
 
-    The one place that reads points for alignment (switch it to geometry.selection/derive when those land)."""
-    from ..io.ply import select_points
+    Only the chosen pixels are unprojected (geometry/derive.py at their centres), never the whole world-point
+    array: a 600-frame shot's would be over a gigabyte."""
+    from .derive import unproject_pixels
+    from .selection import subsample_mask
 
-    conf = np.asarray(rec.depth_conf)[np.asarray(rec.valid_mask)]
+    valid = np.asarray(rec.valid_mask)
+    conf_all = np.asarray(rec.depth_conf)
+    conf = conf_all[valid]
     conf = conf[np.isfinite(conf)]
     threshold = float(np.median(conf)) if conf.size else 1.0
-    xyz, _, _ = select_points(rec, "depth", threshold, max_points, seed)
-    return xyz.astype(np.float64)
+    idx = subsample_mask(valid & (conf_all >= threshold), max_points, seed)
+    depth = np.asarray(rec.depth)
+    _, height, width = depth.shape
+    view, rest = np.divmod(idx, height * width)
+    row, col = np.divmod(rest, width)
+    xyz = np.empty((len(idx), 3), dtype=np.float64)
+    for v in np.unique(view):
+        sel = view == v
+        xyz[sel] = unproject_pixels(col[sel] + 0.5, row[sel] + 0.5, depth[v, row[sel], col[sel]],
+                                    rec.extrinsics[v], rec.intrinsics_model[v])
+    # The stored points are float32: the fits see the same values as before.
+    xyz = xyz.astype(np.float32).astype(np.float64)
+    return xyz[np.isfinite(xyz).all(axis=1)]
 
 
 def align_reconstruction(rec: Any, method: str = "auto") -> AlignmentResult:

@@ -281,15 +281,26 @@ def _check_alignment(extra: dict[str, np.ndarray], file: str) -> None:
 # ------------------------------------------------------------------------------------------- save/load
 
 
-def save_reconstruction(path: str | os.PathLike[str], rec: Reconstruction, compress: bool = False) -> Path:
+def save_reconstruction(path: str | os.PathLike[str], rec: Reconstruction, compress: bool | None = None) -> Path:
     """Write `rec` to `path` atomically and return the path.
 
     The data goes to a temporary file in the same folder (name starting with TEMP_PREFIX) that is renamed
     over `path` only once complete, so `path` is either the old file, the new one, or absent — never half
     written. The temporary file is removed on any error (including KeyboardInterrupt). `compress` uses
-    zip deflate: smaller (colours, masks) but several times slower to write.
+    zip deflate: smaller (colours, masks) but several times slower to write; None (the default) compresses
+    long shots only (io/shot_fields.py). A shot (video or image sequence) is written member by member with
+    its derived arrays computed a block of frames at a time (io/spool.py), so that a long shot's world points
+    never exist whole in memory; the file is the same.
     """
+    from .shot_fields import is_shot, long_shot
+
     path = Path(path)
+    if compress is None:
+        compress = long_shot(rec.extra, rec.num_images)
+    if is_shot(rec.extra):
+        from .spool import save_reconstruction_streamed
+
+        return save_reconstruction_streamed(path, rec, compress=compress)
     rec.validate(path)
     arrays: dict[str, np.ndarray] = {
         "schema": np.array(SCHEMA),

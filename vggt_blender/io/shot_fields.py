@@ -33,6 +33,20 @@ SHOT_FIELDS: dict[str, tuple[str, tuple]] = {
     "source_first_number": ("int64", ()),
 }
 
+# Shots of this many views and more are written compressed: colours and smooth depth shrink, and the writing
+# time stays small next to the inference of that many frames.
+COMPRESS_FROM_FRAMES = 100
+
+
+def is_shot(extra: dict[str, Any]) -> bool:
+    """True for a reconstruction of a video or an image sequence (it carries frame numbers)."""
+    return "frame_numbers" in extra
+
+
+def long_shot(extra: dict[str, Any], count: int) -> bool:
+    """A shot long enough to be written compressed."""
+    return is_shot(extra) and count >= COMPRESS_FROM_FRAMES
+
 
 @dataclass
 class ShotFields:

@@ -144,32 +144,34 @@ def align_chunk(chunk: int, ref_extrinsics: np.ndarray, ref_points: np.ndarray, 
 
 
 class ShotAssembler:
-    """The whole shot's arrays, filled chunk by chunk: chunk 0 sets the gauge, every later chunk is
+    """The whole shot's primaries, filled chunk by chunk: chunk 0 sets the gauge, every later chunk is
     aligned on the views it shares with what is already there (those keep the earlier values) and its new
-    views are written in the global gauge. Memory: one set of arrays for the shot, maths frame by frame."""
+    views are written in the global gauge. World points are never stored: the alignment derives those of the
+    shared views from depth and cameras (geometry/derive.py), as the Reconstruction and its file do.
+    Memory: one set of arrays for the shot, maths frame by frame."""
 
     def __init__(self, count: int, height: int, width: int, spool: bool = False) -> None:
-        """`spool`: keep world_points and point_map in temporary files (io/spool.py), not in memory."""
+        """`spool`: keep the model's point map (the one xyz primary) in a temporary file (io/spool.py)."""
         self.spools: dict = {}
         if spool:
             from ..io.spool import SpoolArray
 
-            self.spools = {name: SpoolArray((count, height, width, 3), np.float32, name=name)
-                           for name in ("world_points", "point_map")}
+            self.spools = {"point_map": SpoolArray((count, height, width, 3), np.float32, name="point_map")}
         self.extrinsics = np.empty((count, 3, 4), dtype=np.float64)
         self.intrinsics_model = np.empty((count, 3, 3), dtype=np.float64)
         self.depth = np.empty((count, height, width), dtype=np.float32)
         self.depth_conf = np.empty_like(self.depth)
         self.point_map_conf = np.empty_like(self.depth)
-        self.world_points = self.spools.get("world_points") or np.empty((count, height, width, 3), np.float32)
-        self.point_map = self.spools.get("point_map") or np.empty((count, height, width, 3), np.float32)
+        self.point_map = self.spools.get("point_map") or np.zeros((count, height, width, 3), np.float32)
         self.reports: list[AlignmentReport] = []
         self.transforms: list[Sim3] = []
 
     def add(self, index: int, start: int, overlap: int, extrinsics: np.ndarray, intrinsics_model: np.ndarray,
-            depth: np.ndarray, depth_conf: np.ndarray, world_points: np.ndarray,
-            point_map: np.ndarray | None = None, point_map_conf: np.ndarray | None = None) -> Sim3:
+            depth: np.ndarray, depth_conf: np.ndarray, point_map: np.ndarray | None = None,
+            point_map_conf: np.ndarray | None = None) -> Sim3:
         """Chunk `index` holds views start..start+len-1 in its own gauge; the first `overlap` are shared."""
+        from ..geometry.derive import world_points
+
         size = len(extrinsics)
         sim = Sim3.identity()
         if index > 0:
@@ -177,27 +179,28 @@ class ShotAssembler:
                 raise ValueError(f"chunk {index} shares no view with the previous one")
             shared = slice(start, start + overlap)
             weight = np.minimum(self.depth_conf[shared], np.asarray(depth_conf[:overlap], dtype=np.float64))
-            sim, report = align_chunk(index, self.extrinsics[shared], self.world_points[shared],
-                                      self.depth[shared], extrinsics[:overlap], world_points[:overlap],
-                                      depth[:overlap], weight)
+            ref_points = world_points(self.depth[shared], self.extrinsics[shared], self.intrinsics_model[shared])
+            new_points = world_points(np.asarray(depth[:overlap], dtype=np.float32), extrinsics[:overlap],
+                                      intrinsics_model[:overlap])
+            sim, report = align_chunk(index, self.extrinsics[shared], ref_points, self.depth[shared],
+                                      extrinsics[:overlap], new_points, depth[:overlap], weight)
             self.reports.append(report)
         self.transforms.append(sim)
         first = overlap if index > 0 else 0
         target = slice(start + first, start + size)
+        # Scaled depth under the transformed cameras unprojects to sim.apply(the chunk's own world points).
         self.extrinsics[target] = sim.apply_extrinsics(np.asarray(extrinsics)[first:])
         self.intrinsics_model[target] = np.asarray(intrinsics_model)[first:]
         self.depth[target] = np.asarray(depth)[first:] * sim.scale
         self.depth_conf[target] = np.asarray(depth_conf)[first:]
         if point_map_conf is not None:
             self.point_map_conf[target] = np.asarray(point_map_conf)[first:]
-        for i in range(first, size):  # frame by frame: float64 maths without a chunk-sized copy
-            self.world_points[start + i] = sim.apply(world_points[i])
-            if point_map is not None:
+        if point_map is not None:
+            for i in range(first, size):  # frame by frame: float64 maths without a chunk-sized copy
                 self.point_map[start + i] = sim.apply(point_map[i])
         return sim
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """(world_points, point_map) as arrays: in memory, or read-only maps of the spool files."""
-        if not self.spools:
-            return self.world_points, self.point_map
-        return self.spools["world_points"].view(), self.spools["point_map"].view()
+    def point_map_array(self) -> np.ndarray:
+        """The point map as an array: in memory, or a read-only map of its spool file."""
+        spool = self.spools.get("point_map")
+        return spool.view() if spool is not None else self.point_map
