@@ -184,9 +184,18 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
     torch_device = choose_device(device)
     dtype = choose_precision(torch_device, precision)
     device_text = describe_device(torch_device)
-    model_config, config_name = _inf._resolve_config(config)
+    model_name = _ignored.get("model_name")
+    weights_path = (str(resolve_weights(weights, model_name or _inf.DEFAULT_CHECKPOINT))
+                    if (model is None or weights is not None) else None)
+    choice = _inf.choose_model(_inf.InferenceOptions(weights=weights, device=device, precision=precision, mode=mode,
+                                                     config=config, fast_path=fast_path, model_name=model_name),
+                               weights_path, model)
+    if choice.family != "vggt":
+        # The chunk alignment reads the point map, which VGGT-Omega does not predict.
+        raise RequestError(f"{source}: shots run with VGGT for now; choose a VGGT model (e.g. --model vggt-1b) for "
+                           "a video or image sequence")
+    model_config, config_name = choice.config, choice.config_name
     fast = _inf._is_fast(model) or _inf.use_fast_path(fast_path, torch_device, dtype)
-    weights_path = str(resolve_weights(weights)) if (model is None or weights is not None) else None
     _check_cancel(should_cancel)
 
     start = time.perf_counter()
