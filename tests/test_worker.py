@@ -106,8 +106,8 @@ def test_keep_alive_session_streams_json_lines_and_reuses_the_model(setup, tmp_p
     results = [line for line in lines if line["type"] == "result"]
     assert [r["path"] for r in results] == [str(first), str(second)]
     # The result names everything the run wrote: the file, then the folder of upright copies.
-    assert results[0]["files"] == [str(first), str(tmp_path / "a_images")]
-    assert sorted(p.name for p in (tmp_path / "a_images").iterdir()) == ["rotated.jpg"]
+    assert results[0]["files"][0] == str(first) and Path(results[0]["files"][1]).parent == tmp_path / "a_images"
+    assert sorted(p.name for p in Path(results[0]["files"][1]).iterdir()) == ["rotated.jpg"]
     assert results[1]["files"] == [str(second)]
     assert results[0]["summary"]["images"] == 4 and results[1]["summary"]["model_size"] == [518, 518]
     assert not [line for line in lines if line["type"] == "error"]
@@ -370,8 +370,12 @@ def test_local_job_hard_kill_cleans_up_and_closes_the_log(setup, tmp_path):
     out.parent.mkdir()
     (out.parent / ".vggt_tmp_older.npz").write_bytes(b"not ours")
     fake = tmp_path / "fakepython"
+    # Its own temporary names carry its process id ($$: the sleeper it becomes); `.vggt_tmp_1_...` stands for
+    # another process's temporary file appearing in the same folder meanwhile: it must stay.
     fake.write_text("#!/bin/sh\ntrap '' TERM\n"
-                    f"touch '{out.parent}/.vggt_tmp_abc.npz'\nmkdir '{out.parent}/scene_images'\n"
+                    f"touch '{out.parent}/.vggt_tmp_'$$'_abc.npz' '{out.parent}/.vggt_tmp_1_other.npz'\n"
+                    f"mkdir -p '{out.parent}/scene_images/.vggt_tmp_'$$'_run' "
+                    f"'{out.parent}/scene_images/20260101-000000-p'$$'-abcdef'\n"
                     'echo \'{"type": "progress", "stage": "loading", "fraction": 0, "message": ""}\'\n'
                     "exec sleep 30\n")  # exec: the kill hits the sleeper itself, no orphan keeps the pipes
     fake.chmod(0o755)
@@ -381,6 +385,6 @@ def test_local_job_hard_kill_cleans_up_and_closes_the_log(setup, tmp_path):
     poll_until(job, lambda m: bool(m), timeout=20)
     job.cancel()
     assert job.wait(20) == "cancelled" and job.join(20)
-    assert sorted(p.name for p in out.parent.iterdir()) == [".vggt_tmp_older.npz"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [".vggt_tmp_1_other.npz", ".vggt_tmp_older.npz"]
     log = (tmp_path / "run.log").read_text()
     assert "no answer to the cancel" in log and "# removed after the kill" in log and "# exit code -9" in log
