@@ -128,13 +128,15 @@ def test_ctrl_c_while_writing_exits_130_and_keeps_the_earlier_file(tiny, tmp_pat
     out = tmp_path / "s.npz"
     earlier = tiny["out"].read_bytes()
     out.write_bytes(earlier)
-    real_savez = np.savez
+    real_write = np.lib.format.write_array
+    written = []
 
-    def interrupted_savez(fh, **arrays):
-        real_savez(fh, **{k: arrays[k] for k in list(arrays)[:3]})  # part of the archive reaches the disk
-        raise KeyboardInterrupt
+    def interrupted_write(*args, **kwargs):
+        if len(written) == 3:  # part of the archive reaches the disk
+            raise KeyboardInterrupt
+        written.append(real_write(*args, **kwargs))
 
-    monkeypatch.setattr(reconstruction.np, "savez", interrupted_savez)
+    monkeypatch.setattr(reconstruction.np.lib.format, "write_array", interrupted_write)
     try:
         code = cli.main(["reconstruct", *map(str, tiny["photos"]), "-o", str(out), "-q", "--weights",
                          str(tiny["checkpoint"]), "--config", str(TINY_CONFIG), "--device", "cpu"])
@@ -343,3 +345,32 @@ def test_progress_lines_fit_the_terminal(monkeypatch):
     bar.finish()
     drawn = [part for part in stream.getvalue().replace("\n", "\r").split("\r") if part]
     assert drawn and all(len(part) == 39 for part in drawn)  # cut and padded to width - 1
+
+
+def _full_disk_at(limit: int):
+    """preexec_fn: files may grow to `limit` bytes, then writes fail with EFBIG as on a full disk."""
+    import resource
+    import signal
+
+    def limit_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # inherited: the write fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_files
+
+
+@pytest.mark.skipif(os.name != "posix", reason="RLIMIT_FSIZE is POSIX")
+def test_a_full_disk_while_writing_is_one_line(tiny, tmp_path):
+    """Issue 9 §2.9: the one-line error and nothing after it (no "Exception ignored in ZipFile.__del__")."""
+    out = tmp_path / "s.npz"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    env.pop("VGGT_WEIGHTS", None)
+    result = subprocess.run([sys.executable, "-m", "vggt_blender", "reconstruct", *map(str, tiny["photos"]),
+                             "-o", str(out), "-q", "--weights", str(tiny["checkpoint"]), "--config",
+                             str(TINY_CONFIG), "--device", "cpu"], capture_output=True, text=True, env=env,
+                            timeout=180, cwd=tmp_path, preexec_fn=_full_disk_at(1 << 20))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {out}: cannot write the file"), result.stderr
+    assert "File too large" in lines[0]
+    assert list(tmp_path.iterdir()) == []

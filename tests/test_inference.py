@@ -456,7 +456,7 @@ def test_a_failed_rerun_keeps_the_old_file_and_its_photos(tmp_path, model):
         raise OSError(28, "No space left on device")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("numpy.savez", full_disk)
+        mp.setattr("numpy.lib.format.write_array", full_disk)
         with pytest.raises(Exception, match="No space left"):
             inference.reconstruct_to_file([str(source)], out, **kw)
     assert out.read_bytes() == old_file and old_copy.read_bytes() == old_pixels
