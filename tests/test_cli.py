@@ -374,3 +374,39 @@ def test_a_full_disk_while_writing_is_one_line(tiny, tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"error: {out}: cannot write the file"), result.stderr
     assert "File too large" in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_and_sighup_while_writing_clean_up_like_ctrl_c(tiny, tmp_path, signame, code):
+    """Issue 9 §2.8: the run's temporary folder of upright copies is removed and one line said."""
+    import signal
+    import time
+
+    from tests.test_inference import _rotated_jpeg
+
+    photo = _rotated_jpeg(tmp_path / "rotated.jpg", 3)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'tests' / 'worker_hooks'}{os.pathsep}{ROOT}",
+               XDG_CACHE_HOME=str(tmp_path / "cache"), OMP_NUM_THREADS="1", VGGT_TEST_DELAY="4")
+    env.pop("VGGT_WEIGHTS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "vggt_blender", "reconstruct", str(photo), *map(str, tiny["photos"]),
+                             "-o", str(out_dir / "s.npz"), "-q", "--weights", str(tiny["checkpoint"]), "--config",
+                             str(TINY_CONFIG), "--device", "cpu"], stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=tmp_path)
+    try:
+        images = out_dir / "s_images"
+        deadline = time.monotonic() + 300  # every stage sleeps 4 s after its start; the copies' folder is made
+        while not (images.is_dir() and any(images.iterdir())):  # before the writing stage's sleep
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        proc.send_signal(getattr(signal, signame))
+        stderr = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, stderr
+    said = [line for line in stderr.splitlines() if line and not line.startswith("warning: ")]
+    assert said == [f"terminated by {signame}"], stderr
+    assert list(out_dir.iterdir()) == []

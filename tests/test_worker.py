@@ -388,3 +388,35 @@ def test_local_job_hard_kill_cleans_up_and_closes_the_log(setup, tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == [".vggt_tmp_1_other.npz", ".vggt_tmp_older.npz"]
     log = (tmp_path / "run.log").read_text()
     assert "no answer to the cancel" in log and "# removed after the kill" in log and "# exit code -9" in log
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+@pytest.mark.parametrize("module, handler_setup, caught", [
+    ("vggt_blender.jobs.worker", "worker._install_signal_handlers()", "worker.Cancelled"),
+    ("vggt_blender.cli", "cm = worker._terminating_signals_clean_up(); cm.__enter__()", "BaseException"),
+])
+def test_two_signals_at_once_print_nothing_after_the_unwinding(module, handler_setup, caught):
+    """Issue 9 §2.9: SIGINT and SIGTERM pending together (a cancel during the write, then the client's SIGTERM):
+    the first handler used to set the other to SIG_IGN and Python then printed "Signal 15 ignored due to race
+    condition" once the first one had unwound."""
+    script = f"""if 1:
+        import os, signal, sys, time
+        import {module} as worker
+        {handler_setup}
+        both = {{signal.SIGINT, signal.SIGTERM}}
+        signal.pthread_sigmask(signal.SIG_BLOCK, both)
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, both)  # both handlers are now due
+            time.sleep(1)
+        except {caught}:
+            pass
+        for _ in range(1000):
+            time.sleep(0)  # the other pending signal is handled here
+        print("unwound")
+    """
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0 and done.stdout == "unwound\n", done.stderr
+    assert done.stderr == ""

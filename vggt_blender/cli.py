@@ -1,13 +1,17 @@
 """`python -m vggt_blender reconstruct|info|export-ply|download` (docs/COMMAND_LINE.md).
 
-User-facing errors print one line `error: ...` on stderr and exit 1; Ctrl-C exits 130 and leaves no output.
+User-facing errors print one line `error: ...` on stderr and exit 1; Ctrl-C exits 130, SIGTERM 143 and SIGHUP
+129 (128 + the signal), each after one line and leaving no output of the interrupted run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -16,6 +20,54 @@ from .errors import RequestError, VGGTError
 from .options import ALIGN_METHODS, DEFAULT_ALIGN_METHOD, EXIT_ERROR, EXIT_OK
 
 EXIT_INTERRUPTED = opt.EXIT_CANCELLED  # Ctrl-C
+
+# Signals that end a run the way Ctrl-C does (its clean-up runs), with the exit status 128 + the signal.
+TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread: every clean-up written for Ctrl-C runs for it too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_unwinding = False  # a signal is unwinding the command: further ones are ignored until it is over
+
+
+def _on_terminating_signal(signum: int, _frame: Any) -> None:
+    # A second signal must not cut the clean-up short. Ignored here rather than by SIG_IGN: a signal pending when
+    # the handler becomes SIG_IGN makes Python print "Signal 15 ignored due to race condition".
+    global _unwinding
+    if _unwinding:
+        return
+    _unwinding = True
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _terminating_signals_clean_up() -> Any:
+    """While the command runs, SIGTERM/SIGHUP raise Terminated (Ctrl-C KeyboardInterrupt, as before); the
+    previous handlers come back after."""
+    global _unwinding
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _unwinding = False
+    previous = {s: signal.getsignal(s) for s in TERMINATING_SIGNALS + (signal.SIGINT,)}
+    for signum in TERMINATING_SIGNALS + (signal.SIGINT,):
+        keep = previous[signum] is signal.SIG_IGN or (  # nohup's "ignore SIGHUP" is kept, and so is a
+            signum == signal.SIGINT and previous[signum] is not signal.default_int_handler)  # caller's Ctrl-C
+        if not keep:
+            signal.signal(signum, _on_terminating_signal)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def _err(line: str) -> None:
@@ -333,10 +385,15 @@ COMMANDS = {"reconstruct": cmd_reconstruct, "align": cmd_align, "info": cmd_info
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with _terminating_signals_clean_up():
+            return COMMANDS[args.command](args)
     except VGGTError as exc:
         _err(f"error: {exc.message}")
         return EXIT_ERROR
+    except Terminated as exc:
+        # Cleaned up as for Ctrl-C on the way here.
+        _err(f"\nterminated by {signal.Signals(exc.signum).name}")
+        return 128 + exc.signum
     except KeyboardInterrupt:
         # reconstruct_to_file and the atomic writer have already removed what this run created.
         _err("\ninterrupted")
