@@ -50,7 +50,7 @@ def test_reconstruct_writes_a_consistent_file(tiny):
         line.startswith("warning: skipped notes.txt") for line in lines)
     for stage in ("preprocessing", "loading", "inference", "writing"):
         assert any(line.startswith(f"{stage}: done in") for line in lines), result.stderr
-    assert lines[-1].startswith(f"wrote {tiny['out']}: 3 image(s) at 518x392, 609,168 points")
+    assert lines[-1].startswith(f"wrote {tiny['out']}: 3 image(s) at 518x392, 609,168 candidate points")
     rec = load_reconstruction(tiny["out"])
     photos = {p.stem: np.asarray(Image.open(p).convert("RGB")) for p in tiny["photos"]}
     check_consistent(rec, photos)
@@ -410,3 +410,50 @@ def test_sigterm_and_sighup_while_writing_clean_up_like_ctrl_c(tiny, tmp_path, s
     said = [line for line in stderr.splitlines() if line and not line.startswith("warning: ")]
     assert said == [f"terminated by {signame}"], stderr
     assert list(out_dir.iterdir()) == []
+
+
+def _implausible_reconstruction():
+    from tests.helpers import synthetic_reconstruction
+
+    rec = synthetic_reconstruction(num_images=2)
+    K = np.array(rec.intrinsics_model)
+    K[1, 1, 1] *= 1e7  # fy = 10 million pixels: fx/fy no camera has (random weights gave fy = 9.6e8)
+    rec.intrinsics_model = K
+    return rec
+
+
+def test_summary_says_candidate_points_the_blend_cap_and_lens_warnings(tmp_path, monkeypatch, capsys):
+    """Issue 9 §3: both counts (the file's candidates, the .blend's Max Points) and the implausible cameras."""
+    import types
+
+    from vggt_blender.engine import inference
+
+    rec = _implausible_reconstruction()
+    candidates = int(np.asarray(rec.valid_mask).sum())
+    monkeypatch.setattr(inference, "reconstruct_to_file", lambda *_a, **_k: rec)
+    monkeypatch.setitem(sys.modules, "_vggt_blender_extension.scene.blend_file", types.SimpleNamespace(
+        write_blend=lambda *_a: None, blend_compatibility_note=lambda *_a: "note"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    code = cli.main(["reconstruct", str(tmp_path), "--blend", str(tmp_path / "s.blend"), "-q", "--align", "none",
+                     "--max-points", "100"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 0, err
+    warnings = [line for line in err if line.startswith("warning: ")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {rec.image_names[1]}: implausible camera")
+    assert f"{candidates:,} candidate points, 100 in the .blend's point cloud (Max Points 100)" in err[-2]
+    assert err.index(warnings[0]) < len(err) - 2  # said before the summary line
+
+    from vggt_blender.io.summary import summarize
+
+    lines = summarize(rec).splitlines()
+    assert lines[-1] == warnings[0]
+
+
+def test_points_text_without_a_cap_or_a_point_cloud():
+    from vggt_blender.options import SceneOptions
+
+    assert cli._points_text(1234) == "1,234 candidate points"
+    assert cli._points_text(1234, SceneOptions.from_dict({"max_points": 5000})) == \
+        "1,234 candidate points, 1,234 in the .blend's point cloud (Max Points 5,000)"
+    assert cli._points_text(1234, SceneOptions.from_dict({"create_point_cloud": False})) == \
+        "1,234 candidate points (no point cloud in the .blend)"

@@ -246,14 +246,32 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             raise
         written.append(str(blend))
     bar.finish()
+    from .geometry.lens_check import lens_warnings
+
+    for line in lens_warnings(rec.intrinsics, rec.original_sizes, rec.image_names):
+        _err(f"warning: {line}")
     summary = result_summary(rec, output)
     width, height = summary["model_size"]
     total = sum(summary["timings"].values())
     _err(f"wrote {' and '.join(written)}: {summary['images']} image(s) at {width}x{height}, "
-         f"{summary['points']:,} points, {total:.1f} s on {summary['device']}, {summary['precision']}")
+         f"{_points_text(summary['points'], options if blend is not None else None)}, {total:.1f} s on "
+         f"{summary['device']}, {summary['precision']}")
     if blend is not None:
         _err(blend_note)
     return EXIT_OK
+
+
+def _points_text(candidates: int, scene: Any = None) -> str:
+    """The candidate points of the file and, with a .blend (`scene`: its SceneOptions), how many its point
+    cloud holds: at most Max Points of them."""
+    text = f"{candidates:,} candidate points"
+    if scene is None:
+        return text
+    if not scene.create_point_cloud:
+        return text + " (no point cloud in the .blend)"
+    held = candidates if scene.max_points is None else min(candidates, int(scene.max_points))
+    return text + f", {held:,} in the .blend's point cloud (Max Points {int(scene.max_points):,})" \
+        if scene.max_points is not None else text + f", all {held:,} in the .blend's point cloud"
 
 
 def add_align_parser(sub: Any) -> None:
