@@ -457,3 +457,19 @@ def test_points_text_without_a_cap_or_a_point_cloud():
         "1,234 candidate points, 1,234 in the .blend's point cloud (Max Points 5,000)"
     assert cli._points_text(1234, SceneOptions.from_dict({"create_point_cloud": False})) == \
         "1,234 candidate points (no point cloud in the .blend)"
+
+
+def test_compress_writes_a_smaller_file_with_the_same_arrays(tiny, tmp_path):
+    """Issue 9 §3: --compress (zip deflate, lossless) survives the alignment step's rewrite of the file."""
+    import zipfile
+
+    out = tmp_path / "small.npz"
+    result = run_cli(["reconstruct", *map(str, tiny["photos"]), "-o", str(out), "-q", "--compress", "--weights",
+                      str(tiny["checkpoint"]), "--config", str(TINY_CONFIG), "--device", "cpu"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    members = zipfile.ZipFile(out).infolist()
+    assert {m.compress_type for m in members} == {zipfile.ZIP_DEFLATED}
+    assert out.stat().st_size < 0.9 * tiny["out"].stat().st_size
+    small, plain = load_reconstruction(out), load_reconstruction(tiny["out"])
+    for name in ("depth", "depth_conf", "point_map", "colors", "extrinsics", "intrinsics_model"):
+        np.testing.assert_array_equal(getattr(small, name), getattr(plain, name))

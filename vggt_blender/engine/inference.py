@@ -463,12 +463,13 @@ def _missing_folders(folder: Path) -> list[Path]:
 
 
 def reconstruct_to_file(image_paths: Iterable[str], output: str | Path, *,
-                        progress: ProgressCallback | None = None, **options: Any) -> Reconstruction:
+                        progress: ProgressCallback | None = None, compress: bool = False,
+                        **options: Any) -> Reconstruction:
     """`reconstruct()` (options passed on, `fast_path` included) then write the .npz atomically. Everything the
     run writes appears together or not at all: the upright copies go to a folder of this run's own
     (io/output_paths.RunFolder), published just before the .npz is swapped in. On any failure (cancel
     included) nothing of this run is left behind: no output file, no copies, no output folder it created.
-    Returns the Reconstruction."""
+    `compress`: zip deflate (lossless; see save_reconstruction). Returns the Reconstruction."""
     output = resolve_output(output)
     made = _missing_folders(output.parent)
     try:  # a pipeline naming a fresh output folder expects it to be made
@@ -490,7 +491,7 @@ def reconstruct_to_file(image_paths: Iterable[str], output: str | Path, *,
         except OSError as exc:
             raise RequestError(f"{run_folder.final}: cannot name the folder of upright copies: "
                                f"{exc.strerror or exc}", file=str(run_folder.final)) from exc
-        save_reconstruction(str(output), rec)
+        save_reconstruction(str(output), rec, compress=compress)
         elapsed = time.perf_counter() - start
         report("writing", 1.0, str(output))
         _set_timing(rec, "writing", elapsed)  # in memory only: the file is already written
