@@ -269,9 +269,12 @@ def test_local_job_runs_logs_and_fetches(setup, tmp_path):
     assert {m["stage"] for m in messages if m["type"] == "progress"} == STAGES
     assert job.progress.stage == "writing" and job.progress.fraction == 1.0
     # fetch: where the files are already, nothing moves; elsewhere, they are copied.
-    assert job.fetch(out.parent) == [out, out.parent / "scene_images"]
+    run_folder = Path(job.result["files"][1])
+    assert run_folder.parent == out.parent / "scene_images"
+    assert job.fetch(out.parent) == [out, run_folder]
     copies = job.fetch(tmp_path / "elsewhere")
-    assert [p.name for p in copies] == ["scene.npz", "scene_images"] and (copies[1] / "rotated.jpg").is_file()
+    assert copies == [tmp_path / "elsewhere" / "scene.npz", tmp_path / "elsewhere" / "scene_images" / run_folder.name]
+    assert (copies[1] / "rotated.jpg").is_file()
     assert job.join(60) and job.returncode == 0
     log = (tmp_path / "logs" / "run.log").read_text()
     assert '"type": "result"' in log and log.endswith("# exit code 0\n")

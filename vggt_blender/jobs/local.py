@@ -307,10 +307,13 @@ class LocalJob(Job):
 
     def _fetch(self, dest_folder: Path) -> list[Path]:
         files = [Path(f) for f in self.result.get("files") or [self.result["path"]]]
+        home = Path(self.result["path"]).parent
         dest_folder.mkdir(parents=True, exist_ok=True)
         out = []
         for path in files:
-            target = dest_folder / path.name
+            # A run's folder of copies keeps its place beside the file (`<stem>_images/<run id>`).
+            target = dest_folder / (path.relative_to(home) if path.is_relative_to(home) else path.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
             if path.resolve() != target.resolve():
                 # Note: a copied reconstruction file still names the upright copies where the worker wrote them.
                 if path.is_dir():
