@@ -50,7 +50,7 @@ def test_reconstruct_writes_a_consistent_file(tiny):
         line.startswith("warning: skipped notes.txt") for line in lines)
     for stage in ("preprocessing", "loading", "inference", "writing"):
         assert any(line.startswith(f"{stage}: done in") for line in lines), result.stderr
-    assert lines[-1].startswith(f"wrote {tiny['out']}: 3 image(s) at 518x392, 609,168 points")
+    assert lines[-1].startswith(f"wrote {tiny['out']}: 3 image(s) at 518x392, 609,168 candidate points")
     rec = load_reconstruction(tiny["out"])
     photos = {p.stem: np.asarray(Image.open(p).convert("RGB")) for p in tiny["photos"]}
     check_consistent(rec, photos)
@@ -128,13 +128,15 @@ def test_ctrl_c_while_writing_exits_130_and_keeps_the_earlier_file(tiny, tmp_pat
     out = tmp_path / "s.npz"
     earlier = tiny["out"].read_bytes()
     out.write_bytes(earlier)
-    real_savez = np.savez
+    real_write = np.lib.format.write_array
+    written = []
 
-    def interrupted_savez(fh, **arrays):
-        real_savez(fh, **{k: arrays[k] for k in list(arrays)[:3]})  # part of the archive reaches the disk
-        raise KeyboardInterrupt
+    def interrupted_write(*args, **kwargs):
+        if len(written) == 3:  # part of the archive reaches the disk
+            raise KeyboardInterrupt
+        written.append(real_write(*args, **kwargs))
 
-    monkeypatch.setattr(reconstruction.np, "savez", interrupted_savez)
+    monkeypatch.setattr(reconstruction.np.lib.format, "write_array", interrupted_write)
     try:
         code = cli.main(["reconstruct", *map(str, tiny["photos"]), "-o", str(out), "-q", "--weights",
                          str(tiny["checkpoint"]), "--config", str(TINY_CONFIG), "--device", "cpu"])
@@ -338,3 +340,131 @@ def test_progress_lines_fit_the_terminal(monkeypatch):
     bar.finish()
     drawn = [part for part in stream.getvalue().replace("\n", "\r").split("\r") if part]
     assert drawn and all(len(part) == 39 for part in drawn)  # cut and padded to width - 1
+
+
+def _full_disk_at(limit: int):
+    """preexec_fn: files may grow to `limit` bytes, then writes fail with EFBIG as on a full disk."""
+    import resource
+    import signal
+
+    def limit_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # inherited: the write fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_files
+
+
+@pytest.mark.skipif(os.name != "posix", reason="RLIMIT_FSIZE is POSIX")
+def test_a_full_disk_while_writing_is_one_line(tiny, tmp_path):
+    """Issue 9 §2.9: the one-line error and nothing after it (no "Exception ignored in ZipFile.__del__")."""
+    out = tmp_path / "s.npz"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    env.pop("VGGT_WEIGHTS", None)
+    result = subprocess.run([sys.executable, "-m", "vggt_blender", "reconstruct", *map(str, tiny["photos"]),
+                             "-o", str(out), "-q", "--weights", str(tiny["checkpoint"]), "--config",
+                             str(TINY_CONFIG), "--device", "cpu"], capture_output=True, text=True, env=env,
+                            timeout=180, cwd=tmp_path, preexec_fn=_full_disk_at(1 << 20))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {out}: cannot write the file"), result.stderr
+    assert "File too large" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_and_sighup_while_writing_clean_up_like_ctrl_c(tiny, tmp_path, signame, code):
+    """Issue 9 §2.8: the run's temporary folder of upright copies is removed and one line said."""
+    import signal
+    import time
+
+    from tests.test_inference import _rotated_jpeg
+
+    photo = _rotated_jpeg(tmp_path / "rotated.jpg", 3)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'tests' / 'worker_hooks'}{os.pathsep}{ROOT}",
+               XDG_CACHE_HOME=str(tmp_path / "cache"), OMP_NUM_THREADS="1", VGGT_TEST_DELAY="4")
+    env.pop("VGGT_WEIGHTS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "vggt_blender", "reconstruct", str(photo), *map(str, tiny["photos"]),
+                             "-o", str(out_dir / "s.npz"), "-q", "--weights", str(tiny["checkpoint"]), "--config",
+                             str(TINY_CONFIG), "--device", "cpu"], stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=tmp_path)
+    try:
+        images = out_dir / "s_images"
+        deadline = time.monotonic() + 300  # every stage sleeps 4 s after its start; the copies' folder is made
+        while not (images.is_dir() and any(images.iterdir())):  # before the writing stage's sleep
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        proc.send_signal(getattr(signal, signame))
+        stderr = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, stderr
+    said = [line for line in stderr.splitlines() if line and not line.startswith("warning: ")]
+    assert said == [f"terminated by {signame}"], stderr
+    assert list(out_dir.iterdir()) == []
+
+
+def _implausible_reconstruction():
+    from tests.helpers import synthetic_reconstruction
+
+    rec = synthetic_reconstruction(num_images=2)
+    K = np.array(rec.intrinsics_model)
+    K[1, 1, 1] *= 1e7  # fy = 10 million pixels: fx/fy no camera has (random weights gave fy = 9.6e8)
+    rec.intrinsics_model = K
+    return rec
+
+
+def test_summary_says_candidate_points_the_blend_cap_and_lens_warnings(tmp_path, monkeypatch, capsys):
+    """Issue 9 §3: both counts (the file's candidates, the .blend's Max Points) and the implausible cameras."""
+    import types
+
+    from vggt_blender.engine import inference
+
+    rec = _implausible_reconstruction()
+    candidates = int(np.asarray(rec.valid_mask).sum())
+    monkeypatch.setattr(inference, "reconstruct_to_file", lambda *_a, **_k: rec)
+    monkeypatch.setitem(sys.modules, "_vggt_blender_extension.scene.blend_file", types.SimpleNamespace(
+        write_blend=lambda *_a: None, blend_compatibility_note=lambda *_a: "note"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    code = cli.main(["reconstruct", str(tmp_path), "--blend", str(tmp_path / "s.blend"), "-q", "--align", "none",
+                     "--max-points", "100"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 0, err
+    warnings = [line for line in err if line.startswith("warning: ")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {rec.image_names[1]}: implausible camera")
+    assert f"{candidates:,} candidate points, 100 in the .blend's point cloud (Max Points 100)" in err[-2]
+    assert err.index(warnings[0]) < len(err) - 2  # said before the summary line
+
+    from vggt_blender.io.summary import summarize
+
+    lines = summarize(rec).splitlines()
+    assert lines[-1] == warnings[0]
+
+
+def test_points_text_without_a_cap_or_a_point_cloud():
+    from vggt_blender.options import SceneOptions
+
+    assert cli._points_text(1234) == "1,234 candidate points"
+    assert cli._points_text(1234, SceneOptions.from_dict({"max_points": 5000})) == \
+        "1,234 candidate points, 1,234 in the .blend's point cloud (Max Points 5,000)"
+    assert cli._points_text(1234, SceneOptions.from_dict({"create_point_cloud": False})) == \
+        "1,234 candidate points (no point cloud in the .blend)"
+
+
+def test_compress_writes_a_smaller_file_with_the_same_arrays(tiny, tmp_path):
+    """Issue 9 §3: --compress (zip deflate, lossless) survives the alignment step's rewrite of the file."""
+    import zipfile
+
+    out = tmp_path / "small.npz"
+    result = run_cli(["reconstruct", *map(str, tiny["photos"]), "-o", str(out), "-q", "--compress", "--weights",
+                      str(tiny["checkpoint"]), "--config", str(TINY_CONFIG), "--device", "cpu"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    members = zipfile.ZipFile(out).infolist()
+    assert {m.compress_type for m in members} == {zipfile.ZIP_DEFLATED}
+    assert out.stat().st_size < 0.9 * tiny["out"].stat().st_size
+    small, plain = load_reconstruction(out), load_reconstruction(tiny["out"])
+    for name in ("depth", "depth_conf", "point_map", "colors", "extrinsics", "intrinsics_model"):
+        np.testing.assert_array_equal(getattr(small, name), getattr(plain, name))

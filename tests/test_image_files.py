@@ -81,3 +81,19 @@ def test_extensions_are_readable_by_pillow() -> None:
 
     registered = set(Image.registered_extensions())
     assert IMAGE_EXTENSIONS <= registered, IMAGE_EXTENSIONS - registered
+
+
+def test_a_folder_named_like_a_photo_is_reported(tmp_path: Path) -> None:
+    """Issue 9 §2.12: `x.jpg/` among chosen photos (the Blender file browser can select it) is said, whether
+    named or found in a folder, and its contents are not taken for photos."""
+    _touch(tmp_path, "a.png")
+    (tmp_path / "x.jpg").mkdir()
+    _touch(tmp_path / "x.jpg", "inside.png")
+    paths, warnings = collect_images([str(tmp_path / "a.png"), str(tmp_path / "x.jpg")])
+    assert [os.path.basename(p) for p in paths] == ["a.png"]
+    assert warnings == ["skipped x.jpg: a folder, not a photo"]
+    paths, warnings = collect_images([str(tmp_path)])
+    assert [os.path.basename(p) for p in paths] == ["a.png"]
+    assert warnings == ["skipped x.jpg: a folder (folders are not searched recursively)"]
+    with pytest.raises(ImageLoadError, match="no images were found"):
+        collect_images([str(tmp_path / "x.jpg")])

@@ -68,7 +68,7 @@ def test_rotated_photo_gets_an_upright_copy_and_run_leaves_nothing_on_failure(tm
                                   config=str(TINY_CONFIG), device="cpu")
     rec = load_reconstruction(out)
     copy = Path(rec.display_paths[2])
-    assert copy.parent == tmp_path / "out" / "scene_images" and copy.suffix == ".jpg"
+    assert copy.parent.parent == tmp_path / "out" / "scene_images" and copy.suffix == ".jpg"
     assert Image.open(copy).format == "JPEG" and Image.open(copy).size == (120, 160) == tuple(rec.original_sizes[2])
     assert rec.display_paths[:2] == rec.image_paths[:2]
     # Crop mode: the portrait fills 518x518 (cropped); the landscapes are padded to it, padding invalid.
@@ -113,7 +113,7 @@ def test_upright_copies_have_unique_names_and_report_progress(tmp_path, model):
                                         progress=lambda *a: seen.append(a))
     names = [Path(p).name for p in rec.display_paths]
     assert len(set(n.lower() for n in names)) == 4 and names[0] == "IMG.jpg"
-    assert all((tmp_path / "scene_images" / n).is_file() for n in names)
+    assert all(Path(p).is_file() and Path(p).parent.parent == tmp_path / "scene_images" for p in rec.display_paths)
     writing = [f for stage, f, _ in seen if stage == "writing"]
     assert writing[:1] == [0.0] and writing[-1] == 1.0 and 0.5 in writing and len(writing) >= 6
     assert writing == sorted(writing)
@@ -418,3 +418,84 @@ def test_fast_path_option_reaches_the_engine_from_cli_and_worker(tmp_path, monke
         worker.run_request(request, worker.Emitter(io.StringIO()), [])
     assert cli.main(["reconstruct", "x", "-o", str(tmp_path / "c.npz"), "--fast-path", "on", "-q"]) == 1
     assert seen == ["off", "on"]
+
+
+def _rotated_jpeg(path: Path, seed: int) -> Path:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(photo_pixels(160, 120, seed)).save(path, quality=95, exif=exif)
+    return path
+
+
+def test_a_failed_rerun_keeps_the_old_file_and_its_photos(tmp_path, model):
+    """Issue 9 §2.1: the upright copies appear together with the .npz or not at all."""
+    source = _rotated_jpeg(tmp_path / "rotated.jpg", 1)
+    out = tmp_path / "out" / "scene.npz"
+    kw = dict(model=model, config=str(TINY_CONFIG), device="cpu")
+    inference.reconstruct_to_file([str(source)], out, **kw)
+    old_file = out.read_bytes()
+    old_copy = Path(load_reconstruction(out).display_paths[0])
+    old_pixels = old_copy.read_bytes()
+
+    # The photo changes and the re-run fails once its copies are written (the .npz write is interrupted).
+    _rotated_jpeg(source, 2)
+
+    def interrupt_at_the_file(stage: str, fraction: float, message: str) -> None:
+        if stage == "writing" and message == str(out):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        inference.reconstruct_to_file([str(source)], out, progress=interrupt_at_the_file, **kw)
+    assert out.read_bytes() == old_file
+    assert Path(load_reconstruction(out).display_paths[0]) == old_copy and old_copy.read_bytes() == old_pixels
+    assert [p.name for p in (tmp_path / "out" / "scene_images").iterdir()] == [old_copy.parent.name]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scene.npz", "scene_images"]
+
+    # A disk that fills while the .npz is written: the same.
+    def full_disk(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("numpy.lib.format.write_array", full_disk)
+        with pytest.raises(Exception, match="No space left"):
+            inference.reconstruct_to_file([str(source)], out, **kw)
+    assert out.read_bytes() == old_file and old_copy.read_bytes() == old_pixels
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scene.npz", "scene_images"]
+    assert [p.name for p in (tmp_path / "out" / "scene_images").iterdir()] == [old_copy.parent.name]
+
+    # A successful re-run names a new folder of its own and leaves the old copies as they were.
+    rec = inference.reconstruct_to_file([str(source)], out, **kw)
+    assert Path(rec.display_paths[0]).parent != old_copy.parent and old_copy.read_bytes() == old_pixels
+
+
+def test_a_cancelled_run_leaves_another_runs_copies(tmp_path, model):
+    source = _rotated_jpeg(tmp_path / "rotated.jpg", 1)
+    out = tmp_path / "scene.npz"
+    other = tmp_path / "scene_images" / "other-run" / "photo.jpg"
+
+    def another_run_starts_then_cancel(stage: str, fraction: float, message: str) -> None:
+        if stage == "inference" and not other.exists():  # a concurrent run makes the folder meanwhile
+            other.parent.mkdir(parents=True)
+            other.write_bytes(b"jpeg")
+        if stage == "writing":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        inference.reconstruct_to_file([str(source)], out, model=model, config=str(TINY_CONFIG), device="cpu",
+                                      progress=another_run_starts_then_cancel)
+    assert other.read_bytes() == b"jpeg"
+    assert [p.name for p in (tmp_path / "scene_images").iterdir()] == ["other-run"] and not out.exists()
+
+
+def test_a_failed_run_removes_the_output_folders_it_made(tmp_path, model):
+    source = _rotated_jpeg(tmp_path / "rotated.jpg", 1)
+    with pytest.raises(CancelledError):
+        inference.reconstruct_to_file([str(source)], tmp_path / "new" / "deeper" / "scene.npz", model=model,
+                                      config=str(TINY_CONFIG), device="cpu", should_cancel=lambda: True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rotated.jpg"]
+    # An existing folder named as the output is said before anything runs.
+    (tmp_path / "taken.npz").mkdir()
+    with pytest.raises(RequestError, match="is a folder"):
+        inference.reconstruct_to_file([str(source)], tmp_path / "taken.npz", model=model,
+                                      config=str(TINY_CONFIG), device="cpu",
+                                      progress=lambda *a: pytest.fail("the run started"))

@@ -270,11 +270,16 @@ def test_failed_save_leaves_old_file_and_no_temp(tmp_path: Path, rec: Reconstruc
     save_reconstruction(target, rec)
     before = target.read_bytes()
 
-    def crash_halfway(fh, **arrays):
-        fh.write(b"PK\x03\x04 partial data")
-        raise KeyboardInterrupt  # e.g. the user cancels during the write
+    real_write = np.lib.format.write_array
+    calls = []
 
-    monkeypatch.setattr(recfile.np, "savez", crash_halfway)
+    def crash_halfway(*args, **kwargs):
+        calls.append(1)
+        if len(calls) % 4 == 0:
+            raise KeyboardInterrupt  # e.g. the user cancels during the write, some members written
+        real_write(*args, **kwargs)
+
+    monkeypatch.setattr(recfile.np.lib.format, "write_array", crash_halfway)
     with pytest.raises(KeyboardInterrupt):
         save_reconstruction(target, synthetic_reconstruction(num_images=1, height=14, width=14))
     assert target.read_bytes() == before

@@ -103,6 +103,16 @@ def test_add_photos_adds_to_the_list(photo_folder):
     assert [Path(p).name for p in settings.photo_paths()] == ["c.jpg"]
 
 
+def test_add_photos_does_not_take_a_folder_named_like_a_photo_for_photos(photo_folder):
+    """Issue 9 §2.12: `x.jpg/` selected among photos is skipped with a warning, its contents not added."""
+    (photo_folder / "x.jpg").mkdir()
+    shutil.copy(ROTATED, photo_folder / "x.jpg" / "inside.jpg")
+    settings = bpy.context.scene.vggt
+    assert bpy.ops.vggt.add_photos(directory=str(photo_folder), files=[{"name": "a.jpg"}, {"name": "x.jpg"}]) \
+        == {"FINISHED"}
+    assert [Path(p).name for p in settings.photo_paths()] == ["a.jpg"]
+
+
 def test_panel_has_a_remove_one_button_that_removes_the_selected_photo(photo_folder):
     settings = bpy.context.scene.vggt
     bpy.ops.vggt.add_photos(directory=str(photo_folder))

@@ -106,8 +106,8 @@ def test_keep_alive_session_streams_json_lines_and_reuses_the_model(setup, tmp_p
     results = [line for line in lines if line["type"] == "result"]
     assert [r["path"] for r in results] == [str(first), str(second)]
     # The result names everything the run wrote: the file, then the folder of upright copies.
-    assert results[0]["files"] == [str(first), str(tmp_path / "a_images")]
-    assert sorted(p.name for p in (tmp_path / "a_images").iterdir()) == ["rotated.jpg"]
+    assert results[0]["files"][0] == str(first) and Path(results[0]["files"][1]).parent == tmp_path / "a_images"
+    assert sorted(p.name for p in Path(results[0]["files"][1]).iterdir()) == ["rotated.jpg"]
     assert results[1]["files"] == [str(second)]
     assert results[0]["summary"]["images"] == 4 and results[1]["summary"]["model_size"] == [518, 518]
     assert not [line for line in lines if line["type"] == "error"]
@@ -269,9 +269,12 @@ def test_local_job_runs_logs_and_fetches(setup, tmp_path):
     assert {m["stage"] for m in messages if m["type"] == "progress"} == STAGES
     assert job.progress.stage == "writing" and job.progress.fraction == 1.0
     # fetch: where the files are already, nothing moves; elsewhere, they are copied.
-    assert job.fetch(out.parent) == [out, out.parent / "scene_images"]
+    run_folder = Path(job.result["files"][1])
+    assert run_folder.parent == out.parent / "scene_images"
+    assert job.fetch(out.parent) == [out, run_folder]
     copies = job.fetch(tmp_path / "elsewhere")
-    assert [p.name for p in copies] == ["scene.npz", "scene_images"] and (copies[1] / "rotated.jpg").is_file()
+    assert copies == [tmp_path / "elsewhere" / "scene.npz", tmp_path / "elsewhere" / "scene_images" / run_folder.name]
+    assert (copies[1] / "rotated.jpg").is_file()
     assert job.join(60) and job.returncode == 0
     log = (tmp_path / "logs" / "run.log").read_text()
     assert '"type": "result"' in log and log.endswith("# exit code 0\n")
@@ -370,8 +373,12 @@ def test_local_job_hard_kill_cleans_up_and_closes_the_log(setup, tmp_path):
     out.parent.mkdir()
     (out.parent / ".vggt_tmp_older.npz").write_bytes(b"not ours")
     fake = tmp_path / "fakepython"
+    # Its own temporary names carry its process id ($$: the sleeper it becomes); `.vggt_tmp_1_...` stands for
+    # another process's temporary file appearing in the same folder meanwhile: it must stay.
     fake.write_text("#!/bin/sh\ntrap '' TERM\n"
-                    f"touch '{out.parent}/.vggt_tmp_abc.npz'\nmkdir '{out.parent}/scene_images'\n"
+                    f"touch '{out.parent}/.vggt_tmp_'$$'_abc.npz' '{out.parent}/.vggt_tmp_1_other.npz'\n"
+                    f"mkdir -p '{out.parent}/scene_images/.vggt_tmp_'$$'_run' "
+                    f"'{out.parent}/scene_images/20260101-000000-p'$$'-abcdef'\n"
                     'echo \'{"type": "progress", "stage": "loading", "fraction": 0, "message": ""}\'\n'
                     "exec sleep 30\n")  # exec: the kill hits the sleeper itself, no orphan keeps the pipes
     fake.chmod(0o755)
@@ -381,6 +388,38 @@ def test_local_job_hard_kill_cleans_up_and_closes_the_log(setup, tmp_path):
     poll_until(job, lambda m: bool(m), timeout=20)
     job.cancel()
     assert job.wait(20) == "cancelled" and job.join(20)
-    assert sorted(p.name for p in out.parent.iterdir()) == [".vggt_tmp_older.npz"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [".vggt_tmp_1_other.npz", ".vggt_tmp_older.npz"]
     log = (tmp_path / "run.log").read_text()
     assert "no answer to the cancel" in log and "# removed after the kill" in log and "# exit code -9" in log
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+@pytest.mark.parametrize("module, handler_setup, caught", [
+    ("vggt_blender.jobs.worker", "worker._install_signal_handlers()", "worker.Cancelled"),
+    ("vggt_blender.cli", "cm = worker._terminating_signals_clean_up(); cm.__enter__()", "BaseException"),
+])
+def test_two_signals_at_once_print_nothing_after_the_unwinding(module, handler_setup, caught):
+    """Issue 9 §2.9: SIGINT and SIGTERM pending together (a cancel during the write, then the client's SIGTERM):
+    the first handler used to set the other to SIG_IGN and Python then printed "Signal 15 ignored due to race
+    condition" once the first one had unwound."""
+    script = f"""if 1:
+        import os, signal, sys, time
+        import {module} as worker
+        {handler_setup}
+        both = {{signal.SIGINT, signal.SIGTERM}}
+        signal.pthread_sigmask(signal.SIG_BLOCK, both)
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, both)  # both handlers are now due
+            time.sleep(1)
+        except {caught}:
+            pass
+        for _ in range(1000):
+            time.sleep(0)  # the other pending signal is handled here
+        print("unwound")
+    """
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0 and done.stdout == "unwound\n", done.stderr
+    assert done.stderr == ""

@@ -1,13 +1,17 @@
 """`python -m vggt_blender reconstruct|info|export-ply|download` (docs/COMMAND_LINE.md).
 
-User-facing errors print one line `error: ...` on stderr and exit 1; Ctrl-C exits 130 and leaves no output.
+User-facing errors print one line `error: ...` on stderr and exit 1; Ctrl-C exits 130, SIGTERM 143 and SIGHUP
+129 (128 + the signal), each after one line and leaving no output of the interrupted run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -16,6 +20,54 @@ from .errors import RequestError, VGGTError
 from .options import ALIGN_METHODS, DEFAULT_ALIGN_METHOD, EXIT_ERROR, EXIT_OK
 
 EXIT_INTERRUPTED = opt.EXIT_CANCELLED  # Ctrl-C
+
+# Signals that end a run the way Ctrl-C does (its clean-up runs), with the exit status 128 + the signal.
+TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread: every clean-up written for Ctrl-C runs for it too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_unwinding = False  # a signal is unwinding the command: further ones are ignored until it is over
+
+
+def _on_terminating_signal(signum: int, _frame: Any) -> None:
+    # A second signal must not cut the clean-up short. Ignored here rather than by SIG_IGN: a signal pending when
+    # the handler becomes SIG_IGN makes Python print "Signal 15 ignored due to race condition".
+    global _unwinding
+    if _unwinding:
+        return
+    _unwinding = True
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _terminating_signals_clean_up() -> Any:
+    """While the command runs, SIGTERM/SIGHUP raise Terminated (Ctrl-C KeyboardInterrupt, as before); the
+    previous handlers come back after."""
+    global _unwinding
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _unwinding = False
+    previous = {s: signal.getsignal(s) for s in TERMINATING_SIGNALS + (signal.SIGINT,)}
+    for signum in TERMINATING_SIGNALS + (signal.SIGINT,):
+        keep = previous[signum] is signal.SIG_IGN or (  # nohup's "ignore SIGHUP" is kept, and so is a
+            signum == signal.SIGINT and previous[signum] is not signal.default_int_handler)  # caller's Ctrl-C
+        if not keep:
+            signal.signal(signum, _on_terminating_signal)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def _err(line: str) -> None:
@@ -70,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--server", metavar="URL",
                      help="run on a reconstruction server (python -m vggt_blender serve) instead of here; "
                           "its token from $VGGT_SERVER_TOKEN")
+    rec.add_argument("--compress", action="store_true",
+                     help="zip-deflate the .npz: lossless, about a quarter smaller, writing it is much slower")
 
     rec.add_argument("--align", default=DEFAULT_ALIGN_METHOD, choices=ALIGN_METHODS,
                      help="stand the scene upright: floor plane, cameras' up, auto (floor if found), none")
@@ -204,17 +258,19 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     try:
         if args.server:
             summary = _reconstruct_on_server(args, output, bar)
+            rec = None  # the server has it; the downloaded file is checked when it is opened
         else:
             from .engine.inference import reconstruct_to_file
 
             rec = reconstruct_to_file(args.inputs, output, progress=bar, weights=weights, model_name=args.model,
                                       device=args.device,
                                       precision=args.precision, mode=args.mode, config=args.config,
-                                      fast_path=args.fast_path, warn=lambda line: bar.message(f"warning: {line}"),
+                                      fast_path=args.fast_path, compress=args.compress,
+                                      warn=lambda line: bar.message(f"warning: {line}"),
                                       **shot_options_from_args(args).to_request())
             summary = None
             if args.align != "none" and rec is not None:
-                _align_after_reconstruct(rec, output, args.align, bar)
+                _align_after_reconstruct(rec, output, args.align, bar, compress=args.compress)
     except BaseException:
         bar.abort()
         raise
@@ -244,13 +300,32 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         from .engine.inference import result_summary
 
         summary = result_summary(rec, output)
+    if rec is not None:
+        from .geometry.lens_check import lens_warnings
+
+        for line in lens_warnings(rec.intrinsics, rec.original_sizes, rec.image_names):
+            _err(f"warning: {line}")
     width, height = summary["model_size"]
     total = sum(summary["timings"].values())
     _err(f"wrote {' and '.join(written)}: {summary['images']} image(s) at {width}x{height}, "
-         f"{summary['points']:,} points, {total:.1f} s on {summary['device']}, {summary['precision']}")
+         f"{_points_text(summary['points'], options if blend is not None else None)}, {total:.1f} s on "
+         f"{summary['device']}, {summary['precision']}")
     if blend is not None:
         _err(blend_note)
     return EXIT_OK
+
+
+def _points_text(candidates: int, scene: Any = None) -> str:
+    """The candidate points of the file and, with a .blend (`scene`: its SceneOptions), how many its point
+    cloud holds: at most Max Points of them."""
+    text = f"{candidates:,} candidate points"
+    if scene is None:
+        return text
+    if not scene.create_point_cloud:
+        return text + " (no point cloud in the .blend)"
+    held = candidates if scene.max_points is None else min(candidates, int(scene.max_points))
+    return text + f", {held:,} in the .blend's point cloud (Max Points {int(scene.max_points):,})" \
+        if scene.max_points is not None else text + f", all {held:,} in the .blend's point cloud"
 
 
 def add_align_parser(sub: Any) -> None:
@@ -264,7 +339,7 @@ def add_align_parser(sub: Any) -> None:
 
 
 def align_file(rec: Any, output: str | Path, method: str, source: str | Path | None = None,
-               provenance: str | None = None) -> str:
+               provenance: str | None = None, compress: bool = False) -> str:
     """Compute `rec`'s alignment by `method`, set it and save `rec` (with `provenance` when given) to `output`
     atomically; return what was found. A failed fit raises AlignmentError naming `source` (default `output`)
     and writes nothing."""
@@ -279,11 +354,12 @@ def align_file(rec: Any, output: str | Path, method: str, source: str | Path | N
         named = str(source or output)
         raise AlignmentError(f"{named}: {exc.message}", file=named) from exc
     rec.alignment = result.matrix
-    save_reconstruction(output, rec if provenance is None else dataclasses.replace(rec, provenance=provenance))
+    save_reconstruction(output, rec if provenance is None else dataclasses.replace(rec, provenance=provenance),
+                        compress=compress)
     return result.describe()
 
 
-def _align_after_reconstruct(rec: Any, output: Path, method: str, bar: Any) -> None:
+def _align_after_reconstruct(rec: Any, output: Path, method: str, bar: Any, compress: bool = False) -> None:
     import json
 
     from .geometry.alignment import AlignmentError
@@ -292,7 +368,8 @@ def _align_after_reconstruct(rec: Any, output: Path, method: str, bar: Any) -> N
     provenance = rec.provenance_dict
     provenance.get("timings", {}).pop("writing", None)
     try:
-        bar.message(f"aligned: {align_file(rec, output, method, provenance=json.dumps(provenance, sort_keys=True))}")
+        found = align_file(rec, output, method, provenance=json.dumps(provenance, sort_keys=True), compress=compress)
+        bar.message(f"aligned: {found}")
     except AlignmentError as exc:  # the reconstruction itself is good: keep it, unaligned
         bar.message(f"warning: {exc.message}; {output} keeps the plain axis change")
 
@@ -425,10 +502,15 @@ COMMANDS = {"reconstruct": cmd_reconstruct, "align": cmd_align, "info": cmd_info
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with _terminating_signals_clean_up():
+            return COMMANDS[args.command](args)
     except VGGTError as exc:
         _err(f"error: {exc.message}")
         return EXIT_ERROR
+    except Terminated as exc:
+        # Cleaned up as for Ctrl-C on the way here.
+        _err(f"\nterminated by {signal.Signals(exc.signum).name}")
+        return 128 + exc.signum
     except KeyboardInterrupt:
         # reconstruct_to_file and the atomic writer have already removed what this run created.
         _err("\ninterrupted")

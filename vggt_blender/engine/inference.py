@@ -16,7 +16,6 @@ import contextlib
 import copy
 import gc
 import json
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +28,7 @@ from .devices import (choose_device, choose_precision, describe_device, is_out_o
                       uses_autocast)
 from ..errors import CancelledError, CheckpointError, OutOfMemoryError, RequestError
 from ..geometry.cameras import pose_encoding_to_extrinsics_intrinsics
-from ..io.output_paths import display_folder_for, resolve_output
+from ..io.output_paths import RunFolder, display_folder_for, resolve_output
 from ..io.photo_paths import collect_images
 from ..io.reconstruction import Reconstruction, make_provenance, save_reconstruction
 from ..model.execution import ExecutionMode, is_lean
@@ -303,29 +302,36 @@ def _unique_stem(stem: str, used: set[str]) -> str:
     return name
 
 
-def _display_copies(paths: Sequence[str], rotated: Sequence[bool], folder: Path | None,
+def _display_copies(paths: Sequence[str], rotated: Sequence[bool], folder: Path | RunFolder | None,
                     report: ProgressCallback = _noop_progress) -> list[str]:
     """Display paths: the source, or an upright JPEG copy (quality 95, written into `folder`) for EXIF-rotated
-    photos. Progress goes to the "writing" stage (its first half)."""
+    photos. A RunFolder is written under its temporary name and named by its final one (published later by
+    `reconstruct_to_file`). Progress goes to the "writing" stage (its first half)."""
     display = [str(p) for p in paths]
     todo = [i for i, r in enumerate(rotated) if r]
     if folder is None or not todo:
         return display
+    final = folder.final if isinstance(folder, RunFolder) else folder
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if isinstance(folder, RunFolder):
+            write_dir = folder.staging_dir()
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_dir = folder
     except OSError as exc:
-        raise RequestError(f"{folder}: cannot create the folder for upright copies of rotated photos: "
-                           f"{exc.strerror or exc}", file=str(folder)) from exc
+        raise RequestError(f"{final}: cannot create the folder for upright copies of rotated photos: "
+                           f"{exc.strerror or exc}", file=str(final)) from exc
     used: set[str] = set()
     report("writing", 0.0, f"upright copies of {len(todo)} rotated photo(s)")
     for done, index in enumerate(todo, start=1):
-        target = folder / f"{_unique_stem(Path(paths[index]).stem, used)}.jpg"
+        name = f"{_unique_stem(Path(paths[index]).stem, used)}.jpg"
+        target = write_dir / name
         try:
             load_image(str(paths[index])).save(target, format="JPEG", quality=UPRIGHT_JPEG_QUALITY)
         except OSError as exc:
-            raise RequestError(f"{target}: cannot write the upright copy of {paths[index]}: "
-                               f"{exc.strerror or exc}", file=str(target)) from exc
-        display[index] = str(target.resolve())
+            raise RequestError(f"{final / name}: cannot write the upright copy of {paths[index]}: "
+                               f"{exc.strerror or exc}", file=str(final / name)) from exc
+        display[index] = str((final / name).absolute())
         report("writing", 0.5 * done / len(todo), f"upright copy {done}/{len(todo)}")
     return display
 
@@ -367,7 +373,7 @@ class _Run:
 def reconstruct(image_paths: Iterable[str], options: InferenceOptions | None = None, *,
                 progress: ProgressCallback | None = None, should_cancel: CancelCheck | None = None,
                 model: Any = None, warn: WarningCallback | None = None,
-                display_dir: str | Path | None = None, **option_values: Any) -> Reconstruction:
+                display_dir: str | Path | RunFolder | None = None, **option_values: Any) -> Reconstruction:
     """Run VGGT on photos (files or folders) and return a Reconstruction.
 
     `options` (InferenceOptions: weights, device, precision, mode, config, fast_path) say how; keyword
@@ -481,7 +487,7 @@ def _infer(run: _Run, model: Any, prep: Any, stages: Stages) -> dict[str, np.nda
 
 
 def _assemble(run: _Run, prep: Any, outputs: dict[str, np.ndarray], stages: Stages, config_name: str,
-              checkpoint_sha: str | None, display_dir: str | Path | None) -> Reconstruction:
+              checkpoint_sha: str | None, display_dir: str | Path | RunFolder | None) -> Reconstruction:
     """The Reconstruction from the model outputs: cameras decoded, upright copies written, provenance."""
     count = len(prep.paths)
     width, height = int(prep.model_size[0]), int(prep.model_size[1])
@@ -489,7 +495,8 @@ def _assemble(run: _Run, prep: Any, outputs: dict[str, np.ndarray], stages: Stag
     # world_points, intrinsics (photo) and valid_mask follow from the primaries (geometry/derive.py).
     source_paths = list(prep.paths)  # already absolute and resolved (io/photo_paths.collect_images)
     display_paths = _display_copies(source_paths, list(prep.rotated),
-                                    Path(display_dir) if display_dir is not None else None, stages.report)
+                                    display_dir if display_dir is None or isinstance(display_dir, RunFolder)
+                                    else Path(display_dir), stages.report)
     weights_path = run.weights_path
     provenance = make_provenance(
         checkpoint=Path(weights_path).name if weights_path else None,
@@ -530,11 +537,11 @@ def probe_output_folder(output: Path) -> None:
     import os
     import tempfile
 
-    from ..io.atomic import TEMP_PREFIX
+    from ..io.atomic import own_temp_prefix
 
     folder = output.parent
     try:
-        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".probe", dir=folder)
+        fd, name = tempfile.mkstemp(prefix=own_temp_prefix(), suffix=".probe", dir=folder)
         os.close(fd)
         os.unlink(name)
     except OSError as exc:
@@ -542,36 +549,57 @@ def probe_output_folder(output: Path) -> None:
                            file=str(output)) from exc
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
 def reconstruct_to_file(image_paths: Iterable[str], output: str | Path, *,
-                        progress: ProgressCallback | None = None, **options: Any) -> Reconstruction:
-    """`reconstruct()` (options passed on, `fast_path` included) then write the .npz atomically. On any failure
-    (cancel included) nothing of this run is left behind: no output file and no display folder it created.
-    Returns the Reconstruction."""
+                        progress: ProgressCallback | None = None, compress: bool = False,
+                        **options: Any) -> Reconstruction:
+    """`reconstruct()` (options passed on, `fast_path` included) then write the .npz atomically. Everything the
+    run writes appears together or not at all: the upright copies go to a folder of this run's own
+    (io/output_paths.RunFolder), published just before the .npz is swapped in. On any failure (cancel
+    included) nothing of this run is left behind: no output file, no copies, no output folder it created.
+    `compress`: zip deflate (lossless; see save_reconstruction). Returns the Reconstruction."""
     output = resolve_output(output)
+    made = _missing_folders(output.parent)
     try:  # a pipeline naming a fresh output folder expects it to be made
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RequestError(f"{output.parent}: cannot create the output folder ({exc.strerror or exc})",
                            file=str(output)) from exc
-    probe_output_folder(output)
     report = progress or _noop_progress
-    folder = display_folder_for(output)
-    folder_existed = folder.exists()
+    run_folder = RunFolder(display_folder_for(output))
     done = False
     try:
-        rec = _reconstruct_photos_or_shot(image_paths, report, folder, options)
+        probe_output_folder(output)
+        rec = _reconstruct_photos_or_shot(image_paths, report, run_folder, options)
         start = time.perf_counter()
         copies = any(d != i for d, i in zip(rec.display_paths, rec.image_paths))
         report("writing", 0.5 if copies else 0.0, str(output))
-        _save_file(output, rec)
+        try:
+            run_folder.publish()
+        except OSError as exc:
+            raise RequestError(f"{run_folder.final}: cannot name the folder of upright copies: "
+                               f"{exc.strerror or exc}", file=str(run_folder.final)) from exc
+        # Long shots are compressed and every shot is streamed (save_reconstruction decides); `compress` forces it.
+        save_reconstruction(str(output), rec, compress=True if compress else None)
         elapsed = time.perf_counter() - start
         report("writing", 1.0, str(output))
         _set_timing(rec, "writing", elapsed)  # in memory only: the file is already written
         done = True
         return rec
     finally:
-        if not done and not folder_existed and folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
+        if not done:
+            run_folder.discard()
+            for folder in made:  # innermost first; a folder someone else has put files in stays
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 def _set_timing(rec: Reconstruction, stage: str, seconds: float) -> None:
@@ -621,8 +649,3 @@ def _reconstruct_photos_or_shot(image_paths: Iterable[str], report: ProgressCall
 
     selection, shot_options = shot_request(shot)
     return reconstruct_shot(inputs[0], selection, progress=report, **options, **shot_options)
-
-
-def _save_file(output: Path, rec: Reconstruction) -> None:
-    # Long shots are compressed and every shot is streamed (io/reconstruction.save_reconstruction decides).
-    save_reconstruction(str(output), rec)

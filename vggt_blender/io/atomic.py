@@ -2,7 +2,8 @@
 
 The target is therefore the old file, the new one, or absent: never half written, also when the process is
 interrupted (the temporary file is removed on any exception). A process killed outright can leave a
-`TEMP_PREFIX` file behind; its hidden name never matches an output name, and the worker client removes it.
+`TEMP_PREFIX` file behind; its hidden name never matches an output name, and it carries the writing process's id
+(`own_temp_prefix`) so that whoever cleans up after a killed worker removes that process's files and no other's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from typing import BinaryIO, Iterator
 from ..errors import VGGTError
 
 TEMP_PREFIX = ".vggt_tmp_"
+
+
+def own_temp_prefix(pid: int | None = None) -> str:
+    """The prefix of the temporary names process `pid` (default: this one) makes: `.vggt_tmp_<pid>_`."""
+    return f"{TEMP_PREFIX}{os.getpid() if pid is None else pid}_"
 
 
 def make_shareable(path: str | os.PathLike[str]) -> None:
@@ -32,7 +38,7 @@ def atomic_write(path: str | os.PathLike[str], error: type[VGGTError], what: str
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=own_temp_prefix(), suffix=path.suffix, dir=folder)
     except OSError as exc:
         raise error(f"{path}: cannot write in folder {folder}: {exc.strerror or exc}", file=str(path)) from exc
     try:

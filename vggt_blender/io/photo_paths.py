@@ -85,8 +85,8 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[str], list
     """Expand files and folders into absolute, symlink-resolved image paths, plus warnings about what was skipped.
 
     Folders are read (not recursively) in natural order; inputs keep the order given. A named file that does
-    not exist raises ImageLoadError; a named file without an image extension is skipped with a warning, like
-    one found in a folder. The same photo named twice is kept once. No images at all raises ImageLoadError.
+    not exist raises ImageLoadError; a named file without an image extension, or a folder named like a photo
+    (`x.jpg/`), is skipped with a warning, like one found in a folder. The same photo named twice is kept once. No images at all raises ImageLoadError.
     """
     inputs = [os.fspath(item) for item in inputs]
     paths: list[str] = []
@@ -95,6 +95,10 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[str], list
 
     for item in inputs:
         full = os.path.abspath(os.path.expanduser(item))
+        if os.path.isdir(full) and is_image_file(full):
+            # A folder named like a photo ("x.jpg") among chosen photos is a mistake, not a photo set: say so.
+            warnings.append(f"skipped {os.path.basename(full)}: a folder, not a photo")
+            continue
         if os.path.isdir(full):
             candidates = _folder_images(full, warnings)
         elif os.path.isfile(full):

@@ -317,8 +317,28 @@ def save_reconstruction(path: str | os.PathLike[str], rec: Reconstruction, compr
         arrays[name] = arr
 
     with atomic_write(path, ReconstructionFileError, "the file", fsync=True) as fh:
-        (np.savez_compressed if compress else np.savez)(fh, **arrays)
+        _write_npz(fh, arrays, compress)
     return path
+
+
+def _write_npz(fh: Any, arrays: dict[str, np.ndarray], compress: bool) -> None:
+    """np.savez's layout (one `.npy` member per array, zip64), with the archive let go of when a write fails:
+    np.savez leaves its ZipFile open then, and the ZipFile's __del__ later prints a traceback ("Exception
+    ignored in ZipFile.__del__") after the one-line error of a full disk or a cancel."""
+    import contextlib
+    import zipfile
+
+    archive = zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED,
+                              allowZip64=True)
+    try:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            archive.close()  # may fail again on a full disk; either way the archive lets go of the file
+        raise
+    archive.close()
 
 
 def _read_scalar_str(z: Any, key: str, file: str) -> str:

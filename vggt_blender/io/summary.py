@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..geometry.lens_check import lens_warnings
 from .reconstruction import Reconstruction
 
 
@@ -17,7 +18,8 @@ def _fmt_seconds(s: Any) -> str:
 
 
 def summarize(rec: Reconstruction) -> str:
-    """A human-readable multi-line description: images, provenance, timings, depth and confidence ranges."""
+    """A human-readable multi-line description: images, provenance, timings, depth and confidence ranges, then
+    a `warning: ...` line per implausible camera (geometry/lens_check.py)."""
     h, w = rec.model_hw
     prov = rec.provenance_dict
     lines = [f"{rec.num_images} image{'s' if rec.num_images != 1 else ''}, model input {w}x{h} (width x height)"]
@@ -61,6 +63,7 @@ def summarize(rec: Reconstruction) -> str:
                 lines.append(f"{label}: p10 {p[0]:.3g}, p50 {p[1]:.3g}, p90 {p[2]:.3g}, max {c.max():.3g}")
     if rec.extra:
         lines.append("extra arrays: " + ", ".join(f"{k} {list(np.shape(v))}" for k, v in rec.extra.items()))
+    lines += [f"warning: {line}" for line in lens_warnings(rec.intrinsics, rec.original_sizes, rec.image_names)]
     return "\n".join(lines)
 
 

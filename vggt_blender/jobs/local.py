@@ -25,7 +25,8 @@ from typing import IO, Any
 
 from . import protocol
 from .interface import Job
-from ..io.atomic import TEMP_PREFIX  # stdlib only: this client stays import-light
+from ..io.atomic import own_temp_prefix  # stdlib only: this client stays import-light
+from ..io.output_paths import display_folder_for, run_marker
 from ..runtime_setup import RuntimeSetupError
 
 # The folder that holds the `vggt_blender` package (the extension folder): put on the worker's PYTHONPATH.
@@ -309,10 +310,13 @@ class LocalJob(Job):
 
     def _fetch(self, dest_folder: Path) -> list[Path]:
         files = [Path(f) for f in self.result.get("files") or [self.result["path"]]]
+        home = Path(self.result["path"]).parent
         dest_folder.mkdir(parents=True, exist_ok=True)
         out = []
         for path in files:
-            target = dest_folder / path.name
+            # A run's folder of copies keeps its place beside the file (`<stem>_images/<run id>`).
+            target = dest_folder / (path.relative_to(home) if path.is_relative_to(home) else path.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
             if path.resolve() != target.resolve():
                 # Note: a copied reconstruction file still names the upright copies where the worker wrote them.
                 if path.is_dir():
@@ -404,15 +408,25 @@ class LocalJob(Job):
             self._before = set()
 
     def _clean_after_kill(self) -> None:
-        """The temporary files and the entries named after the output that appeared since start."""
+        """What the killed worker made and could not remove: its own temporary files (named with its process
+        id) beside the output and in the output's folder of upright copies, its run folders there, and the
+        output file when it did not exist at the start. Other processes' files in the same folders stay."""
         output = self._output()
-        if output is None:
+        worker = self.worker
+        if output is None or worker is None:
             return
+        pid = worker.process.pid
+        images = display_folder_for(output)
+        new: list[Path] = []
         try:
-            new = [p for p in output.parent.iterdir() if p.name not in self._before
-                   and (p.name.startswith(TEMP_PREFIX) or p.name.startswith(output.stem))]
+            new += [p for p in output.parent.iterdir() if p.name.startswith(own_temp_prefix(pid))]
+            if output.exists() and output.name not in self._before:
+                new.append(output)
+            if images.is_dir():
+                new += [p for p in images.iterdir()
+                        if p.name.startswith(own_temp_prefix(pid)) or run_marker(pid) in p.name]
         except OSError:
-            new = []
+            pass
         remove_paths(new)
         self.cleaned_up = [str(p) for p in new]
         if new:
@@ -438,10 +452,16 @@ class LocalJob(Job):
 
 
 def remove_paths(paths: list[Path]) -> None:
-    """Remove files and folders; what is already gone (or cannot be removed) is skipped."""
+    """Remove files and folders; what is already gone (or cannot be removed) is skipped. A run's folder of
+    upright copies goes with the `<stem>_images` folder holding it when that is left empty."""
     for path in paths:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
+            if path.parent.name.endswith("_images"):
+                try:
+                    path.parent.rmdir()  # refuses while another run's folder is in it
+                except OSError:
+                    pass
         else:
             try:
                 path.unlink()

@@ -294,11 +294,21 @@ def handle(data: Any, emit: Emitter) -> tuple[int, bool]:
     return EXIT_OK, False
 
 
+_unwinding = False  # a signal's cancellation is unwinding: further signals are ignored
+
+
 def _install_signal_handlers() -> None:
+    global _unwinding
+    _unwinding = False
+
     def on_signal(signum: int, _frame: Any) -> None:
-        # Ignore further signals while the cancellation unwinds and cleans up.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Ignore further signals while the cancellation unwinds and cleans up. Ignored here, not by SIG_IGN: a
+        # signal already pending when the handler is swapped for SIG_IGN makes Python print "Signal 15 ignored
+        # due to race condition" after the one-line error.
+        global _unwinding
+        if _unwinding:
+            return
+        _unwinding = True
         by_message = False
         if _INBOX is not None and _INBOX._sent:
             by_message = _INBOX.by_message
