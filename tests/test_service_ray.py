@@ -15,7 +15,7 @@ from tests.service_helpers import Server
 from tests import test_service_api as api
 
 # The API tests, collected here again: they run against this module's `setup` (the Ray deployment).
-from test_service_api import (  # noqa: E402,F401
+from tests.test_service_api import (  # noqa: F401
     test_a_whole_job_gives_the_local_engine_numbers_with_client_paths, test_bad_options_are_422_and_create_no_job,
     test_bad_photos_are_400_naming_the_file_as_sent, test_health_is_open_and_everything_else_needs_the_token,
     test_no_photos_is_422, test_remote_job_runs_like_a_local_one_and_fetches_upright_copies,
