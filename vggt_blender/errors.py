@@ -21,6 +21,9 @@ ERROR_CODES: dict[str, str] = {
     "no_runtime": "no Python with torch to run the model in",
     "refine_failed": "camera refinement (bundle adjustment) could not improve the cameras",
     "export_failed": "an export (COLMAP model, PLY) could not be written",
+    "bad_video": "a video file or image sequence cannot be read",
+    "server_error": "the reconstruction server could not be reached or answered with an error",
+    "store_failed": "the server's job store (its data folder) could not be read or written",
 }
 
 

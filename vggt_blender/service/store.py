@@ -40,7 +40,7 @@ UPLOAD_STALE_SECONDS = 3600.0
 
 
 class StoreError(VGGTError):
-    code = "internal"
+    code = "store_failed"
 
 
 def _owner_host() -> str:
