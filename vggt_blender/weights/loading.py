@@ -7,27 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import CheckpointError
+from .discovery import checkpoint_format
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
 # -------------------------------------------------------------------------------------- state dicts
-
-
-def _file_kind(path: Path) -> str:
-    """'zip' (torch.save), 'safetensors', 'pickle' (legacy torch.save) or 'unknown', from the first bytes."""
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    if len(head) >= 9:
-        header_len = int.from_bytes(head[:8], "little")
-        if head[8:9] == b"{" and 0 < header_len <= path.stat().st_size - 8:
-            return "safetensors"
-    if head[:1] == b"\x80":  # pickle protocol marker
-        return "pickle"
-    return "unknown"
 
 
 def _unwrap(obj: Any) -> Any:
@@ -57,7 +43,7 @@ def read_state_dict(path: str | os.PathLike[str], map_location: str | Any = "cpu
     if path.stat().st_size == 0:
         raise CheckpointError(f"{file}: the checkpoint file is empty (an interrupted download?)", file=file)
     try:
-        kind = _file_kind(path)
+        kind = checkpoint_format(path)  # the same sniffing the downloader uses
     except OSError as exc:
         raise CheckpointError(f"{file}: cannot open the checkpoint: {exc.strerror or exc}", file=file) from exc
     if kind == "safetensors" or (kind == "unknown" and path.suffix == ".safetensors"):
