@@ -8,6 +8,7 @@ stop an install. Headless (scripts, tests) nothing drives timers: `run_blocking(
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from typing import Callable
@@ -15,6 +16,10 @@ from typing import Callable
 import bpy
 
 POLL_SECONDS = 0.1
+# Quitting waits this long for the extension's threads (all named "vggt-..."): a thread still running while
+# Blender frees itself crashes (bpy 4.2: segfault) or hangs (bpy 4.5) the exit.
+EXIT_JOIN_SECONDS = 5.0
+THREAD_PREFIX = "vggt-"
 
 
 def one_line(text: object, limit: int = 300) -> str:
@@ -69,7 +74,7 @@ class ThreadTask(Task):
         self.label = label
         self._work = work
         self._finish = finish
-        self._thread = threading.Thread(target=self._run, name=f"vggt-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{THREAD_PREFIX}{name}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -221,6 +226,38 @@ def stop_all(message: str = "Stopped: the add-on was disabled") -> None:
     _LAST.clear()
 
 
+def join_threads(timeout: float) -> list[str]:
+    """Wait for the extension's threads (tasks told to stop, job readers, worker reapers), `timeout` seconds in
+    all. Returns the names of those still running."""
+    deadline = time.monotonic() + timeout
+    me = threading.current_thread()
+    ours = [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX) and t is not me]
+    for thread in ours:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [thread.name for thread in ours if thread.is_alive()]
+
+
+_EXIT_STEPS: list[Callable[[], None]] = []
+
+
+def on_exit(step: Callable[[], None]) -> None:
+    """Run `step` when Blender quits, after the tasks are cancelled and before their threads are waited for
+    (e.g. end the kept worker, so its reader threads end too)."""
+    if step not in _EXIT_STEPS:
+        _EXIT_STEPS.append(step)
+
+
+def _at_exit() -> None:
+    """Blender (or a script using bpy) is quitting: stop everything of ours and let its threads end first."""
+    cancel_where(lambda _task: True, "Stopped: Blender is quitting")
+    for step in _EXIT_STEPS:
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - quitting goes on whatever one step says
+            pass
+    join_threads(EXIT_JOIN_SECONDS)
+
+
 @bpy.app.handlers.persistent
 def _cancel_on_load(*_args) -> None:
     """load_pre: opening another file stops the tasks whose result belongs to the current one."""
@@ -228,12 +265,19 @@ def _cancel_on_load(*_args) -> None:
 
 
 def register() -> None:
+    # atexit runs last-registered first, so this runs before bpy's own exit handler frees Blender.
+    atexit.unregister(_at_exit)  # once, however often the add-on is enabled
+    atexit.register(_at_exit)
     if _cancel_on_load not in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.append(_cancel_on_load)
 
 
 def unregister() -> None:
     stop_all()
+    _EXIT_STEPS.clear()
+    # A thread that outlives a short wait keeps the exit hook, so quitting later still waits for it.
+    if not join_threads(1.0):
+        atexit.unregister(_at_exit)
     # Compare by name too: a reloaded module has a new function object.
     for handler in list(bpy.app.handlers.load_pre):
         same = (getattr(handler, "__name__", "") == _cancel_on_load.__name__

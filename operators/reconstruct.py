@@ -471,8 +471,15 @@ class VGGT_OT_cancel_reconstruction(bpy.types.Operator):
 classes = (VGGT_OT_reconstruct, VGGT_OT_cancel_reconstruction)
 
 
+def _end_kept_worker_on_quit() -> None:
+    from ..vggt_blender.jobs.local import close_shared_worker
+
+    close_shared_worker(timeout=2.0)  # killed after 2 s: quitting waits at most tasks.EXIT_JOIN_SECONDS
+
+
 def register() -> None:
     tasks.register()
+    tasks.on_exit(_end_kept_worker_on_quit)
 
 
 def unregister() -> None:

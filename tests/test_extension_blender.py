@@ -211,6 +211,30 @@ finally:
 emit()
 '''
 
+DRIVER_QUIT = r'''
+import importlib
+pkg = install()
+tasks_mod = importlib.import_module(pkg + ".tasks")
+p = prefs(pkg)
+use_test_runtime(p)
+p.keep_worker = True  # a model kept loaded in a worker when the user quits
+bpy.ops.vggt.add_photos(directory=ARGS["photos"])
+OUT["result"] = sorted(bpy.ops.vggt.reconstruct())
+kept = importlib.import_module(pkg + ".vggt_blender.jobs.local")._shared["process"]
+OUT["worker_pid"] = kept.process.pid if kept is not None and kept.alive else None
+def work(t):
+    # A download or pip install in flight when the user quits: it stops when told to, and says so.
+    deadline = time.monotonic() + 60
+    while not t.cancelled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # winding down (closing a .part file) takes a moment
+    Path(ARGS["marker"]).write_text("cancelled" if t.cancelled else "ran out")
+tasks_mod.start(tasks_mod.ThreadTask(work, name="download"))
+OUT["running"] = tasks_mod.running("download")
+emit()
+# The script ends here with the task thread still running: bpy quits.
+'''
+
 DRIVER_RECONSTRUCT = r'''
 import importlib
 pkg = install()
@@ -669,6 +693,18 @@ def test_install_enable_and_register_cycles(extension_zip, tmp_path):
     assert r["import_menu"] is True  # File > Import entry of the import operator
     assert r["drawn"] == 4 and {"prop", "operator", "template_list", "label"} <= set(r["draw_calls"])
     assert r["stats_on_redraw"] == 0 and r["stats_after_change"] == 1
+
+
+def test_quitting_with_a_task_running_stops_it_and_exits_cleanly(extension_zip, job_inputs, tmp_path):
+    # A thread still running while bpy frees Blender crashes the exit on 4.2 (SIGSEGV) and hangs it on 4.5.
+    marker = tmp_path / "stopped.txt"
+    r = run_driver(DRIVER_QUIT, dict(job_inputs, zip=extension_zip, marker=str(marker)), tmp_path / "home",
+                   timeout=180)
+    assert r["result"] == ["FINISHED"] and r["worker_pid"] and r["running"] is True
+    assert marker.read_text() == "cancelled"
+    # The kept worker (a model in GPU memory) ended before Blender did: no orphan process holds the GPU.
+    with pytest.raises(ProcessLookupError):
+        os.kill(r["worker_pid"], 0)
 
 
 def test_reconstruct_end_to_end(extension_zip, job_inputs, tmp_path):
