@@ -188,7 +188,7 @@ def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, t
     if options.create_cameras:
         bg_images = images if options.background_images else []
         if options.camera_mode in ("per_photo", "both"):
-            cameras = create_photo_cameras(rec, options.scale, collection, bg_images, scene_size)
+            cameras = create_photo_cameras(rec, options.scale, collection, bg_images, scene_size, warnings)
         t = lap("cameras", t)
         if options.camera_mode in ("animated", "both"):
             shot = create_animated_camera(rec, options.scale, collection, scene, name, scene_size, bg_images)

@@ -6,12 +6,15 @@ aspect as custom properties; `activate_camera` applies them when the camera beco
 
 from __future__ import annotations
 
+import os
+
 import bpy
 import numpy as np
 from mathutils import Matrix
 
 from ..vggt_blender.geometry.alignment import reconstruction_alignment
 from ..vggt_blender.geometry.blender_camera import BlenderCameraParams, blender_camera_params
+from .lens import lens_distortion, tracking_camera_from_reconstruction
 
 
 def camera_params_for_view(rec, i: int, scale: float) -> BlenderCameraParams:
@@ -66,9 +69,29 @@ def _clip_and_display(cam: bpy.types.Camera, scene_size: float) -> None:
     cam.display_size = scene_size * 0.1
 
 
+def add_lens_clip(ob: bpy.types.Object, rec, view: int) -> list[str]:
+    """A refined view whose lens distortion was solved: a Movie Clip of its photo whose tracking camera holds
+    the view's focal length, principal point and distortion, which is where Blender keeps lens distortion
+    (the compositor's Movie Distortion node undistorts the photo with it; the camera is exact for the
+    undistorted photo). The camera object holds the clip in `vggt_lens_clip`, which also keeps it saved with
+    the .blend for as long as the camera exists. Returns warnings."""
+    radial, warnings = lens_distortion(rec, view)
+    path = str(rec.display_paths[view])
+    if not any(radial) or not os.path.isfile(path):
+        return warnings
+    clip = bpy.data.movieclips.load(path)
+    clip.name = f"{ob.name} lens"
+    clip["vggt_kind"] = "lens_clip"
+    clip["vggt_view_index"] = int(view)
+    warnings += tracking_camera_from_reconstruction(clip, rec, sensor_width=ob.data.sensor_width, view=view)
+    ob["vggt_lens_clip"] = clip  # an ID property: the camera is the clip's user
+    return warnings
+
+
 def create_photo_cameras(rec, scale: float, collection: bpy.types.Collection, images: list,
-                         scene_size: float) -> list[bpy.types.Object]:
-    """One camera per photo, named after the photo's file stem, with its photo as background image."""
+                         scene_size: float, warnings: list[str] | None = None) -> list[bpy.types.Object]:
+    """One camera per photo, named after the photo's file stem, with its photo as background image and, when
+    the refinement solved a lens distortion, a lens clip (`add_lens_clip`). Lens warnings go to `warnings`."""
     objects = []
     errors = solve_errors(rec)
     for i, stem in enumerate(rec.image_names):
@@ -88,6 +111,10 @@ def create_photo_cameras(rec, scale: float, collection: bpy.types.Collection, im
         store_image_properties(ob, params, i, str(rec.display_paths[i]), "camera")
         if errors[i] is not None:
             ob["vggt_solve_error"] = errors[i]  # mean reprojection error of the refined camera, photo pixels
+        for line in add_lens_clip(ob, rec, i):
+            # One line per kind of problem, not one per photo.
+            if warnings is not None and not any(w.split(" (")[0] == line.split(" (")[0] for w in warnings):
+                warnings.append(line)
         collection.objects.link(ob)
         objects.append(ob)
     return objects

@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 
 import bpy
 
+from .lens import tracking_camera_from_reconstruction
 from .shot import shot_frame
 
 
@@ -55,24 +56,6 @@ def create_clip_tracks(clip: bpy.types.MovieClip, tracks: Iterable[Sequence[tupl
     return created
 
 
-def set_tracking_camera(clip: bpy.types.MovieClip, fx: float, fy: float, cx: float, cy: float, width: int,
-                        height: int, sensor_width: float = 36.0,
-                        distortion: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
-    """The clip's tracking camera from pinhole intrinsics in photo pixels (OpenCV K): focal length in
-    pixels and millimetres, sensor, principal point, pixel aspect, polynomial distortion k1, k2, k3."""
-    cam = clip.tracking.camera
-    cam.sensor_width = float(sensor_width)
-    cam.units = "PIXELS"
-    cam.pixel_aspect = float(fy / fx)  # Blender: pixel width over height, as the render setting
-    cam.focal_length_pixels = float(fx)
-    if hasattr(cam, "principal_point_pixels"):  # Blender 3.5+: pixels here, normalised in principal_point
-        cam.principal_point_pixels = (float(cx), float(height - cy))
-    else:
-        cam.principal_point = (float(cx), float(height - cy))
-    cam.distortion_model = "POLYNOMIAL"
-    cam.k1, cam.k2, cam.k3 = (float(v) for v in distortion)
-
-
 # The refinement's tracks (vggt_blender/refine/pipeline.py): `track_observations` int [M,2] rows of
 # (track id, view) and `track_pixels` float [M,2] photo pixels, the inlier observations it solved with.
 TRACK_KEYS = ("track_observations", "track_pixels")
@@ -99,40 +82,6 @@ def refined_tracks(rec, frame_numbers) -> list[list[tuple[int, float, float]]]:
             last = obs[k, 0]
         tracks[-1].append((int(numbers[obs[k, 1]]), float(xy[k, 0]), float(xy[k, 1])))
     return tracks
-
-
-def tracking_camera_from_reconstruction(clip: bpy.types.MovieClip, rec, sensor_width: float = 36.0) -> list[str]:
-    """Set the clip's tracking camera from the (refined) photo intrinsics and the refinement's radial
-    distortion; returns warnings. A refinement with shared intrinsics gives every view the same camera;
-    otherwise the median over the views is used."""
-    import numpy as np
-
-    warnings = []
-    K = np.asarray(rec.intrinsics, dtype=np.float64)
-    fx, fy, cx, cy = (float(np.median(K[:, r, c])) for r, c in ((0, 0), (1, 1), (0, 2), (1, 2)))
-    if np.ptp(K[:, 0, 0]) > 1e-6 * fx:
-        warnings.append(f"the views' focal lengths differ ({K[:, 0, 0].min():.1f}-{K[:, 0, 0].max():.1f} px); "
-                        f"the clip's tracking camera has their median {fx:.1f} px (refine with shared "
-                        "intrinsics for one camera)")
-    radial = (0.0, 0.0, 0.0)
-    model = str(np.asarray(rec.extra.get("distortion_model", "PINHOLE")).item()) if "distortion" in rec.extra \
-        else "PINHOLE"
-    if model != "PINHOLE":
-        dist = np.median(np.asarray(rec.extra["distortion"], dtype=np.float64).reshape(len(K), -1), axis=0)
-        # COLMAP's radial terms act on normalised coordinates as Blender's polynomial model does; its
-        # tangential terms (OPENCV p1, p2) have no place in that model.
-        if model == "SIMPLE_RADIAL":
-            radial = (float(dist[0]), 0.0, 0.0)
-        elif model == "OPENCV":
-            radial = (float(dist[0]), float(dist[1]), 0.0)
-            if np.abs(dist[2:4]).max() > 1e-9:
-                warnings.append(f"the tracking camera leaves out the tangential distortion (p1 {dist[2]:.2e}, "
-                                f"p2 {dist[3]:.2e}): Blender's polynomial model has none")
-        else:
-            warnings.append(f"distortion model {model} is not written to the tracking camera")
-    width, height = (int(v) for v in rec.original_sizes[0])
-    set_tracking_camera(clip, fx, fy, cx, cy, width, height, sensor_width=sensor_width, distortion=radial)
-    return warnings
 
 
 def add_reconstruction_tracks(clip: bpy.types.MovieClip, rec, shot, sensor_width: float = 36.0) -> list[str]:

@@ -194,3 +194,50 @@ def test_animated_camera_lens_and_shift_interpolate_linearly():
     assert shot.data.lens == pytest.approx(lenses[0] + 0.25 * (lenses[1] - lenses[0]), rel=1e-5)
     for fc in data_curves:
         assert {kp.interpolation for kp in fc.keyframe_points} == {"LINEAR"}, fc.data_path
+
+
+def _write_photo(path, width: int, height: int) -> str:
+    image = bpy.data.images.new(path.stem, width, height)
+    image.filepath_raw, image.file_format = str(path), "PNG"
+    image.save()
+    bpy.data.images.remove(image)
+    return str(path)
+
+
+def test_solved_lens_distortion_goes_into_each_photos_movie_clip_tracking_camera(tmp_path):
+    rec = _views(518, 518, [PAD_LANDSCAPE, PAD_PORTRAIT])
+    paths = [_write_photo(tmp_path / f"view_{i}.png", *(int(v) for v in rec.original_sizes[i])) for i in range(2)]
+    rec.image_paths = rec.display_paths = paths
+    # A refinement with OPENCV: per view k1, k2, p1, p2 (the second view with tangential terms).
+    rec.extra["distortion_model"] = np.array("OPENCV")
+    rec.extra["distortion"] = np.array([[-0.081, 0.013, 0.0, 0.0], [0.052, -0.007, 3e-4, -2e-4]])
+    col = build.build_scene(rec, SceneOptions(**CAMERAS_ONLY), "lens")
+    for i in range(2):
+        ob = col.objects[rec.image_names[i]]
+        clip = ob["vggt_lens_clip"]
+        assert clip.users >= 1 and clip["vggt_kind"] == "lens_clip" and clip["vggt_view_index"] == i
+        assert bpy.path.abspath(clip.filepath) == paths[i]
+        W, H = (int(v) for v in rec.original_sizes[i])
+        assert tuple(clip.size) == (W, H)
+        K, tc = rec.intrinsics[i], clip.tracking.camera
+        assert tc.distortion_model == "POLYNOMIAL"
+        assert (tc.k1, tc.k2, tc.k3) == pytest.approx((*rec.extra["distortion"][i][:2], 0.0), abs=1e-7)
+        assert tc.focal_length_pixels == pytest.approx(K[0, 0], rel=1e-5)
+        assert tc.pixel_aspect == pytest.approx(K[1, 1] / K[0, 0], rel=1e-5)
+        # Blender's principal point is measured from the bottom-left corner.
+        pp = tc.principal_point_pixels if hasattr(tc, "principal_point_pixels") else tc.principal_point
+        assert tuple(pp) == pytest.approx((K[0, 2], H - K[1, 2]), abs=1e-3)
+        # The tracking camera and the scene camera describe the same lens: same sensor, same focal in mm.
+        assert tc.sensor_width == pytest.approx(ob.data.sensor_width)
+        assert tc.focal_length == pytest.approx(ob.data.lens, rel=1e-5)
+    # One line for the tangential terms Blender's polynomial model cannot hold, not one per photo.
+    warnings = [w for w in col.get("vggt_warnings", []) if "tangential" in w]
+    assert len(warnings) == 1 and "p1 3.00e-04" in warnings[0]
+
+
+def test_no_distortion_no_lens_clip(tmp_path):
+    rec = _views(518, 518, [PAD_LANDSCAPE])
+    rec.image_paths = rec.display_paths = [_write_photo(tmp_path / "view_0.png", 640, 427)]
+    col = build.build_scene(rec, SceneOptions(**CAMERAS_ONLY), "plain")
+    assert "vggt_lens_clip" not in col.objects[rec.image_names[0]]
+    assert len(bpy.data.movieclips) == 0

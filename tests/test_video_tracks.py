@@ -20,6 +20,7 @@ pytest.importorskip("av")
 EXT = load_extension_package("_vggt_ext_video_tests")
 build = importlib.import_module(f"{EXT.__name__}.scene.build")
 tracks_mod = importlib.import_module(f"{EXT.__name__}.scene.tracks")
+lens_mod = importlib.import_module(f"{EXT.__name__}.scene.lens")
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +64,7 @@ def test_markers_match_blenders_projection_and_the_tracking_camera(tmp_path):
     assert all(not m.mute for t in made[:2] for m in t.markers)  # the stride alone is no gap
     assert clip["vggt_tracks"] == 3
     K = rec.intrinsics[0]
-    tracks_mod.set_tracking_camera(clip, K[0, 0], K[1, 1], K[0, 2], K[1, 2], 160, 120, sensor_width=36.0)
+    lens_mod.set_tracking_camera(clip, K[0, 0], K[1, 1], K[0, 2], K[1, 2], 160, 120, sensor_width=36.0)
     cam = clip.tracking.camera
     assert cam.focal_length_pixels == pytest.approx(K[0, 0], rel=1e-6)
     assert cam.focal_length == pytest.approx(K[0, 0] * 36.0 / 160, rel=1e-5)
