@@ -199,3 +199,23 @@ def test_worker_request_accepts_refine():
         parse_request({**base, "refine": {"camera_model": "fisheye"}})
     with pytest.raises(RequestError, match="'refine' must be"):
         parse_request({**base, "refine": "yes"})
+
+
+def test_feature_limit_is_a_hard_limit_keeping_the_coarsest(tmp_path):
+    # COLMAP's own limit counts detections (each may give two orientations): a busy photo came back with three
+    # times the limit, and matching cost grows with the product of the counts.
+    from PIL import Image
+
+    from vggt_blender.refine.features import extract_features
+
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 255, (60, 80), dtype=np.uint8)
+    photo = np.asarray(Image.fromarray(noise).resize((640, 480), Image.BICUBIC))
+    Image.fromarray(photo).save(tmp_path / "busy.png")
+    full = extract_features(str(tmp_path / "busy.png"), (640, 480), 100000, 3200)
+    few = extract_features(str(tmp_path / "busy.png"), (640, 480), 300, 3200)
+    assert len(full.xy) > 300 and len(few.xy) == 300
+    # The kept ones are features of the full set (same positions and descriptors), not new detections.
+    index = {tuple(np.round(xy, 3)): k for k, xy in enumerate(full.xy)}
+    kept = [index.get(tuple(np.round(xy, 3))) for xy in few.xy]
+    assert None not in kept
