@@ -167,7 +167,9 @@ class VGGT_PT_main(bpy.types.Panel):
                 box.prop(collection, f'["{PLANE_MIN_CONFIDENCE_PROP}"]', text="Depth Planes Min Confidence")
             draw_warnings(box, [str(w) for w in collection.get("vggt_warnings", [])], "Import")
             # Bundle adjustment in the runtime (operators/refine.py); progress and Cancel as for Reconstruct.
-            box.operator("vggt.refine_cameras", icon="CON_CAMERASOLVER")
+            refine = box.operator("vggt.refine_cameras", icon="CON_CAMERASOLVER")
+            # A video or image sequence is one physical camera: solve one lens for every frame.
+            refine.shared_intrinsics = collection.get("vggt_source_kind") in ("video", "sequence")
 
         # Alignment of the reconstruction the active object belongs to (operators/alignment.py).
         ob = context.active_object

@@ -177,6 +177,8 @@ def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, t
     collection["vggt_alignment"] = [float(v) for v in scaled_alignment(alignment, options.scale).ravel()]
     scene_size = scene_size_estimate(rec) * float(options.scale) * similarity_parts(alignment)[0]
     shot = read_shot_fields(rec)
+    # What the reconstruction came from: the panel offers a shot's refinement with one camera for all frames.
+    collection["vggt_source_kind"] = shot.source_kind if shot is not None else "photos"
     if shot is not None:  # a video or image sequence: scene/shot.py
         _fill_shot(rec, shot, options, name, scene, collection, timings, scene_size, lap, t)
         return

@@ -26,6 +26,9 @@ node_groups = importlib.import_module(f"{EXT.__name__}.scene.node_groups")
 ROTATED = Path(__file__).parent / "fixtures" / "exif_orientation_6.jpg"  # stored 40 x 30, EXIF "turn right"
 
 
+BUTTONS: dict[str, SimpleNamespace] = {}  # the last button drawn per operator
+
+
 class Layout:
     """Records what a panel draws: labels, operator buttons and property fields, in order."""
 
@@ -46,7 +49,9 @@ class Layout:
         module, name = idname.split(".")
         assert hasattr(getattr(bpy.ops, module), name), f"no operator {idname}"
         self.log.append(("operator", idname, icon))
-        return SimpleNamespace()
+        button = SimpleNamespace()  # the operator properties the panel sets on its button
+        BUTTONS[idname] = button
+        return button
 
     def prop(self, data, path: str, **kwargs) -> None:
         data.path_resolve(path)  # the field must point at a real property
@@ -183,3 +188,19 @@ def test_panel_shows_the_model_and_offers_only_depth_points_for_omega(monkeypatc
         assert "Points: Depth + Camera (VGGT-Omega has no point map)" in labels(log)
     # The request the Reconstruct button sends names the model only when no weights file decides.
     assert runtime.selected_model(prefs) == (None if weights else checkpoint)
+
+
+@pytest.mark.parametrize("kind", ["video", "photos"])
+def test_refine_cameras_solves_one_lens_for_a_shot(tmp_path, kind):
+    from tests.video_helpers import shot_reconstruction
+
+    rec = shot_reconstruction([0, 4, 8], tmp_path / "shot.mp4")
+    if kind == "photos":
+        rec.extra = {}
+    col = build.build_scene(rec, SceneOptions(create_point_cloud=False, create_depth_planes=False,
+                                              background_images=False), "shot")
+    assert col["vggt_source_kind"] == kind
+    BUTTONS.clear()
+    draw(active_object=col.objects[0])
+    # A video is one physical camera: its Refine Cameras button solves one lens for every frame.
+    assert BUTTONS["vggt.refine_cameras"].shared_intrinsics is (kind == "video")
