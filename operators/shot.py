@@ -55,6 +55,8 @@ def shot_request_fields(settings) -> dict:
         fields["end"] = int(settings.shot_end)
     if settings.shot_max_frames > 0:
         fields["max_frames"] = int(settings.shot_max_frames)
+    if settings.shot_refine:  # one physical camera: one lens for every frame
+        fields["refine"] = {"shared_intrinsics": True}
     return fields
 
 

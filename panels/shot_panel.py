@@ -35,3 +35,4 @@ def draw_shot(layout: bpy.types.UILayout, settings) -> None:
                            settings.shot_max_frames)
     col.label(text=f"Stride {settings.shot_every}: {count} frame(s) to reconstruct",
               icon="INFO" if count else "ERROR")
+    col.prop(settings, "shot_refine")

@@ -311,7 +311,7 @@ settings.create_point_cloud = False
 settings.create_depth_planes = False
 recon = importlib.import_module(pkg + ".operators.reconstruct")
 run = recon.ReconstructionRun(bpy.context)
-OUT["request"] = {k: run.request.get(k) for k in ("images", "every", "start", "end", "max_frames")}
+OUT["request"] = {k: run.request.get(k) for k in ("images", "every", "start", "end", "max_frames", "refine")}
 OUT["result"] = sorted(bpy.ops.vggt.reconstruct())
 job = bpy.context.window_manager.vggt_job
 OUT["last_error"] = job.last_error
@@ -739,7 +739,9 @@ def test_reconstruct_a_chosen_shot_from_the_panel(extension_zip, job_inputs, tmp
     video = write_video(tmp_path / "plate.mp4", count=24)
     r = run_driver(DRIVER_RECONSTRUCT_SHOT, dict(job_inputs, zip=extension_zip, video=str(video)),
                    tmp_path / "home")
-    assert r["request"] == {"images": [str(video)], "every": 5, "start": 3, "end": 20, "max_frames": None}
+    # Refine and Track is on by default: one lens for the shot (random weights: it keeps the model's cameras).
+    assert r["request"] == {"images": [str(video)], "every": 5, "start": 3, "end": 20, "max_frames": None,
+                            "refine": {"shared_intrinsics": True}}
     assert r["result"] == ["FINISHED"] and r["last_error"] == "", r
     assert r["kinds"] == ["animated_camera"] and r["cameras"] == 1
     assert r["frame_numbers"] == [3, 8, 13, 18]

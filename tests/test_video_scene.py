@@ -197,9 +197,13 @@ def test_panel_request_fields_for_a_shot(tmp_path):
     class Settings:
         shot_path = str(tmp_path / "plates" / "sh010.1001.exr")
         shot_every, shot_start, shot_end, shot_max_frames = 2, 5, -1, 0
+        shot_refine = False
 
     fields = ops.shot_request_fields(Settings)
     assert fields == {"images": [str(tmp_path / "plates" / "sh010.####.exr")], "every": 2, "start": 5}
+    Settings.shot_refine = True  # the panel's default: one lens for the shot, its tracks into the clip
+    assert ops.shot_request_fields(Settings)["refine"] == {"shared_intrinsics": True}
+    Settings.shot_refine = False
     Settings.shot_path, Settings.shot_end, Settings.shot_max_frames = str(tmp_path / "a.mov"), 40, 10
     assert ops.shot_request_fields(Settings) == {"images": [str(tmp_path / "a.mov")], "every": 2, "start": 5,
                                                  "end": 40, "max_frames": 10}

@@ -448,7 +448,9 @@ def cmd_refine(args: argparse.Namespace) -> int:
                             refine_principal_point=args.refine_principal_point, separate_focal=args.separate_focal)
     bar = StageProgress(quiet=args.quiet)
     try:
-        refined, report = refine_reconstruction(rec, options, progress=bar)
+        from .shot.source import shot_photos  # a video's frames (refinement reads photo files otherwise)
+
+        refined, report = refine_reconstruction(rec, options, progress=bar, photos=shot_photos(rec))
     finally:
         bar.finish()
     if report.suggestion:

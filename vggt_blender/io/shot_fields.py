@@ -116,3 +116,9 @@ def read_shot_fields(rec: Any) -> ShotFields | None:
         source_frame_count=int(scalar("source_frame_count", int(np.max(extra["frame_numbers"])) + 1)),
         source_first_number=int(scalar("source_first_number", 0)),
     )
+
+
+def is_video_shot(rec: Any) -> bool:
+    """A shot whose views are frames of one video file (not files of their own): refinement decodes them."""
+    shot = read_shot_fields(rec)
+    return shot is not None and shot.source_kind == "video"

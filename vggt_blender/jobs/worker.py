@@ -224,8 +224,10 @@ def _refine(rec: Any, output: Path, options: bool | dict, progress: Any, emit: E
     try:
         from ..refine import refine_reconstruction
 
+        from ..shot.source import shot_photos  # a video's frames (refinement reads photo files otherwise)
+
         refined, report = refine_reconstruction(rec, options if isinstance(options, dict) else None,
-                                                progress=progress)
+                                                progress=progress, photos=shot_photos(rec))
     except RefinementError as exc:
         emit.warning(f"{exc.message}; the feed-forward cameras are kept")
         return rec
@@ -247,7 +249,9 @@ def run_refine_request(request: dict, emit: Emitter, created: list[Path]) -> dic
 
     options = request["refine"] if isinstance(request["refine"], dict) else None
     emit.progress("refining", 0.0, f"refining {rec.num_images} cameras")
-    refined, report = refine_reconstruction(rec, options, progress=emit.progress)
+    from ..shot.source import shot_photos
+
+    refined, report = refine_reconstruction(rec, options, progress=emit.progress, photos=shot_photos(rec))
     for line in report.messages:
         emit.warning(line)
     existed = output.exists()

@@ -30,11 +30,15 @@ def _read(path: str) -> "pycolmap.Bitmap":
     return bitmap
 
 
-def extract_features(path: str, size_wh: tuple[int, int], max_features: int, max_image_size: int) -> Features:
-    """Features of one photo. `size_wh` is the photo size the file's intrinsics refer to; a photo read at
-    another size (a rotated original, a replaced file) is refused rather than matched in the wrong pixels."""
-    rgb_bitmap = _read(path)
-    rgb = rgb_bitmap.to_array()
+def extract_features(path: str, size_wh: tuple[int, int], max_features: int, max_image_size: int,
+                     rgb: np.ndarray | None = None) -> Features:
+    """Features of one photo (`rgb`, uint8 [H, W, 3], when the caller decoded it, e.g. a video frame; else
+    the file at `path`). `size_wh` is the photo size the file's intrinsics refer to; a photo read at another
+    size (a rotated original, a replaced file) is refused rather than matched in the wrong pixels."""
+    if rgb is None:
+        rgb = _read(path).to_array()
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[..., None], 3, axis=2)
     height, width = rgb.shape[:2]
     if (width, height) != tuple(size_wh):
         raise ImageLoadError(f"{path}: photo is {width}x{height} but the reconstruction expects "

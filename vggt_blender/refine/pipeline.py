@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pycolmap
@@ -81,8 +81,12 @@ def _photo_path(rec: Reconstruction, i: int) -> str:
 
 def refine_reconstruction(rec: Reconstruction, options: RefineOptions | dict | None = None,
                           progress: Progress | None = None,
-                          should_cancel: Callable[[], bool] | None = None) -> tuple[Reconstruction, RefineReport]:
+                          should_cancel: Callable[[], bool] | None = None,
+                          photos: Iterable[np.ndarray] | None = None) -> tuple[Reconstruction, RefineReport]:
     """Bundle-adjust the cameras of `rec` against SIFT matches found in its photos; see docs/REFINEMENT.md.
+
+    `photos`: the views' images in view order (uint8 RGB at the original size), for views that are not files
+    of their own (a video's frames: `shot.source.shot_photos`); None reads each view's photo file.
 
     Returns a new Reconstruction (the input is not modified) and a RefineReport. A view that cannot be
     refined, or whose refined camera reprojects worse than its feed-forward one, keeps the feed-forward camera
@@ -106,10 +110,15 @@ def refine_reconstruction(rec: Reconstruction, options: RefineOptions | dict | N
 
     # 1. Features at photo resolution.
     feats = []
+    decoded = iter(photos) if photos is not None else None
     for i in range(n):
         check_cancel(should_cancel)
         _note(progress, 0.3 * i / n, f"features {i + 1}/{n}")
-        feats.append(extract_features(_photo_path(rec, i), tuple(sizes[i]), opts.max_features, opts.max_image_size))
+        rgb = next(decoded, None) if decoded is not None else None
+        if decoded is not None and rgb is None:
+            raise RefinementError(f"{_photo_path(rec, i)}: the shot gave {i} frames for {n} views")
+        feats.append(extract_features(_photo_path(rec, i), tuple(sizes[i]), opts.max_features, opts.max_image_size,
+                                      rgb=rgb))
 
     report.timings["features"] = time.monotonic() - started
     # 2. Pairs from predicted overlap, guided matching, geometric verification.

@@ -380,6 +380,21 @@ def iter_frames(info: ShotInfo, numbers: Sequence[int]) -> Iterator[tuple[int, I
     return _decode_video(info, numbers)
 
 
+def shot_photos(rec) -> Iterator[np.ndarray] | None:
+    """A video shot's views as decoded frames (uint8 RGB, upright), in view order: what refinement reads where
+    the views are not files of their own. None for photo sets and image sequences (their views are files)."""
+    from ..io.shot_fields import is_video_shot, read_shot_fields
+
+    if not is_video_shot(rec):
+        return None
+    shot = read_shot_fields(rec)
+    numbers = [int(n) for n in shot.frame_numbers]
+    if any(b <= a for a, b in zip(numbers, numbers[1:])):
+        raise _fail(shot.source_video, "the reconstruction's frame numbers are not in ascending order")
+    info = probe_video(shot.source_video)
+    return (np.asarray(image.convert("RGB")) for _number, image in iter_frames(info, numbers))
+
+
 def select_frames(info: ShotInfo, selection: FrameSelection | None = None) -> list[int]:
     return select_frame_numbers(info.frame_numbers, selection or FrameSelection(), info.path)
 
