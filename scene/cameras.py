@@ -14,7 +14,7 @@ from mathutils import Matrix
 
 from ..vggt_blender.geometry.alignment import reconstruction_alignment
 from ..vggt_blender.geometry.blender_camera import BlenderCameraParams, blender_camera_params
-from .lens import lens_distortion, tracking_camera_from_reconstruction
+from .lens import has_distortion, lens_distortion, tracking_camera_from_reconstruction
 
 
 def camera_params_for_view(rec, i: int, scale: float) -> BlenderCameraParams:
@@ -75,9 +75,9 @@ def add_lens_clip(ob: bpy.types.Object, rec, view: int) -> list[str]:
     (the compositor's Movie Distortion node undistorts the photo with it; the camera is exact for the
     undistorted photo). The camera object holds the clip in `vggt_lens_clip`, which also keeps it saved with
     the .blend for as long as the camera exists. Returns warnings."""
-    radial, warnings = lens_distortion(rec, view)
+    distortion, warnings = lens_distortion(rec, view)
     path = str(rec.display_paths[view])
-    if not any(radial) or not os.path.isfile(path):
+    if not has_distortion(distortion) or not os.path.isfile(path):
         return warnings
     clip = bpy.data.movieclips.load(path)
     clip.name = f"{ob.name} lens"

@@ -220,8 +220,14 @@ def test_solved_lens_distortion_goes_into_each_photos_movie_clip_tracking_camera
         W, H = (int(v) for v in rec.original_sizes[i])
         assert tuple(clip.size) == (W, H)
         K, tc = rec.intrinsics[i], clip.tracking.camera
-        assert tc.distortion_model == "POLYNOMIAL"
-        assert (tc.k1, tc.k2, tc.k3) == pytest.approx((*rec.extra["distortion"][i][:2], 0.0), abs=1e-7)
+        k1, k2, p1, p2 = rec.extra["distortion"][i]
+        if i == 0:  # radial only: the polynomial model
+            assert tc.distortion_model == "POLYNOMIAL"
+            assert (tc.k1, tc.k2, tc.k3) == pytest.approx((k1, k2, 0.0), abs=1e-7)
+        else:  # tangential terms too: Brown, COLMAP's (p1, p2) as Blender's (p2, -p1)
+            assert tc.distortion_model == "BROWN"
+            assert (tc.brown_k1, tc.brown_k2, tc.brown_k3, tc.brown_k4) == pytest.approx((k1, k2, 0, 0), abs=1e-7)
+            assert (tc.brown_p1, tc.brown_p2) == pytest.approx((p2, -p1), abs=1e-9)
         assert tc.focal_length_pixels == pytest.approx(K[0, 0], rel=1e-5)
         assert tc.pixel_aspect == pytest.approx(K[1, 1] / K[0, 0], rel=1e-5)
         # Blender's principal point is measured from the bottom-left corner.
@@ -230,9 +236,7 @@ def test_solved_lens_distortion_goes_into_each_photos_movie_clip_tracking_camera
         # The tracking camera and the scene camera describe the same lens: same sensor, same focal in mm.
         assert tc.sensor_width == pytest.approx(ob.data.sensor_width)
         assert tc.focal_length == pytest.approx(ob.data.lens, rel=1e-5)
-    # One line for the tangential terms Blender's polynomial model cannot hold, not one per photo.
-    warnings = [w for w in col.get("vggt_warnings", []) if "tangential" in w]
-    assert len(warnings) == 1 and "p1 3.00e-04" in warnings[0]
+    assert not [w for w in col.get("vggt_warnings", []) if "distortion" in w]
 
 
 def test_no_distortion_no_lens_clip(tmp_path):

@@ -135,7 +135,7 @@ def test_import_writes_a_refined_shots_tracks_and_tracking_camera(tmp_path):
     assert "vggt_warnings" not in col
 
 
-def test_tangential_distortion_is_a_warning_and_a_file_without_tracks_adds_none(tmp_path):
+def test_tangential_distortion_goes_into_blenders_brown_model_and_a_file_without_tracks_adds_none(tmp_path):
     from vggt_blender.io.reconstruction import save_reconstruction
 
     video = write_video(tmp_path / "plate.mp4", count=20)
@@ -146,9 +146,12 @@ def test_tangential_distortion_is_a_warning_and_a_file_without_tracks_adds_none(
     col = build.import_reconstruction_file(path, SceneOptions(**CAMERAS_ONLY))
     clip = next(o for o in col.objects if o.get("vggt_kind") == "animated_camera").data.background_images[0].clip
     cam = clip.tracking.camera
-    assert (cam.k1, cam.k2, cam.k3) == pytest.approx((-0.04, 0.01, 0.0))
+    # COLMAP's (p1, p2) with y down are libmv's (p2, -p1) with y up (scene/lens.py).
+    assert cam.distortion_model == "BROWN"
+    assert (cam.brown_k1, cam.brown_k2, cam.brown_k3, cam.brown_k4) == pytest.approx((-0.04, 0.01, 0.0, 0.0))
+    assert (cam.brown_p1, cam.brown_p2) == pytest.approx((-2e-3, -1e-3))
     assert len(clip.tracking.tracks) == 2
-    assert any("tangential" in w for w in col["vggt_warnings"])
+    assert not any("distortion" in w for w in col.get("vggt_warnings", []))
     bpy.ops.wm.read_homefile(use_empty=True)
     plain = shot_reconstruction(numbers, video, total=20)  # feed-forward: no track keys
     col = build.build_scene(plain, SceneOptions(**CAMERAS_ONLY), "plain")
