@@ -1,6 +1,7 @@
 """Camera refinement benchmark: seconds to refine 25 real photos and 100 rendered ones, with the camera errors.
 
-    python bench/bench_refine.py [--kitchen DIR] [--synthetic DIR] [--json FILE]
+    python bench/bench_refine.py [--kitchen DIR] [--synthetic DIR] [--views N] [--cases kitchen,synthetic]
+        [--shared-intrinsics] [--json FILE]
 
 - kitchen (25 real photos): no model weights here, so the starting cameras are COLMAP's own solve from
   scratch (pycolmap: exhaustive matching + incremental mapping; its time is printed too) perturbed like
@@ -10,7 +11,8 @@
   about 5 s a view), exact depth, the same perturbation; errors against the true cameras.
 
 Errors after a similarity alignment of camera centres: rotation (degrees), position (% of the mean camera
-distance from the centroid), focal (%). Default refinement options (pinhole, one focal per camera).
+distance from the centroid), focal (%). Default refinement options (pinhole, one focal per camera), or one lens
+for all photos with --shared-intrinsics.
 "total s" is wall time, "CPU s" the process's CPU time (all threads): on a shared machine the second says more.
 """
 
@@ -62,7 +64,7 @@ def colmap_solve(photo_dir: Path, work: Path) -> tuple[list[str], np.ndarray, np
     return paths, ext, k, np.array(depth), seconds
 
 
-def kitchen_case(photo_dir: Path, work: Path) -> dict:
+def kitchen_case(photo_dir: Path, work: Path, options: RefineOptions) -> dict:
     from PIL import Image
 
     paths, ext, k, median_depth, colmap_s = colmap_solve(photo_dir, work)
@@ -75,22 +77,25 @@ def kitchen_case(photo_dir: Path, work: Path) -> dict:
                               pixel_map=np.tile([w / mw, h / mh, 0.0, 0.0], (len(paths), 1)),
                               original_sizes=np.tile([w, h], (len(paths), 1)),
                               provenance=make_provenance(checkpoint="colmap solve, perturbed"))
-    return run_case(f"kitchen ({len(paths)} photos, {w}x{h})", rec, ext, k, {"colmap_from_scratch_s": colmap_s})
+    return run_case(f"kitchen ({len(paths)} photos, {w}x{h})", rec, ext, k, {"colmap_from_scratch_s": colmap_s},
+                    options)
 
 
-def synthetic_case(scene_dir: Path, views: int) -> dict:
+def synthetic_case(scene_dir: Path, views: int, options: RefineOptions) -> dict:
     gt.render(scene_dir, num_views=views, samples=4)
     truth = np.load(scene_dir / "truth.npz")
     ext_t, k_t = truth["extrinsics"][:views], truth["intrinsics"][:views]
     ext_p, k_p = gt.perturb_cameras(ext_t, k_t)
     rec = gt.scene_reconstruction(scene_dir, ext_p, k_p)
-    return run_case(f"rendered ({views} views, 640x480)", rec, ext_t, k_t, {})
+    return run_case(f"rendered ({views} views, 640x480)", rec, ext_t, k_t, {}, options)
 
 
-def run_case(name: str, rec, ext_ref: np.ndarray, k_ref: np.ndarray, extra: dict) -> dict:
+def run_case(name: str, rec, ext_ref: np.ndarray, k_ref: np.ndarray, extra: dict, options: RefineOptions) -> dict:
+    if options.shared_intrinsics:
+        name += ", shared"
     print(f"{name}: refining...", file=sys.stderr, flush=True)
     started, cpu_started = time.monotonic(), time.process_time()
-    out, report = refine_reconstruction(rec, RefineOptions())
+    out, report = refine_reconstruction(rec, options)
     seconds, cpu = time.monotonic() - started, time.process_time() - cpu_started
     before = gt.camera_errors(rec.extrinsics, rec.intrinsics, ext_ref, k_ref)
     after = gt.camera_errors(out.extrinsics, out.intrinsics, ext_ref, k_ref)
@@ -110,19 +115,21 @@ def main() -> int:
     parser.add_argument("--synthetic", type=Path, default=Path(tempfile.gettempdir()) / "vggt_refine_bench_100")
     parser.add_argument("--views", type=int, default=100)
     parser.add_argument("--cases", default="kitchen,synthetic", help="comma-separated: kitchen, synthetic")
+    parser.add_argument("--shared-intrinsics", action="store_true", help="one lens for every photo")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
+    options = RefineOptions(shared_intrinsics=args.shared_intrinsics)
     rows = []
     cases = set(args.cases.split(","))
     with tempfile.TemporaryDirectory() as work:
         if "kitchen" not in cases:
             pass
         elif args.kitchen.is_dir():
-            rows.append(kitchen_case(args.kitchen, Path(work)))
+            rows.append(kitchen_case(args.kitchen, Path(work), options))
         else:
             print(f"{args.kitchen}: not found, kitchen case skipped", file=sys.stderr)
     if "synthetic" in cases:
-        rows.append(synthetic_case(args.synthetic, args.views))
+        rows.append(synthetic_case(args.synthetic, args.views, options))
     print(f"machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}")
     head = (f"| {'case':<32} | {'total s':>7} | {'CPU s':>6} | {'features':>8} | {'matching':>8} | {'BA':>6} | {'points':>6} | "
