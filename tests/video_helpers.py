@@ -42,9 +42,10 @@ def read_number(rgb: np.ndarray) -> int:
 
 def write_video(path: Path, count: int = 48, rate: Fraction = Fraction(24000, 1001), width: int = W,
                 height: int = H, rotation_ccw: int | None = None, pix_fmt: str = "yuv420p",
-                codec: str = "libx264", pts_of=None, gop: int = 12) -> Path:
+                codec: str = "libx264", pts_of=None, gop: int = 12, frame_of=None) -> Path:
     """An H.264 file with B-frames (keyframe every `gop` frames); `pts_of(i)` gives variable timestamps in
-    units of 1/(rate*1000)... or None for constant rate."""
+    units of 1/(rate*1000)... or None for constant rate. `frame_of(i)` gives frame i (uint8 [H,W,3] RGB);
+    default `frame_pattern(i)`."""
     import av
 
     with av.open(str(path), mode="w") as out:
@@ -59,7 +60,8 @@ def write_video(path: Path, count: int = 48, rate: Fraction = Fraction(24000, 10
         if rotation_ccw is not None:
             stream.set_display_rotation(rotation_ccw)
         for i in range(count):
-            frame = av.VideoFrame.from_ndarray(frame_pattern(i, width, height), format="rgb24")
+            rgb = frame_pattern(i, width, height) if frame_of is None else frame_of(i)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             if pts_of is not None:
                 frame.pts = int(pts_of(i))
                 frame.time_base = Fraction(1, 1000)
