@@ -169,6 +169,8 @@ class Assembly:
     extrinsics: np.ndarray  # [N,3,4] in the first pass's gauge
     chunks: list[Chunk]
     reports: list  # the assembler's AlignmentReport per aligned chunk
+    depth: np.ndarray  # [N,h,w] in the same gauge (0 where the view has none)
+    depth_conf: np.ndarray
 
 
 def assemble(ext_true: np.ndarray, depth_true: np.ndarray, k_model: np.ndarray, chunk_size: int, overlap: int,
@@ -189,7 +191,7 @@ def assemble(ext_true: np.ndarray, depth_true: np.ndarray, k_model: np.ndarray, 
         else:
             first = chunk.overlap if index > 0 else 0
             shot.extrinsics[chunk.start + first:chunk.end] = e[first:]
-    return Assembly(shot.extrinsics.copy(), chunks, list(shot.reports))
+    return Assembly(shot.extrinsics.copy(), chunks, list(shot.reports), shot.depth.copy(), shot.depth_conf.copy())
 
 
 def path_length(ext: np.ndarray) -> float:
@@ -204,17 +206,40 @@ def orientation_fit(r_est: np.ndarray, r_true: np.ndarray) -> np.ndarray:
     return u @ d @ vt
 
 
-def path_errors(ext_est: np.ndarray, ext_true: np.ndarray) -> dict:
+def path_errors(ext_est: np.ndarray, ext_true: np.ndarray, window: int = 15) -> dict:
     """Centre error after the one similarity that best maps the estimated camera centres onto the true ones
     (Umeyama), as a fraction of the true path length (max, mean, last frame); rotation error (deg) after the
     one world rotation that best maps the orientations (`rot_*`), and under the centres' similarity
-    (`rot_*_centre_fit`: on a nearly straight path the centres pin the rotation about it poorly)."""
+    (`rot_*_centre_fit`: on a nearly straight path the centres pin the rotation about it poorly).
+    `drift_max`: the largest centre error once averaged over `window` consecutive frames, which keeps a slow
+    drift and shrinks independent per-view jitter by about sqrt(window)."""
     c_est, c_true = camera_centres(ext_est), camera_centres(ext_true)
     sim = umeyama(c_est, c_true)
-    centre = np.linalg.norm(sim.apply(c_est) - c_true, axis=1) / path_length(ext_true)
+    offsets = (sim.apply(c_est) - c_true) / path_length(ext_true)
+    centre = np.linalg.norm(offsets, axis=1)
+    window = max(1, min(window, len(offsets)))
+    box = np.ones(window) / window
+    smooth = np.stack([np.convolve(offsets[:, j], box, mode="valid") for j in range(3)], axis=1)
     q = orientation_fit(ext_est[:, :, :3], ext_true[:, :, :3])
     rot = rotation_angle_deg(ext_true[:, :, :3], ext_est[:, :, :3] @ q.T)
     rot_c = rotation_angle_deg(ext_true[:, :, :3], sim.apply_extrinsics(ext_est)[:, :, :3])
     return {"centre_max": float(centre.max()), "centre_mean": float(centre.mean()), "centre_end": float(centre[-1]),
-            "rot_max_deg": float(rot.max()), "rot_mean_deg": float(rot.mean()),
+            "drift_max": float(np.linalg.norm(smooth, axis=1).max()), "rot_max_deg": float(rot.max()), "rot_mean_deg": float(rot.mean()),
             "rot_max_deg_centre_fit": float(rot_c.max()), "rot_mean_deg_centre_fit": float(rot_c.mean())}
+
+
+def refine_assembly(asm: Assembly, frame_paths: list, k_model: np.ndarray, width: int, height: int,
+                    options: dict | None = None):
+    """The product's refinement (vggt_blender.refine, one shared camera by default) of the assembled shot
+    reading `frame_paths` (the decoded frames); (refined Reconstruction, RefineReport)."""
+    from vggt_blender.io.reconstruction import make_provenance, make_reconstruction
+    from vggt_blender.options import RefineOptions
+    from vggt_blender.refine import refine_reconstruction
+
+    n = len(asm.extrinsics)
+    _, pixel_map, _ = model_geometry(np.eye(3), width, height)
+    rec = make_reconstruction(asm.depth, asm.extrinsics, np.repeat(k_model[None], n, 0), depth_conf=asm.depth_conf,
+                              image_paths=[str(p) for p in frame_paths], pixel_map=np.tile(pixel_map, (n, 1)),
+                              original_sizes=np.tile([width, height], (n, 1)),
+                              provenance=make_provenance(checkpoint="stand-in passes, assembled", mode="test"))
+    return refine_reconstruction(rec, RefineOptions.from_dict({"shared_intrinsics": True, **(options or {})}))
