@@ -133,6 +133,7 @@ def main() -> int:
         refine_info = {"refined_views": len(report.refined_views), "points": report.points,
                        "px_before": report.mean_error_before, "px_after": report.mean_error,
                        "focal_error_max": float(f_err.max()), "seconds": timings["refine_s"],
+                       "stages_s": {k: round(v, 1) for k, v in report.timings.items()},
                        "messages": report.messages[:5]}
 
     print(f"\npath length {sd.path_length(ext_true):.2f} scene units; errors after one similarity fit of all "
@@ -157,7 +158,7 @@ def main() -> int:
         print(f"refinement (shared intrinsics, decoded frames): {refine_info['refined_views']}/{args.frames} views "
               f"refined, {refine_info['points']} points, reprojection {refine_info['px_before']:.2f} -> "
               f"{refine_info['px_after']:.2f} px, focal error {100 * refine_info['focal_error_max']:.2f} %, "
-              f"{refine_info['seconds']:.1f} s")
+              f"{refine_info['seconds']:.1f} s ({', '.join(f'{k} {v} s' for k, v in refine_info['stages_s'].items())})")
 
     if args.json:
         result = {
