@@ -50,7 +50,8 @@ def camera_path(count: int) -> np.ndarray:
     return ext
 
 
-def render_shot(scene_dir: Path, count: int, width: int, height: int, samples: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def render_shot(scene_dir: Path, count: int, width: int, height: int,
+                samples: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Render the path (reused when already there); (extrinsics [N,3,4], photo K [3,3])."""
     ext = camera_path(count)
     gt.render_path(scene_dir, ext, width, height, samples)
@@ -224,7 +225,8 @@ def path_errors(ext_est: np.ndarray, ext_true: np.ndarray, window: int = 15) -> 
     rot = rotation_angle_deg(ext_true[:, :, :3], ext_est[:, :, :3] @ q.T)
     rot_c = rotation_angle_deg(ext_true[:, :, :3], sim.apply_extrinsics(ext_est)[:, :, :3])
     return {"centre_max": float(centre.max()), "centre_mean": float(centre.mean()), "centre_end": float(centre[-1]),
-            "drift_max": float(np.linalg.norm(smooth, axis=1).max()), "rot_max_deg": float(rot.max()), "rot_mean_deg": float(rot.mean()),
+            "drift_max": float(np.linalg.norm(smooth, axis=1).max()),
+            "rot_max_deg": float(rot.max()), "rot_mean_deg": float(rot.mean()),
             "rot_max_deg_centre_fit": float(rot_c.max()), "rot_mean_deg_centre_fit": float(rot_c.mean())}
 
 

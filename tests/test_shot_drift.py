@@ -67,7 +67,8 @@ def test_refining_the_assembled_shot_on_the_decoded_frames_brings_it_closer_to_t
     refined, report = sd.refine_assembly(asm, [tmp_path / f"decoded_{i:04d}.png" for i in range(COUNT)], k_model,
                                          W, H)
     before, after = sd.path_errors(asm.extrinsics, ext), sd.path_errors(refined.extrinsics, ext)
-    print(f"\nrefined {len(report.refined_views)}/{COUNT}, {report.mean_error_before:.2f} -> {report.mean_error:.2f} px;"
+    print(f"\nrefined {len(report.refined_views)}/{COUNT}, {report.mean_error_before:.2f} -> "
+          f"{report.mean_error:.2f} px;"
           f" before {before}\nafter {after}")
     assert len(report.refined_views) == COUNT
     assert after["centre_mean"] < 0.5 * before["centre_mean"] and after["rot_mean_deg"] < 0.5 * before["rot_mean_deg"]
