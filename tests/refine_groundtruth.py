@@ -1,10 +1,11 @@
 """Ground truth for the refinement tests: a textured floor and boxes rendered with bpy (Cycles, CPU) from
 known cameras, with exact depth computed analytically from the same scene description.
 
-Run as a script (`python tests/refine_groundtruth.py OUT_DIR [NUM_VIEWS] [WIDTH] [HEIGHT]`) it renders
-OUT_DIR/view_XX.jpg and writes OUT_DIR/truth.npz (extrinsics camera-from-world in OpenCV axes, intrinsics
-in photo pixels). Imported, it offers `render(...)` (runs the script in a subprocess so bpy never shares a
-process with pycolmap) and `depth_maps(...)` (ray casting in numpy, no bpy).
+Run as a script (`python tests/refine_groundtruth.py OUT_DIR NUM_VIEWS|CAMERAS.npy WIDTH HEIGHT SAMPLES`) it
+renders OUT_DIR/view_XX.jpg from `cameras(NUM_VIEWS)`, or OUT_DIR/frame_XXXX.png from the extrinsics [N,3,4]
+saved in CAMERAS.npy, and writes OUT_DIR/truth.npz (extrinsics camera-from-world in OpenCV axes, intrinsics
+in photo pixels). Imported, it offers `render(...)` and `render_path(...)` (both run the script in a
+subprocess so bpy never shares a process with pycolmap) and `depth_maps(...)` (ray casting in numpy, no bpy).
 
 World frame here is OpenCV-like with y down: the floor is the plane y = 0 and boxes stand on it towards -y.
 """
@@ -32,17 +33,25 @@ def cameras(num_views: int, width: int, height: int) -> tuple[np.ndarray, np.nda
         a = np.deg2rad(-70.0 + 140.0 * i / max(num_views - 1, 1))
         centre = np.array([5.2 * np.sin(a), -2.6 - 0.4 * np.sin(3 * a), -5.2 * np.cos(a)])
         target = np.array([0.0, -0.3, 0.0]) + rng.uniform(-0.3, 0.3, 3)
-        z = target - centre
-        z /= np.linalg.norm(z)
-        x = np.cross(np.array([0.0, 1.0, 0.0]), z)  # image x right with y (down) as the down direction
-        x /= np.linalg.norm(x)
-        y = np.cross(z, x)
-        rot = np.stack([x, y, z])  # rows: camera axes in world
-        ext[i, :, :3] = rot
-        ext[i, :, 3] = -rot @ centre
+        ext[i] = look_at(centre, target)
+    return ext, np.repeat(photo_intrinsics(width, height)[None], num_views, axis=0)
+
+
+def look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Camera-from-world [3,4] at `centre` looking at `target`, image y along world +y (down), no roll."""
+    z = np.asarray(target, dtype=np.float64) - centre
+    z /= np.linalg.norm(z)
+    x = np.cross(np.array([0.0, 1.0, 0.0]), z)  # image x right with y (down) as the down direction
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    rot = np.stack([x, y, z])  # rows: camera axes in world
+    return np.concatenate([rot, (-rot @ centre)[:, None]], axis=1)
+
+
+def photo_intrinsics(width: int, height: int) -> np.ndarray:
+    """K [3,3] of the rendering camera in photo pixels (horizontal sensor fit, centred principal point)."""
     f = FOCAL_MM / SENSOR_MM * width
-    k = np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
-    return ext, np.repeat(k[None], num_views, axis=0)
+    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
 
 
 def _ray_depth(origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:
@@ -93,6 +102,31 @@ def render(out_dir: Path, num_views: int = 10, width: int = 640, height: int = 4
     return out_dir
 
 
+def render_path(out_dir: Path, extrinsics: np.ndarray, width: int, height: int, samples: int = 4) -> Path:
+    """Render OUT_DIR/frame_0000.png... from the given extrinsics [N,3,4] in a subprocess (once: an existing
+    truth.npz with the same cameras and size is reused) and return out_dir."""
+    out_dir = Path(out_dir)
+    ext = np.asarray(extrinsics, dtype=np.float64)
+    truth = out_dir / "truth.npz"
+    if truth.exists():
+        with np.load(truth) as old:
+            if old["extrinsics"].shape == ext.shape and np.array_equal(old["extrinsics"], ext) \
+                    and np.array_equal(old["intrinsics"][0], photo_intrinsics(width, height)):
+                return out_dir
+        truth.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cameras_file = out_dir / "cameras.npy"
+    np.save(cameras_file, ext)
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), str(out_dir), str(cameras_file), str(width),
+                    str(height), str(samples)], check=True, stdout=subprocess.DEVNULL)
+    return out_dir
+
+
+def path_frame(out_dir: Path, index: int) -> Path:
+    """The PNG `render_path` wrote for camera `index`."""
+    return Path(out_dir) / f"frame_{index:04d}.png"
+
+
 # ---------------------------------------------------------------------------------------- bpy side
 
 
@@ -131,7 +165,9 @@ def _to_blender(p: np.ndarray) -> tuple[float, float, float]:
     return (float(p[0]), float(p[2]), float(-p[1]))  # OpenCV-like world -> Blender world (z up)
 
 
-def _main(out_dir: Path, num_views: int, width: int, height: int, samples: int) -> None:
+def _main(out_dir: Path, views: str, width: int, height: int, samples: int) -> None:
+    """`views`: a number of views of `cameras()` (JPEG view_XX.jpg) or a .npy file of extrinsics (PNG
+    frame_XXXX.png, see `render_path`)."""
     import bpy
     from mathutils import Matrix
 
@@ -145,8 +181,17 @@ def _main(out_dir: Path, num_views: int, width: int, height: int, samples: int) 
     scene.cycles.max_bounces = 0
     scene.render.resolution_x, scene.render.resolution_y = width, height
     scene.render.resolution_percentage = 100
-    scene.render.image_settings.file_format = "JPEG"
-    scene.render.image_settings.quality = 95
+    if views.endswith(".npy"):
+        ext = np.load(views)
+        k = np.repeat(photo_intrinsics(width, height)[None], len(ext), axis=0)
+        scene.render.image_settings.file_format = "PNG"
+        scene.render.image_settings.color_mode = "RGB"
+        name = lambda i: path_frame(out_dir, i)  # noqa: E731
+    else:
+        ext, k = cameras(int(views), width, height)
+        scene.render.image_settings.file_format = "JPEG"
+        scene.render.image_settings.quality = 95
+        name = lambda i: out_dir / f"view_{i:02d}.jpg"  # noqa: E731
     scene.view_settings.view_transform = "Standard"
     scene.render.threads_mode = "FIXED"
     scene.render.threads = 2
@@ -159,7 +204,6 @@ def _main(out_dir: Path, num_views: int, width: int, height: int, samples: int) 
         obj.scale = (sx, sz, sy)
         obj.data.materials.append(_texture_material(bpy, f"box{j}", j + 1))
 
-    ext, k = cameras(num_views, width, height)
     cam_data = bpy.data.cameras.new("cam")
     cam_data.lens = FOCAL_MM
     cam_data.sensor_fit = "HORIZONTAL"
@@ -169,21 +213,21 @@ def _main(out_dir: Path, num_views: int, width: int, height: int, samples: int) 
     scene.camera = cam
     # Blender world = M @ this world; Blender camera axes = OpenCV camera axes with y, z flipped.
     world_to_blender = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])
-    for i in range(num_views):
+    for i in range(len(ext)):
         rot = ext[i, :, :3]
         centre = -rot.T @ ext[i, :, 3]
         m = np.eye(4)
         m[:3, :3] = world_to_blender @ rot.T @ np.diag([1.0, -1.0, -1.0])
         m[:3, 3] = world_to_blender @ centre
         cam.matrix_world = Matrix(m.tolist())
-        scene.render.filepath = str(out_dir / f"view_{i:02d}.jpg")
+        scene.render.filepath = str(name(i))
         bpy.ops.render.render(write_still=True)
     np.savez(out_dir / "truth.npz", extrinsics=ext, intrinsics=k)
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    _main(Path(args[0]), *(int(a) for a in args[1:5]))
+    _main(Path(args[0]), args[1], *(int(a) for a in args[2:5]))
 
 
 # ------------------------------------------------------------------------------ reconstruction files

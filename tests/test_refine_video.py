@@ -34,7 +34,7 @@ def refined_shot(tmp_path_factory):
     truth = np.load(SCENE / "truth.npz")
     ext_t, k_t = truth["extrinsics"][:VIEWS], truth["intrinsics"][:VIEWS]
     frames = [np.asarray(Image.open(SCENE / f"view_{i:02d}.jpg").convert("RGB")) for i in range(VIEWS)]
-    video = write_video(work / "shot.mp4", images=frames, gop=4)
+    video = write_video(work / "shot.mp4", count=VIEWS, width=640, height=480, frame_of=frames.__getitem__, gop=4)
     ext_p, k_p = gt.perturb_cameras(ext_t, k_t)
     rec = gt.scene_reconstruction(SCENE, ext_p, k_p)
     rec.image_paths = rec.display_paths = [str(video)] * VIEWS  # as the worker writes a video shot

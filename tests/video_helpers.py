@@ -42,12 +42,10 @@ def read_number(rgb: np.ndarray) -> int:
 
 def write_video(path: Path, count: int = 48, rate: Fraction = Fraction(24000, 1001), width: int = W,
                 height: int = H, rotation_ccw: int | None = None, pix_fmt: str = "yuv420p",
-                codec: str = "libx264", pts_of=None, gop: int = 12, images=None) -> Path:
+                codec: str = "libx264", pts_of=None, gop: int = 12, frame_of=None) -> Path:
     """An H.264 file with B-frames (keyframe every `gop` frames); `pts_of(i)` gives variable timestamps in
-    units of 1/(rate*1000)... or None for constant rate. `images` (uint8 RGB, all one size): these frames
-    instead of numbered patterns."""
-    if images is not None:
-        count, (height, width) = len(images), images[0].shape[:2]
+    units of 1/(rate*1000)... or None for constant rate. `frame_of(i)` gives frame i (uint8 [H,W,3] RGB);
+    default `frame_pattern(i)`."""
     import av
 
     with av.open(str(path), mode="w") as out:
@@ -62,7 +60,7 @@ def write_video(path: Path, count: int = 48, rate: Fraction = Fraction(24000, 10
         if rotation_ccw is not None:
             stream.set_display_rotation(rotation_ccw)
         for i in range(count):
-            rgb = images[i] if images is not None else frame_pattern(i, width, height)
+            rgb = frame_pattern(i, width, height) if frame_of is None else frame_of(i)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             if pts_of is not None:
                 frame.pts = int(pts_of(i))
