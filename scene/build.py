@@ -198,11 +198,7 @@ def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, t
         t = lap("animated_camera", t)
 
     if options.create_point_cloud:
-        if options.point_source not in available_point_sources(rec):
-            # A VGGT-Omega file has no point map: its points come from depth, said once, not an error.
-            warnings.append(f"this {family_name(rec)} reconstruction has no point map: the point cloud is "
-                            "built from depth + camera instead")
-            options = dataclasses.replace(options, point_source="depth")
+        options = _point_source_for(rec, options, warnings)
         create_point_cloud(rec, options, collection, name)
         t = lap("point_cloud", t)
 
@@ -218,6 +214,16 @@ def _fill_collection(rec, options: SceneOptions, name: str, scene, collection, t
     if warnings:
         collection["vggt_warnings"] = warnings
     lap("finish", t)
+
+
+def _point_source_for(rec, options: SceneOptions, warnings: list[str]) -> SceneOptions:
+    """The options with a point source this file has: a VGGT-Omega file has no point map, so its points come
+    from depth, said once, not an error."""
+    if options.point_source in available_point_sources(rec):
+        return options
+    warnings.append(f"this {family_name(rec)} reconstruction has no point map: the point cloud is built from "
+                    "depth + camera instead")
+    return dataclasses.replace(options, point_source="depth")
 
 
 def _fill_shot(rec, shot, options: SceneOptions, name: str, scene, collection, timings: dict,
@@ -241,6 +247,7 @@ def _fill_shot(rec, shot, options: SceneOptions, name: str, scene, collection, t
         t = lap("animated_camera", t)
     set_scene_from_shot(scene, shot, rec)
     if options.create_point_cloud:
+        options = _point_source_for(rec, options, warnings)
         create_point_cloud(rec, options, collection, name)
         t = lap("point_cloud", t)
     if options.create_depth_planes:

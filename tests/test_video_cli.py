@@ -143,3 +143,33 @@ def test_worker_request_with_a_video_and_shot_fields(shot):
                                 shot["tmp"])
     assert code != 0 and lines[-1]["type"] == "error" and "every" in lines[-1]["message"], lines
     assert not (shot["tmp"] / "no.npz").exists()
+
+
+def test_a_vggt_omega_shot_runs_in_chunks_without_a_point_map(shot, tmp_path):
+    """The chunk alignment works from depth and cameras, so VGGT-Omega (no point head) runs shots too, each
+    frame through Omega's own loader."""
+    from PIL import Image
+
+    from tests.helpers import TINY_OMEGA_CONFIG, write_tiny_omega_checkpoint
+    from tests.video_helpers import frame_pattern
+    from vggt_blender.preprocess import preprocess_images
+
+    checkpoint = write_tiny_omega_checkpoint(tmp_path)
+    out = tmp_path / "omega.npz"
+    result = run_cli(["reconstruct", str(shot["video"]), "-o", str(out), "--weights", str(checkpoint),
+                      "--config", str(TINY_OMEGA_CONFIG), "--device", "cpu", "-q", "--max-frames", "7",
+                      "--chunk-size", "4", "--overlap", "2"], shot["tmp"])
+    assert result.returncode == 0, result.stderr
+    rec = load_reconstruction(out)
+    assert rec.provenance_dict["model_family"] == "vggt-omega"
+    assert rec.point_map is None and rec.point_map_conf is None
+    assert read_shot_fields(rec).frame_numbers.tolist() == [0, 8, 16, 24, 31, 39, 47]
+    assert [a["chunk"] for a in rec.provenance_dict["shot"]["alignment"]] == [1, 2]
+    assert np.isfinite(rec.extrinsics).all() and np.isfinite(rec.world_points[rec.valid_mask]).all()
+    # Each frame went through Omega's loader exactly as the same picture given as a photo does.
+    photo = tmp_path / "frame.png"
+    Image.fromarray(frame_pattern(0)).save(photo)
+    prep = preprocess_images([str(photo)], model="vggt-omega")
+    assert tuple(rec.model_size) == (prep.images.shape[-1], prep.images.shape[-2])
+    np.testing.assert_allclose(rec.pixel_map[0], prep.pixel_map[0], atol=1e-9)
+    np.testing.assert_array_equal(rec.valid_box[0], prep.valid_box[0])

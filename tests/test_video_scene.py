@@ -209,3 +209,13 @@ def test_panel_request_fields_for_a_shot(tmp_path):
                                                  "end": 40, "max_frames": 10}
     Settings.shot_path = ""
     assert ops.shot_request_fields(Settings) == {}
+
+
+def test_an_omega_shot_without_a_point_map_builds_its_points_from_depth(video, tmp_path):
+    rec = shot_reconstruction([0, 6, 12], video, no_point_map=True)
+    assert rec.point_map is None  # as a VGGT-Omega shot is written
+    col = build.build_scene(rec, SceneOptions(point_source="point_map", create_depth_planes=False,
+                                              background_images=False), "omega shot")
+    cloud = next(o for o in col.objects if o.get("vggt_kind") == "point_cloud")
+    assert len(cloud.data.vertices if hasattr(cloud.data, "vertices") else cloud.data.points) > 0
+    assert any("no point map" in w for w in col["vggt_warnings"])

@@ -83,7 +83,7 @@ def _yaw(a):
 
 
 def shot_reconstruction(numbers, source: Path, rate=Fraction(24000, 1001), kind="video", files=None,
-                        first_number=0, total=48):
+                        first_number=0, total=48, no_point_map=False):
     """Views at `numbers`: the camera turns 340 degrees about the vertical over the shot (keys 20+ degrees
     apart in places, so an unlucky quaternion sign would show as a flip) while it dollies."""
     n = len(numbers)
@@ -97,7 +97,8 @@ def shot_reconstruction(numbers, source: Path, rate=Fraction(24000, 1001), kind=
     rec = make_reconstruction(np.full((n, MH, MW), 3.0, np.float32), E, K,
                               pixel_map=np.tile([sx, sy, 0.0, 0.0], (n, 1)),
                               original_sizes=np.tile([160, 120], (n, 1)),
-                              image_paths=files or [str(source)] * n)
+                              image_paths=files or [str(source)] * n, no_point_map=no_point_map,
+                              provenance={"model_family": "vggt-omega"} if no_point_map else None)
     rec.extra = shot_extra(numbers, rate.numerator, rate.denominator, str(source), kind, (160, 120), total,
                            first_number)
     return rec

@@ -344,6 +344,11 @@ def _prepare_loaded(img: Image.Image, rotated: bool, mode: str, target_size: int
 
 def _prepare_one_omega(path: str, mode: str, target_size: int) -> _Prepared:
     img, rotated = _load_upright(path)
+    return _prepare_loaded_omega(img, rotated, mode, target_size)
+
+
+def _prepare_loaded_omega(img: Image.Image, rotated: bool, mode: str, target_size: int) -> _Prepared:
+    """The VGGT-Omega loader on an upright RGB image (closed here): aspect crop, then resize to patches."""
     frames = int(img.info.get(FRAMES_INFO, 1))
     width, height = img.size
     left, top, crop_w, crop_h = omega_aspect_crop(width, height)
@@ -396,13 +401,18 @@ class PreparedFrame:
     valid_box: tuple[int, int, int, int]
 
 
-def preprocess_frame(img: Image.Image, mode: str = "crop", target_size: int = DEFAULT_TARGET_SIZE
-                     ) -> PreparedFrame:
-    """An upright RGB frame (e.g. decoded video; closed here) resized/cropped/padded exactly as a photo is,
-    right away, so a shot never holds its frames at full resolution. Frames of one shot share one size, so
-    no batch padding is needed between them."""
-    _check_settings(mode, target_size)
-    item = _prepare_loaded(img.convert("RGB") if img.mode != "RGB" else img, False, mode, int(target_size))
+def preprocess_frame(img: Image.Image, mode: str = "crop", target_size: int | None = DEFAULT_TARGET_SIZE,
+                     model: str = "vggt") -> PreparedFrame:
+    """An upright RGB frame (e.g. decoded video; closed here) resized/cropped/padded exactly as a photo is
+    for `model`'s loader, right away, so a shot never holds its frames at full resolution. Frames of one shot
+    share one size, so no batch padding is needed between them. `target_size` None: the family's default."""
+    omega = model == "vggt-omega"
+    if target_size is None:
+        target_size = OMEGA_DEFAULT_TARGET_SIZE if omega else DEFAULT_TARGET_SIZE
+    _check_settings(mode, target_size, model)
+    rgb = img.convert("RGB") if img.mode != "RGB" else img
+    prepare = _prepare_loaded_omega if omega else _prepare_loaded
+    item = prepare(rgb, False, mode, int(target_size))
     pixel_map, valid_box = _placement(item, 0, 0)
     return PreparedFrame(item.pixels, item.size, pixel_map, valid_box)
 

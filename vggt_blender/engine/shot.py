@@ -57,9 +57,10 @@ class ShotFrames:
 
 
 def decode_shot(source: str, selection: FrameSelection, mode: str = "crop",
-                target_size: int = DEFAULT_TARGET_SIZE, fps: float | None = None, progress=None,
-                should_cancel=None, info: ShotInfo | None = None) -> ShotFrames:
-    """Probe, select and decode; each frame is brought to the model size before the next is decoded."""
+                target_size: int | None = DEFAULT_TARGET_SIZE, fps: float | None = None, progress=None,
+                should_cancel=None, info: ShotInfo | None = None, model: str = "vggt") -> ShotFrames:
+    """Probe, select and decode; each frame is brought to the model size before the next is decoded
+    (`model`: the family whose loader to follow; `target_size` None: the family's default)."""
     info = info or probe_shot(source, fps)
     numbers = select_frames(info, selection)
     pixels: np.ndarray | None = None
@@ -67,7 +68,7 @@ def decode_shot(source: str, selection: FrameSelection, mode: str = "crop",
     boxes: list = []
     size = (info.width, info.height)
     for k, (number, image) in enumerate(iter_frames(info, numbers)):
-        frame = preprocess_frame(image, mode, target_size)
+        frame = preprocess_frame(image, mode, target_size, model=model)
         if pixels is None:
             pixels = np.empty((len(numbers),) + frame.pixels.shape, dtype=np.uint8)
             size = frame.original_size
@@ -100,14 +101,23 @@ def estimate_frame_bytes(config: Any, width: int, height: int, dtype: torch.dtyp
     tokens = (height // config.patch_size) * (width // config.patch_size) + 1 + config.num_register_tokens
     width_c = config.embed_dim
     act = torch.finfo(dtype).bits // 8
-    kept_layers = len(config.dpt_head.intermediate_layer_idx) if fast else config.depth
+    head, _count = _dense_heads(config)
+    kept_layers = len(head.intermediate_layer_idx) if fast else config.depth
     kept = kept_layers * 2 * width_c * tokens * (act if fast else 4)
     working = 12 * width_c * tokens * 4
     return float(kept + working + 64 * width * height)  # + the head's per-frame outputs
 
 
+def _dense_heads(config: Any) -> tuple[Any, int]:
+    """The dense (DPT) head's config and how many run: VGGT's depth and point heads, VGGT-Omega's one."""
+    if getattr(config, "dpt_head", None) is not None:
+        return config.dpt_head, 2
+    return config.dense_head, 1
+
+
 def estimate_fixed_bytes(config: Any, width: int, height: int, parameter_bytes: float) -> float:
-    heads = 8 * config.dpt_head.features * width * height * 4 * 3  # two DPT heads, 8 frames per step
+    head, count = _dense_heads(config)
+    heads = 8 * head.features * width * height * 4 * (count + 1)  # the DPT heads, 8 frames per step
     return float(parameter_bytes + heads)
 
 
@@ -165,9 +175,11 @@ def _run_chunk(model: Any, pixels: np.ndarray, device: torch.device, dtype: torc
         "pose_enc": _inf._as_numpy(outputs["pose_enc"])[0].astype(np.float64),
         "depth": _inf._as_numpy(outputs["depth"])[0, ..., 0],
         "depth_conf": _inf._as_numpy(outputs["depth_conf"])[0],
-        "point_map": _inf._as_numpy(outputs["world_points"])[0],
-        "point_map_conf": _inf._as_numpy(outputs["world_points_conf"])[0],
+        "point_map": None, "point_map_conf": None,
     }
+    if "world_points" in outputs:  # VGGT's point head; VGGT-Omega has none (the file then has no point map)
+        out["point_map"] = _inf._as_numpy(outputs["world_points"])[0]
+        out["point_map_conf"] = _inf._as_numpy(outputs["world_points_conf"])[0]
     del outputs, images
     return out
 
@@ -190,11 +202,9 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
     choice = _inf.choose_model(_inf.InferenceOptions(weights=weights, device=device, precision=precision, mode=mode,
                                                      config=config, fast_path=fast_path, model_name=model_name),
                                weights_path, model)
-    if choice.family != "vggt":
-        # The chunk alignment reads the point map, which VGGT-Omega does not predict.
-        raise RequestError(f"{source}: shots run with VGGT for now; choose a VGGT model (e.g. --model vggt-1b) for "
-                           "a video or image sequence")
     model_config, config_name = choice.config, choice.config_name
+    # The chunk alignment works from depth and cameras, so both families run shots; each has its own loader.
+    mode, target_size = _inf.preprocess_settings(choice, mode)
     fast = _inf._is_fast(model) or _inf.use_fast_path(fast_path, torch_device, dtype)
     _check_cancel(should_cancel)
 
@@ -202,8 +212,9 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
     info = probe_shot(os.fspath(source), fps)
     report("preprocessing", 0.0, f"{info.kind} {Path(info.path).name}: {info.frame_count} frames at "
            f"{float(info.fps):.3f} fps, {info.width}x{info.height}; {selection.describe()}")
-    frames = decode_shot(info.path, selection, mode, fps=fps, info=info, should_cancel=should_cancel,
-                         progress=lambda d, t: report("preprocessing", d / t, f"{d}/{t} frame(s)"))
+    frames = decode_shot(info.path, selection, mode, target_size, fps=fps, info=info, should_cancel=should_cancel,
+                         progress=lambda d, t: report("preprocessing", d / t, f"{d}/{t} frame(s)"),
+                         model=choice.family)
     count = len(frames.numbers)
     height, width = frames.pixels.shape[1:3]
     timings["preprocessing"] = time.perf_counter() - start
@@ -243,7 +254,7 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
            f"{device_text}, {precision_name(dtype)}, {path_name} path")
 
     # Long shots keep the point map (the one stored xyz primary) in a temporary file, not in RAM.
-    shot = ShotAssembler(count, height, width, spool=count >= SPOOL_FROM_FRAMES)
+    shot = ShotAssembler(count, height, width, spool=count >= SPOOL_FROM_FRAMES, point_map=not choice.omega)
     for index, chunk in enumerate(chunks):
         try:
             out = _run_chunk(model, frames.pixels[chunk.start:chunk.end], torch_device, dtype)
@@ -285,7 +296,7 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
         mode=mode, precision=precision_name(dtype), device=device_text,
         timings={k: round(v, 4) for k, v in timings.items()},
         checkpoint_path=str(Path(weights_path).resolve()) if weights_path else None, config=config_name,
-        torch_version=torch.__version__, path=path_name,
+        torch_version=torch.__version__, path=path_name, model_family=choice.family,
         shot={"source": info_.summary(), "selection": selection.to_request(), "frames": count,
               "chunking": chunking, "chunks": [[c.start, c.end, c.overlap] for c in chunks],
               "alignment": [r.to_dict() for r in shot.reports]},

@@ -133,7 +133,7 @@ def save_reconstruction_streamed(path: str | os.PathLike, rec: Reconstruction, c
     rec.validate(path)
     header = {"schema": np.array(SCHEMA), "schema_version": np.array(SCHEMA_VERSION, dtype=np.int64),
               "provenance": np.array(rec.provenance)}
-    primaries = rec._arrays(PRIMARY_FIELDS)
+    primaries = rec._arrays(rec._present(PRIMARY_FIELDS))
     for name, value in rec.extra.items():
         if name in header or name in FIELDS:
             raise ReconstructionFileError(f"{path}: extra array '{name}' clashes with a schema key", file=str(path))
@@ -144,7 +144,7 @@ def save_reconstruction_streamed(path: str | os.PathLike, rec: Reconstruction, c
         with zipfile.ZipFile(fh, mode="w", compression=method, allowZip64=True) as zf:
             for name, value in header.items():
                 _write_member(zf, name, value)
-            for name in FIELDS:  # the schema's order, as save_reconstruction writes it
+            for name in rec._present():  # the schema's order, as save_reconstruction writes it
                 if name in DERIVED_FIELDS:
                     _write_derived(zf, name, rec)
                 else:

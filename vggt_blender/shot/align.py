@@ -150,10 +150,11 @@ class ShotAssembler:
     shared views from depth and cameras (geometry/derive.py), as the Reconstruction and its file do.
     Memory: one set of arrays for the shot, maths frame by frame."""
 
-    def __init__(self, count: int, height: int, width: int, spool: bool = False) -> None:
-        """`spool`: keep the model's point map (the one xyz primary) in a temporary file (io/spool.py)."""
+    def __init__(self, count: int, height: int, width: int, spool: bool = False, point_map: bool = True) -> None:
+        """`spool`: keep the model's point map (the one xyz primary) in a temporary file (io/spool.py);
+        `point_map` False: the model predicts none (VGGT-Omega), so none is kept."""
         self.spools: dict = {}
-        if spool:
+        if spool and point_map:
             from ..io.spool import SpoolArray
 
             self.spools = {"point_map": SpoolArray((count, height, width, 3), np.float32, name="point_map")}
@@ -161,8 +162,9 @@ class ShotAssembler:
         self.intrinsics_model = np.empty((count, 3, 3), dtype=np.float64)
         self.depth = np.empty((count, height, width), dtype=np.float32)
         self.depth_conf = np.empty_like(self.depth)
-        self.point_map_conf = np.empty_like(self.depth)
-        self.point_map = self.spools.get("point_map") or np.zeros((count, height, width, 3), np.float32)
+        self.point_map_conf = np.empty_like(self.depth) if point_map else None
+        self.point_map = (self.spools.get("point_map") or np.zeros((count, height, width, 3), np.float32)) \
+            if point_map else None
         self.reports: list[AlignmentReport] = []
         self.transforms: list[Sim3] = []
 
@@ -193,14 +195,14 @@ class ShotAssembler:
         self.intrinsics_model[target] = np.asarray(intrinsics_model)[first:]
         self.depth[target] = np.asarray(depth)[first:] * sim.scale
         self.depth_conf[target] = np.asarray(depth_conf)[first:]
-        if point_map_conf is not None:
+        if point_map_conf is not None and self.point_map_conf is not None:
             self.point_map_conf[target] = np.asarray(point_map_conf)[first:]
-        if point_map is not None:
+        if point_map is not None and self.point_map is not None:
             for i in range(first, size):  # frame by frame: float64 maths without a chunk-sized copy
                 self.point_map[start + i] = sim.apply(point_map[i])
         return sim
 
-    def point_map_array(self) -> np.ndarray:
-        """The point map as an array: in memory, or a read-only map of its spool file."""
+    def point_map_array(self) -> np.ndarray | None:
+        """The point map as an array: in memory, or a read-only map of its spool file (None: no point map)."""
         spool = self.spools.get("point_map")
         return spool.view() if spool is not None else self.point_map
