@@ -8,7 +8,7 @@ reads are kept (memory: the official model keeps all of them).
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -96,9 +96,7 @@ class Aggregator(nn.Module):
             with torch.no_grad():
                 return self._forward_lean(images, sorted(keep), execution), self.patch_start_idx
 
-        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=images.device).view(1, 1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=images.device).view(1, 1, 3, 1, 1)
-        normalized = ((images - mean) / std).reshape(batch * frames, 3, height, width)
+        normalized = imagenet_normalize(images).reshape(batch * frames, 3, height, width)
         # fp32 like the official buffers; a model held in bf16/fp16 (no autocast) gets its own dtype.
         normalized = normalized.to(self.camera_token.dtype)
         patches = self.patch_embed(normalized)  # [B*S, h*w, C]
@@ -151,9 +149,15 @@ class Aggregator(nn.Module):
 
         # [B*S, P, C] is the same memory as [B, S*P, C]: frame and global blocks take views of one tensor.
         x = torch.empty(rows, num_tokens, dim, dtype=execution.residual_dtype, device=device)
-        x[:, :1] = _first_and_rest(self.camera_token, batch, frames)
-        x[:, 1:start] = _first_and_rest(self.register_token, batch, frames)
-        self._embed_patches_lean(images, x[:, start:], execution)
+        fill_special_tokens(x, self.camera_token, self.register_token, batch, frames)
+
+        def embed(chunk: Tensor) -> Tensor:
+            if isinstance(self.patch_embed, DinoV2Encoder):
+                return self.patch_embed(chunk, execution=execution)
+            return self.patch_embed(chunk)
+
+        extra = 1 + getattr(self.patch_embed, "num_register_tokens", -1)  # DINO's cls + registers (0 for conv)
+        embed_frames_lean(images, x[:, start:], execution.token_chunk, extra, embed)
 
         pos = self._positions(rows, grid_h, grid_w, device)
         global_pos = pos.reshape(batch, frames * num_tokens, 2) if pos is not None else None
@@ -169,23 +173,33 @@ class Aggregator(nn.Module):
                 outputs[i][..., dim:].copy_(x4)
         return outputs
 
-    def _embed_patches_lean(self, images: Tensor, out: Tensor, execution: ExecutionMode) -> None:
-        """Normalize and patch-embed chunks of frames (moved to the model's device here) into out [B*S, h*w, C]."""
-        batch, frames, _, height, width = images.shape
-        device = out.device
-        flat = images.reshape(batch * frames, 3, height, width)
-        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        extra = 1 + getattr(self.patch_embed, "num_register_tokens", -1)  # DINO's cls + registers (0 for conv)
-        per = max(1, execution.token_chunk // (out.shape[1] + extra))
-        for lo in range(0, flat.shape[0], per):
-            hi = min(lo + per, flat.shape[0])
-            chunk = (flat[lo:hi].to(device=device, dtype=torch.float32, non_blocking=True) - mean) / std
-            if isinstance(self.patch_embed, DinoV2Encoder):
-                out[lo:hi] = self.patch_embed(chunk, execution=execution)
-            else:
-                out[lo:hi] = self.patch_embed(chunk)
-            del chunk
+
+def imagenet_normalize(images: Tensor) -> Tensor:
+    """(images - mean) / std over the colour axis [..., 3, H, W], in float32, as both model families take it.
+    The constants are made per call, not buffers: a meta-built model loaded with assign=True keeps no meta buffer."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=images.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=images.device).view(3, 1, 1)
+    return (images - mean) / std
+
+
+def fill_special_tokens(x: Tensor, camera_token: Tensor, register_token: Tensor, batch: int, frames: int) -> None:
+    """The lean residual stream x [B*S, P, C]: camera token at 0, the register tokens after it."""
+    x[:, :1] = _first_and_rest(camera_token, batch, frames)
+    x[:, 1:1 + register_token.shape[2]] = _first_and_rest(register_token, batch, frames)
+
+
+def embed_frames_lean(images: Tensor, out: Tensor, token_chunk: int, prefix_tokens: int,
+                      embed: Callable[[Tensor], Tensor]) -> None:
+    """Normalize and patch-embed chunks of frames (moved to out's device here) into out [B*S, h*w, C]; a chunk
+    holds about `token_chunk` tokens, counting the encoder's own `prefix_tokens` per frame."""
+    batch, frames, _, height, width = images.shape
+    flat = images.reshape(batch * frames, 3, height, width)
+    per = max(1, token_chunk // (out.shape[1] + prefix_tokens))
+    for lo in range(0, flat.shape[0], per):
+        hi = min(lo + per, flat.shape[0])
+        chunk = imagenet_normalize(flat[lo:hi].to(device=out.device, dtype=torch.float32, non_blocking=True))
+        out[lo:hi] = embed(chunk)
+        del chunk
 
 
 def _first_and_rest(token: Tensor, batch: int, frames: int) -> Tensor:

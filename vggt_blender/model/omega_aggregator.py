@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor, nn
 
-from .aggregator import IMAGENET_MEAN, IMAGENET_STD, _first_and_rest
+from .aggregator import _first_and_rest, embed_frames_lean, fill_special_tokens, imagenet_normalize
 from .layers import Block
 from .omega_config import VGGTOmegaConfig
 from .omega_patch_embed import LAYERSCALE_INIT, OMEGA_NORM_EPS, DinoV3Encoder
@@ -80,10 +80,7 @@ class OmegaAggregator(nn.Module):
             with torch.no_grad():
                 return self._forward_lean(images, sorted(keep), execution), self.patch_start_idx
 
-        # Constants made per call (not buffers): a meta-built model loaded with assign=True keeps no meta buffer.
-        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=images.device).view(1, 1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=images.device).view(1, 1, 3, 1, 1)
-        normalized = ((images - mean) / std).reshape(batch * frames, 3, height, width)
+        normalized = imagenet_normalize(images).reshape(batch * frames, 3, height, width)
         normalized = normalized.to(self.camera_token.dtype)  # a model held in bf16/fp16 gets its own dtype
         patches = self.patch_embed(normalized)  # [B*S, h*w, C]
         del normalized
@@ -126,9 +123,9 @@ class OmegaAggregator(nn.Module):
 
         # [B*S, P, C] is the same memory as [B, S*P, C]: frame and global blocks take views of one tensor.
         x = torch.empty(rows, num_tokens, dim, dtype=execution.residual_dtype, device=device)
-        x[:, :1] = _first_and_rest(self.camera_token, batch, frames)
-        x[:, 1:special] = _first_and_rest(self.register_token, batch, frames)
-        self._embed_patches_lean(images, x[:, special:], execution)
+        fill_special_tokens(x, self.camera_token, self.register_token, batch, frames)
+        embed_frames_lean(images, x[:, special:], execution.token_chunk, self.patch_embed.num_prefix_tokens,
+                          lambda chunk: self.patch_embed(chunk, execution=execution))
 
         pos = self.rope_embed(grid_h, grid_w, special).expand(rows, -1, -1, -1)
         outputs = {i: torch.empty(batch, frames, num_tokens, 2 * dim, dtype=execution.dtype, device=device)
@@ -151,16 +148,3 @@ class OmegaAggregator(nn.Module):
                 outputs[i][..., dim:].copy_(x4)
         return outputs
 
-    def _embed_patches_lean(self, images: Tensor, out: Tensor, execution: Any) -> None:
-        """Normalize and patch-embed chunks of frames (moved to the model's device here) into out [B*S, h*w, C]."""
-        batch, frames, _, height, width = images.shape
-        device = out.device
-        flat = images.reshape(batch * frames, 3, height, width)
-        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        per = max(1, execution.token_chunk // (out.shape[1] + self.patch_embed.num_prefix_tokens))
-        for lo in range(0, flat.shape[0], per):
-            hi = min(lo + per, flat.shape[0])
-            chunk = (flat[lo:hi].to(device=device, dtype=torch.float32, non_blocking=True) - mean) / std
-            out[lo:hi] = self.patch_embed(chunk, execution=execution)
-            del chunk
