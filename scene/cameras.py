@@ -163,13 +163,11 @@ def _key_background_sequence(cam: bpy.types.Camera, images: list) -> None:
                 cam.keyframe_insert(path, frame=f)
 
 
-def create_animated_camera(rec, scale: float, collection: bpy.types.Collection, scene: bpy.types.Scene,
-                           name: str, scene_size: float, images: list | None = None) -> bpy.types.Object:
-    """One camera keyed per frame (frame i+1 = photo i): pose, lens and shifts; scene frame range set.
-
-    With `images`, each photo is a background image shown on its own frame only.
-    """
-    n = len(rec.image_names)
+def create_keyed_camera(rec, scale: float, collection: bpy.types.Collection, name: str, scene_size: float,
+                        frames: list[int]) -> tuple[bpy.types.Object, BlenderCameraParams]:
+    """One camera keyed at frames[i] with view i's pose, lens and shifts, linear in between; each key's
+    quaternion takes the sign nearest the previous one, so the path never flips. Returns it and view 0's
+    parameters."""
     cam = bpy.data.cameras.new(f"{name} Shot")
     _clip_and_display(cam, scene_size)
     ob = bpy.data.objects.new(f"{name} Shot", cam)
@@ -177,14 +175,13 @@ def create_animated_camera(rec, scale: float, collection: bpy.types.Collection, 
     collection.objects.link(ob)
     previous = None
     first = None
-    for i in range(n):
-        frame = i + 1
+    for i, frame in enumerate(frames):
         params = camera_params_for_view(rec, i, scale)
         first = first or params
         M = Matrix(params.matrix_world.tolist())
         quat = M.to_quaternion()
         if previous is not None:
-            quat.make_compatible(previous)  # shortest path between keys, no flips
+            quat.make_compatible(previous)
         previous = quat
         ob.location = M.to_translation()
         ob.rotation_quaternion = quat
@@ -193,14 +190,28 @@ def create_animated_camera(rec, scale: float, collection: bpy.types.Collection, 
         apply_lens(cam, params)
         for path in ("lens", "shift_x", "shift_y"):
             cam.keyframe_insert(path, frame=frame)
-    if images:
-        _key_background_sequence(cam, images)
-    # Poses/lenses interpolate linearly between photos; backgrounds switch on and off at their frame.
     for id_data in (ob, cam):
         for fc in _fcurves(id_data):
-            interpolation = "CONSTANT" if fc.data_path.startswith("background_images") else "LINEAR"
             for kp in fc.keyframe_points:
-                kp.interpolation = interpolation
+                kp.interpolation = "LINEAR"
+    return ob, first
+
+
+def create_animated_camera(rec, scale: float, collection: bpy.types.Collection, scene: bpy.types.Scene,
+                           name: str, scene_size: float, images: list | None = None) -> bpy.types.Object:
+    """One camera keyed per frame (frame i+1 = photo i): pose, lens and shifts; scene frame range set.
+
+    With `images`, each photo is a background image shown on its own frame only.
+    """
+    n = len(rec.image_names)
+    ob, first = create_keyed_camera(rec, scale, collection, name, scene_size, list(range(1, n + 1)))
+    if images:
+        _key_background_sequence(ob.data, images)
+        # Backgrounds switch on and off at their frame.
+        for fc in _fcurves(ob.data):
+            if fc.data_path.startswith("background_images"):
+                for kp in fc.keyframe_points:
+                    kp.interpolation = "CONSTANT"
     store_image_properties(ob, first, 0, str(rec.display_paths[0]), "animated_camera")
     ob["vggt_frame_count"] = n
     scene.frame_start = 1

@@ -17,10 +17,9 @@ import os
 from fractions import Fraction
 
 import bpy
-from mathutils import Matrix
 
 from ..vggt_blender.shot.selection import blender_fps
-from .cameras import _clip_and_display, _fcurves, apply_lens, camera_params_for_view, store_image_properties
+from .cameras import create_keyed_camera, store_image_properties
 
 SHOT_FRAME_START = 1  # scene frame of source frame 0 (Blender's default first frame)
 SHOT_MAX_PLANES = 24  # depth planes for a shot: at most this many views, spread over it
@@ -78,33 +77,9 @@ def create_shot_camera(rec, shot, scale: float, collection: bpy.types.Collection
                        name: str, scene_size: float, clip: bpy.types.MovieClip | None = None
                        ) -> bpy.types.Object:
     """One camera keyed at SHOT_FRAME_START + frame_number per view (pose, lens, shifts), the clip behind."""
-    cam = bpy.data.cameras.new(f"{name} Shot")
-    _clip_and_display(cam, scene_size)
-    ob = bpy.data.objects.new(f"{name} Shot", cam)
-    ob.rotation_mode = "QUATERNION"
-    collection.objects.link(ob)
-    previous = None
-    first = None
-    for i, number in enumerate(shot.frame_numbers):
-        frame = shot_frame(number)
-        params = camera_params_for_view(rec, i, scale)
-        first = first or params
-        M = Matrix(params.matrix_world.tolist())
-        quat = M.to_quaternion()
-        if previous is not None:
-            quat.make_compatible(previous)  # the sign nearest the previous key: no flips in between
-        previous = quat.copy()
-        ob.location = M.to_translation()
-        ob.rotation_quaternion = quat
-        ob.keyframe_insert("location", frame=frame)
-        ob.keyframe_insert("rotation_quaternion", frame=frame)
-        apply_lens(cam, params)
-        for path in ("lens", "shift_x", "shift_y"):
-            cam.keyframe_insert(path, frame=frame)
-    for id_data in (ob, cam):
-        for fc in _fcurves(id_data):
-            for kp in fc.keyframe_points:
-                kp.interpolation = "LINEAR"
+    ob, first = create_keyed_camera(rec, scale, collection, name, scene_size,
+                                    [shot_frame(number) for number in shot.frame_numbers])
+    cam = ob.data
     if clip is not None:
         cam.show_background_images = True
         bg = cam.background_images.new()
