@@ -187,3 +187,15 @@ def as_dtype_of(x: Tensor, layer: nn.Module) -> Tensor:
 __all__ = ["ExecutionMode", "PLAIN", "is_lean", "parse_sdpa_backends", "scaled_dot_product", "token_slices",
            "lean_parameter_names", "cast_matrices", "as_dtype_of", "DEFAULT_SDPA_BACKENDS", "DEFAULT_TOKEN_CHUNK",
            "DEFAULT_HEAD_FRAMES", "SMALL_GPU_TOKEN_CHUNK", "SMALL_GPU_HEAD_FRAMES"]
+
+
+def apply_execution(model, execution: "ExecutionMode"):
+    """A model (VGGT or VGGT-Omega, with an `aggregator`) uses `execution` from now on: the aggregator's
+    matrices are cast to its dtype (the heads keep theirs); the lean mode is inference only. Returns the model."""
+    model.execution = execution
+    base = model.aggregator.camera_token.dtype  # the plain path computes in the parameters' own dtype
+    cast_matrices(model.aggregator, execution.dtype if execution.lean else base)
+    if execution.lean:
+        model.eval()
+        model.requires_grad_(False)
+    return model

@@ -63,15 +63,9 @@ class VGGTOmega(nn.Module):
     def set_execution(self, execution: Any) -> "VGGTOmega":
         """Use `execution` (an ExecutionMode) from now on; the aggregator's matrices are cast to its dtype,
         the heads stay float32. The lean mode is the memory-lean inference arrangement of the same modules."""
-        from .execution import cast_matrices
+        from .execution import apply_execution
 
-        self.execution = execution
-        base = self.aggregator.camera_token.dtype  # the plain path computes in the parameters' own dtype
-        cast_matrices(self.aggregator, execution.dtype if execution.lean else base)
-        if execution.lean:
-            self.eval()
-            self.requires_grad_(False)
-        return self
+        return apply_execution(self, execution)
 
     def needed_layers(self) -> list[int]:
         """Aggregator layers the outputs read (absolute indices): the last one and the depth taps."""

@@ -18,7 +18,7 @@ from .aggregator import Aggregator
 from .camera_head import CameraHead
 from .config import VGGTConfig
 from .dpt_head import DPTHead
-from .execution import PLAIN, ExecutionMode, cast_matrices
+from .execution import PLAIN, ExecutionMode, apply_execution
 from .track_head import TrackHead
 
 
@@ -105,14 +105,8 @@ class VGGT(nn.Module):
         self.execution: ExecutionMode = PLAIN
 
     def set_execution(self, execution: ExecutionMode) -> "VGGT":
-        """Use `execution` from now on; the aggregator's matrices are cast to its dtype (heads keep theirs)."""
-        self.execution = execution
-        base = self.aggregator.camera_token.dtype  # the plain path computes in the parameters' own dtype
-        cast_matrices(self.aggregator, execution.dtype if execution.lean else base)
-        if execution.lean:
-            self.eval()
-            self.requires_grad_(False)
-        return self
+        """Use `execution` from now on (execution.apply_execution)."""
+        return apply_execution(self, execution)
 
     def needed_layers(self, with_tracks: bool) -> list[int]:
         """Aggregator steps the enabled heads read (absolute indices)."""
