@@ -61,9 +61,23 @@ def test_open_server_beyond_loopback_refuses_to_start(tmp_path, capsys, monkeypa
 
 
 def make_job(store: st.JobStore, photos=("a.png",)) -> str:
-    job_id, folder = store.new_upload()
-    store.submit(job_id, folder, st.new_status(job_id, list(photos), list(photos), {}))
-    return job_id
+    folder = store.new_upload()
+    return store.submit(folder, list(photos), list(photos), {})
+
+
+def test_a_job_is_ordered_by_when_its_upload_completed_not_when_it_began(tmp_path):
+    # Two clients at once: the first to start uploading is the last to finish. The queue (and the ids, which
+    # clients and the runner sort) follow completion, so the runner never takes a later id before an earlier.
+    store = st.JobStore(tmp_path)
+    slow, fast = store.new_upload(), store.new_upload()
+    fast_id = store.submit(fast, ["fast.png"], ["fast.png"], {})
+    assert store.claim_next("h~1~a") == fast_id  # the runner takes it while the slow upload still arrives
+    slow_id = store.submit(slow, ["slow.png"], ["slow.png"], {})
+    assert fast_id < slow_id
+    assert store.read(slow_id)["photos"] == ["slow.png"] and store.read(slow_id)["position"] == 0
+    same_tick = [make_job(store) for _ in range(20)]  # ids stay strictly increasing within one microsecond
+    assert same_tick == sorted(same_tick) and len(set(same_tick)) == 20
+    assert not any(store.uploads.iterdir())
 
 
 def test_queue_order_claims_and_cancel(tmp_path):

@@ -197,7 +197,7 @@ def create_app(get_service: Callable[[], Service], title: str = "VGGT reconstruc
         """Upload photos (repeated `photos` parts) and `options`; the job is queued."""
         service = get_service()
         check_accepting(service)  # before a byte of the body is read
-        job_id, folder = service.store.new_upload()
+        folder = service.store.new_upload()
         try:
             upload = await receive(request.headers.get("content-type"), request.headers.get("content-length"),
                                    request.stream(), folder, service.config.max_upload_bytes,
@@ -211,8 +211,7 @@ def create_app(get_service: Callable[[], Service], title: str = "VGGT reconstruc
                 raise ApiError(422, exc.code, exc.message) from None
             await run_in_threadpool(verify_photos, upload)
             check_accepting(service)  # the queue may have filled while this upload arrived
-            status = st.new_status(job_id, upload.photos, upload.stored, options)
-            service.store.submit(job_id, folder, status)
+            job_id = service.store.submit(folder, upload.photos, upload.stored, options)
         except BaseException:
             service.store.discard_upload(folder)
             raise

@@ -23,6 +23,7 @@ import re
 import secrets
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,8 @@ class JobStore:
         self.runner_states = self.root / "runners"
         for folder in (self.jobs, self.queue, self.running, self.uploads, self.runner_states):
             folder.mkdir(parents=True, exist_ok=True)
+        self._id_lock = threading.Lock()
+        self._last_stamp = 0
 
     # ---- paths (a job id is checked before it becomes part of a path) ----
 
@@ -108,22 +111,27 @@ class JobStore:
 
     # ---- receiving ----
 
-    def new_upload(self) -> tuple[str, Path]:
-        """A fresh job id (time-ordered) and its upload folder (with input/ inside)."""
-        job_id = f"{time.time_ns() // 1000:014x}{secrets.token_hex(8)}"
-        folder = self.uploads / job_id
+    def new_upload(self) -> Path:
+        """A fresh upload folder (with input/ inside). The job id comes only when the upload is complete and
+        joins the queue (`submit`), so ids sort in the order jobs became runnable, not the order uploads began."""
+        folder = self.uploads / secrets.token_hex(15)
         (folder / "input").mkdir(parents=True)
-        return job_id, folder
+        return folder
 
     def discard_upload(self, folder: Path) -> None:
         if folder.parent == self.uploads:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def submit(self, job_id: str, upload: Path, status: dict) -> None:
-        """Make a received upload a queued job: its status, its folder, then its place in the queue."""
-        self._write(upload / "status.json", status)
-        os.replace(upload, self.folder(job_id))
-        (self.queue / job_id).touch()
+    def submit(self, upload: Path, photos: list[str], stored: list[str], options: dict) -> str:
+        """Make a received upload a queued job: a time-ordered id, its status, its folder, then its place in
+        the queue. Returns the id."""
+        with self._id_lock:  # id and queue entry together: a runner never sees a later id before an earlier one
+            job_id = f"{max(time.time_ns() // 1000, self._last_stamp + 1):014x}{secrets.token_hex(8)}"
+            self._last_stamp = int(job_id[:14], 16)
+            self._write(upload / "status.json", new_status(job_id, photos, stored, options))
+            os.replace(upload, self.folder(job_id))
+            (self.queue / job_id).touch()
+        return job_id
 
     # ---- reading ----
 
