@@ -112,21 +112,22 @@ def call(server: Server, method: str, path: str, body: bytes | None = None, head
 
 
 def multipart(photos: list[tuple[str, bytes]], options: dict | str | None = None,
-              boundary: str = "testboundary7f3a") -> tuple[bytes, dict]:
+              boundary: str = "testboundary7f3a", video: tuple[str, bytes] | None = None) -> tuple[bytes, dict]:
     parts = []
     if options is not None:
         text = options if isinstance(options, str) else json.dumps(options)
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="options"\r\n\r\n{text}\r\n'.encode())
-    for name, data in photos:
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="photos"; filename="{name}"\r\n'
+    files = [("photos", name, data) for name, data in photos] + ([("video", *video)] if video else [])
+    for part, name, data in files:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{part}"; filename="{name}"\r\n'
                      f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
 def submit(server: Server, photos: list[tuple[str, bytes]], options: dict | str | None = None,
-           auth: bool | str = True) -> tuple[int, dict]:
-    body, headers = multipart(photos, options)
+           auth: bool | str = True, video: tuple[str, bytes] | None = None) -> tuple[int, dict]:
+    body, headers = multipart(photos, options, video=video)
     return call(server, "POST", "/v1/jobs", body, headers, auth=auth)
 
 

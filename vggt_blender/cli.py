@@ -392,7 +392,7 @@ def _reconstruct_on_server(args: argparse.Namespace, output: Path, bar: Any) -> 
     from .service.config import TOKEN_ENV
 
     request = {"images": list(args.inputs), "output": str(output), "precision": args.precision, "mode": args.mode,
-               "config": args.config, "fast_path": args.fast_path}
+               "config": args.config, "fast_path": args.fast_path, **shot_options_from_args(args).to_request()}
     job = RemoteJob(args.server, os.environ.get(TOKEN_ENV) or None, request)
     job.start()
     try:

@@ -22,7 +22,7 @@ import torch
 from ..errors import OutOfMemoryError, RequestError
 from ..geometry.cameras import pose_encoding_to_extrinsics_intrinsics
 from ..io.reconstruction import Reconstruction, make_provenance
-from ..io.shot_fields import shot_extra
+from ..io.shot_fields import shot_extra, shot_view_names
 from ..preprocess import DEFAULT_TARGET_SIZE, preprocess_frame
 from ..shot.align import ShotAssembler
 from ..shot.chunks import DEFAULT_OVERLAP, Chunk, choose_chunk_size, plan_chunks
@@ -289,8 +289,7 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
         paths = [by_number[n] for n in frames.numbers]
     else:
         paths = [info_.path] * count
-    stem = Path(info_.path).stem.replace("%", "").replace("#", "").rstrip("._-") or "shot"
-    names = [f"{stem}_{n:05d}" for n in frames.numbers]
+    names = shot_view_names(Path(info_.path).name, frames.numbers)
     provenance = make_provenance(
         checkpoint=Path(weights_path).name if weights_path else None, checkpoint_sha256=checkpoint_sha,
         mode=mode, precision=precision_name(dtype), device=device_text,

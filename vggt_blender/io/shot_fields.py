@@ -15,6 +15,7 @@ before. `check_shot_fields` gives a file with malformed shot keys one clear line
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,14 @@ class ShotFields:
     source_size: tuple[int, int]
     source_frame_count: int
     source_first_number: int = 0
+
+
+def shot_view_names(source_name: str, frame_numbers: Any) -> list[str]:
+    """Each view's name: the source's file name without its extension and frame pattern, and the frame number
+    (`plate.####.exr`, frame 12 -> `plate_00012`). `source_name` is a base name, without folders."""
+    stem = source_name.rsplit(".", 1)[0] if "." in source_name else source_name
+    stem = re.sub(r"%0?\d*d|#+", "", stem).rstrip("._- ") or "shot"
+    return [f"{stem}_{int(n):05d}" for n in frame_numbers]
 
 
 def shot_extra(frame_numbers: Any, fps_numerator: int, fps_denominator: int, source_video: str,

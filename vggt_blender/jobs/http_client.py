@@ -184,12 +184,15 @@ class ServiceClient:
         return self.json("DELETE", f"/v1/jobs/{job_id}")
 
     def submit(self, photos: list[str], options: dict, progress: Callable[[int, int], None] | None = None,
-               should_abort: Callable[[], bool] | None = None) -> dict:
-        """Upload the photos (each under its own file name) and the options; returns the 202 answer."""
+               should_abort: Callable[[], bool] | None = None, video: str | None = None) -> dict:
+        """Upload the photos (each under its own file name), or one video, and the options; returns the 202
+        answer."""
         body = Multipart()
         body.add_field("options", json.dumps(options, ensure_ascii=True))
         for photo in photos:
             body.add_file("photos", Path(photo))
+        if video is not None:
+            body.add_file("video", Path(video))
         total = body.length()
 
         def counted() -> Iterator[bytes]:
@@ -207,8 +210,8 @@ class ServiceClient:
                              headers={"Content-Type": body.content_type, "Content-Length": str(total)},
                              timeout=max(self.timeout, 120.0))
         except OSError as exc:  # a photo that cannot be read while streaming
-            raise ServiceError(f"{exc.filename}: cannot read the photo ({exc.strerror or exc})",
-                               code="bad_image", file=exc.filename) from None
+            raise ServiceError(f"{exc.filename}: cannot read the file ({exc.strerror or exc})",
+                               code="bad_video" if video else "bad_image", file=exc.filename) from None
 
     def download(self, path: str, target: Path, timeout: float | None = None) -> Path:
         """GET `path` into `target` through a temporary file beside it: `target` is whole or untouched."""

@@ -6,6 +6,10 @@
     job.cancel()    # stops the upload, or cancels the job on the server
     job.fetch(folder)
 
+A shot travels too: a video file is uploaded whole and the server picks its frames (every, start, end,
+max_frames); of an image sequence only the frames the same rule picks here are uploaded, with their frame
+numbers, so a plate of EXRs is not sent whole for every 4th frame.
+
 The result files are downloaded beside the request's `output` (each through a temporary file) before the
 result message is reported, so a job is "done" only with every file complete on this machine: a scene is
 never built from half a download. A connection that drops while the job runs is retried (polling resumes
@@ -30,6 +34,11 @@ from .local import LocalJob, remove_paths
 from ..io.atomic import TEMP_PREFIX
 from ..io.photo_paths import collect_images
 from ..options import DEFAULT_CONFIG
+from ..shot.selection import FrameSelection, is_sequence_pattern, is_video_path, select_frame_numbers
+from ..shot.selection import sequence_files, shot_failure
+
+SHOT_KEYS = ("chunk_size", "overlap", "fps")  # sent with any shot
+SELECTION_KEYS = ("every", "start", "end", "max_frames")  # sent with a video; applied here for a sequence
 
 RETRY_STATUSES = (429, 503)  # queue full, model loading: the server asks to come back later
 
@@ -60,11 +69,34 @@ class RemoteJob(Job):
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self.log_path.write_text(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} server {self.client.url}\n",
                                      encoding="utf-8")
-        self.photos, warnings = collect_images(self.request["images"])  # a missing photo fails at once, here
-        for line in warnings:
-            self._events.put(protocol.warning(line))
+        self.video: str | None = None
+        self.sequence: dict | None = None
+        images = list(self.request["images"])
+        if len(images) == 1 and is_video_path(images[0]):
+            self.video = os.path.abspath(images[0])
+            if not os.path.isfile(self.video):  # a missing file fails at once, here
+                raise shot_failure(self.video, "the file does not exist")
+            self.photos = []
+        elif len(images) == 1 and (is_sequence_pattern(images[0])
+                                   or (self.request.get("sequence") and os.path.isdir(images[0]))):
+            self.photos, self.sequence = self._sequence_frames(images[0])
+        else:
+            self.photos, warnings = collect_images(images)  # a missing photo fails at once, here
+            for line in warnings:
+                self._events.put(protocol.warning(line))
         self._thread = threading.Thread(target=self._run, daemon=True, name="vggt-remote-job")
         self._thread.start()
+
+    def _sequence_frames(self, path: str) -> tuple[list[str], dict]:
+        """The files of the frames the request picks from an image sequence, and its sequence_frames option."""
+        files = sequence_files(path)
+        first = files[0][0]
+        numbers = [number - first for number, _ in files]
+        picked = set(select_frame_numbers(numbers, FrameSelection.from_request(self.request), path))
+        chosen = [(number, file) for number, (_, file) in zip(numbers, files) if number in picked]
+        sequence = {"pattern": os.path.abspath(path), "numbers": [n for n, _ in chosen], "first_number": first,
+                    "frame_count": len(files)}
+        return [os.path.abspath(f) for _, f in chosen], sequence
 
     def _receive(self) -> list[dict]:
         out = []
@@ -143,10 +175,17 @@ class RemoteJob(Job):
 
     def _options(self, health: dict) -> dict:
         request = self.request
-        options = {"images": [os.path.abspath(p) for p in self.photos], "output": str(self._output()),
-                   "precision": request["precision"], "mode": request["mode"], "fast_path": request["fast_path"]}
+        options = {"images": [self.video] if self.video else [os.path.abspath(p) for p in self.photos],
+                   "output": str(self._output()), "precision": request["precision"], "mode": request["mode"],
+                   "fast_path": request["fast_path"]}
         if request["config"] != DEFAULT_CONFIG or health.get("model") == DEFAULT_CONFIG:
             options["config"] = request["config"]  # the server refuses a model it does not run
+        if request.get("refine"):
+            options["refine"] = request["refine"]
+        shot_keys = SHOT_KEYS + SELECTION_KEYS if self.video else SHOT_KEYS if self.sequence else ()
+        options.update({key: request[key] for key in shot_keys if request.get(key) is not None})
+        if self.sequence is not None:
+            options["sequence_frames"] = self.sequence
         return options
 
     def _output(self) -> Path:
@@ -157,13 +196,16 @@ class RemoteJob(Job):
         self._send(protocol.progress("connecting", 0.0, client.url))
         health = self._retrying("connecting", client.health)
         limits = health.get("limits") or {}
+        what = "frames" if self.sequence else "photos"
         if limits.get("max_photos") and len(self.photos) > limits["max_photos"]:
-            raise ServiceError(f"{len(self.photos)} photos, but the server {client.url} takes at most "
+            raise ServiceError(f"{len(self.photos)} {what}, but the server {client.url} takes at most "
                                f"{int(limits['max_photos'])} in one job", code="bad_request")
-        size = sum(os.path.getsize(p) for p in self.photos)
+        size = sum(os.path.getsize(p) for p in self.photos or [self.video])
         if limits.get("max_upload_mb") and size > limits["max_upload_mb"] * 2**20:
-            raise ServiceError(f"the photos add up to {size / 2**20:.0f} MB, but the server {client.url} takes at "
-                               f"most {limits['max_upload_mb']:g} MB in one job", code="bad_request")
+            sent = f"the video is {size / 2**20:.0f} MB" if self.video else \
+                f"the {what} add up to {size / 2**20:.0f} MB"
+            raise ServiceError(f"{sent}, but the server {client.url} takes at most {limits['max_upload_mb']:g} MB "
+                               "in one job", code="bad_request")
         options = self._options(health)
 
         def upload() -> dict:
@@ -176,7 +218,8 @@ class RemoteJob(Job):
                     self._send(protocol.progress("uploading", done / total, f"{done / 2**20:.1f} of "
                                                                             f"{total / 2**20:.1f} MB"))
 
-            return client.submit(self.photos, options, progress=sent, should_abort=self._cancel.is_set)
+            return client.submit(self.photos, options, progress=sent, should_abort=self._cancel.is_set,
+                                 video=self.video)
 
         if self._cancel.is_set():
             raise ServiceError("cancelled", code="cancelled")

@@ -98,11 +98,16 @@ UPLOAD_BODY = {
         "type": "object",
         "properties": {
             "photos": {"type": "array", "items": {"type": "string", "format": "binary"},
-                       "description": "one part per photo, in order"},
-            "options": {"type": "string", "description": "JSON object: precision, mode, fast_path, images "
-                                                         "(the client's path of each photo), output"},
+                       "description": "one part per photo (or per chosen frame of an image sequence), in order"},
+            "video": {"type": "string", "format": "binary",
+                      "description": "one video file instead of photos (a shot: every, start, end, max_frames "
+                                     "in options)"},
+            "options": {"type": "string", "description": "JSON object: precision, mode, fast_path, refine, "
+                                                         "images (the client's path of each photo, or of the "
+                                                         "video), output; for a shot every, start, end, "
+                                                         "max_frames, chunk_size, overlap, fps; for sequence "
+                                                         "frames sequence_frames"},
         },
-        "required": ["photos"],
     }}},
 }
 # What a client does next with a job it submitted (OpenAPI links: also what a stateful fuzzer follows).
@@ -194,7 +199,7 @@ def create_app(get_service: Callable[[], Service], title: str = "VGGT reconstruc
               openapi_extra={"requestBody": UPLOAD_BODY}, tags=["jobs"], operation_id="submit_job",
               responses={202: {"links": JOB_LINKS}, **_errors(400, 401, 413, 422, 429, 503)})
     async def submit(request: Request) -> JSONResponse:
-        """Upload photos (repeated `photos` parts) and `options`; the job is queued."""
+        """Upload photos (repeated `photos` parts) or one `video`, and `options`; the job is queued."""
         service = get_service()
         check_accepting(service)  # before a byte of the body is read
         folder = service.store.new_upload()
@@ -202,16 +207,15 @@ def create_app(get_service: Callable[[], Service], title: str = "VGGT reconstruc
             upload = await receive(request.headers.get("content-type"), request.headers.get("content-length"),
                                    request.stream(), folder, service.config.max_upload_bytes,
                                    service.config.max_photos)
-            if upload.video is not None:
-                raise ApiError(422, "bad_request", "this server's worker reads photos only; extract the video's "
-                                                   "frames and send them as photos")
             try:
-                options = parse_options(upload.options, upload.photos, service.config.model)
+                options = parse_options(upload.options, upload.photos, service.config.model, upload.video)
             except RequestError as exc:
                 raise ApiError(422, exc.code, exc.message) from None
-            await run_in_threadpool(verify_photos, upload)
+            await run_in_threadpool(verify_photos, upload, options["kind"] == "sequence")
             check_accepting(service)  # the queue may have filled while this upload arrived
-            job_id = service.store.submit(folder, upload.photos, upload.stored, options)
+            sent, stored = (upload.photos, upload.stored) if upload.video is None else \
+                ([upload.video], [str(upload.video_stored)])
+            job_id = service.store.submit(folder, sent, stored, options)
         except BaseException:
             service.store.discard_upload(folder)
             raise

@@ -13,16 +13,29 @@ from typing import Any
 
 from ..errors import RequestError
 from ..jobs.protocol import parse_request  # the worker's own checks of every field's type and choices
+from ..shot.selection import SEQUENCE_EXTENSIONS
 
+# A shot's frame choice is made where the frames are: the server's for an uploaded video; the client's for an
+# image sequence (it uploads only the frames it picked, see SEQUENCE_KEYS).
+SELECTION_KEYS = ("every", "start", "end", "max_frames")
+SHOT_KEYS = SELECTION_KEYS + ("chunk_size", "overlap", "fps")
 CLIENT_KEYS = ("images", "output", "precision", "mode", "fast_path", "config", "model", "device", "weights",
-               "download", "keep_alive", "type")
+               "download", "keep_alive", "type", "refine", "sequence_frames", *SHOT_KEYS)
+# "sequence_frames": the uploaded photos are frames of one image sequence. `pattern` is the sequence as the
+# client names it, `numbers` each uploaded frame's 0-based frame number (ascending), `first_number` the number
+# in the name of the sequence's first file, `frame_count` how many frames the whole sequence has.
+SEQUENCE_KEYS = ("pattern", "numbers", "first_number", "frame_count")
 MAX_OPTIONS_BYTES = 256 * 1024
 DEFAULT_OUTPUT = "reconstruction.npz"
+PHOTOS, VIDEO, SEQUENCE = "photos", "video", "sequence"
 
 
-def parse_options(raw: bytes | None, photo_names: list[str], server_model: str) -> dict:
-    """The checked options: `precision`, `mode`, `fast_path` (worker request values), `client_images` (one
-    client path per uploaded photo) and `client_output`. RequestError (-> 422) names the first problem."""
+def parse_options(raw: bytes | None, photo_names: list[str], server_model: str, video: str | None = None) -> dict:
+    """The checked options: `precision`, `mode`, `fast_path` (worker request values), `kind` (photos, video or
+    sequence), `shot` (the worker's shot fields that were given), `refine`, `sequence` (the sequence_frames
+    object, or None), `client_images` (one client path per uploaded photo, or the client's video) and
+    `client_output`. `video` is the name an uploaded video was sent under. RequestError (-> 422) names the
+    first problem."""
     data: Any = {}
     if raw is not None and raw.strip():
         try:
@@ -47,19 +60,61 @@ def parse_options(raw: bytes | None, photo_names: list[str], server_model: str) 
     if data.get("device") not in (None, "auto"):
         raise RequestError("the server chooses the device; leave 'device' out (or \"auto\")")
 
+    sequence = data.get("sequence_frames")
+    kind = VIDEO if video is not None else SEQUENCE if sequence is not None else PHOTOS
+    shot = {key: data[key] for key in SHOT_KEYS if data.get(key) is not None}
+    if kind == PHOTOS and shot:
+        raise RequestError(f"'{next(iter(shot))}' is for a shot: send a video, or the frames of an image "
+                           "sequence with 'sequence_frames'")
+    if kind == SEQUENCE:
+        chosen = [key for key in SELECTION_KEYS if key in shot]
+        if chosen:
+            raise RequestError(f"'{chosen[0]}': a sequence's frames are chosen by the client (upload only "
+                               "those frames, with their numbers in 'sequence_frames')")
+        if video is not None:
+            raise RequestError("'sequence_frames' is for uploaded photos, not for a video")
+        sequence = _check_sequence(sequence, photo_names)
+
     images = data.get("images")
+    uploaded = [video] if video is not None else list(photo_names)
     if images is None:
-        images = list(photo_names)
+        images = uploaded
     output = data.get("output", DEFAULT_OUTPUT)
     # The worker's checks for types and choices, on a request with the server's own values filled in.
     request = parse_request({"images": images if isinstance(images, list) and images else ["x"],
                              "output": output if isinstance(output, str) else output,
                              "precision": data.get("precision", "auto"), "mode": data.get("mode", "crop"),
-                             "fast_path": data.get("fast_path", "auto"), "config": server_model})
-    if not isinstance(images, list) or len(images) != len(photo_names):
-        raise RequestError(f"'images' must list one client path per uploaded photo ({len(photo_names)}), "
-                           f"in upload order")
+                             "fast_path": data.get("fast_path", "auto"), "config": server_model,
+                             "refine": data.get("refine", False), **shot})
+    if not isinstance(images, list) or len(images) != len(uploaded):
+        what = "the uploaded video" if video is not None else "uploaded photo"
+        raise RequestError(f"'images' must list one client path per {what} ({len(uploaded)}), in upload order")
     if not request["output"].lower().endswith(".npz"):
         raise RequestError(f"'output' must name a .npz file: {request['output']}")
     return {"precision": request["precision"], "mode": request["mode"], "fast_path": request["fast_path"],
+            "kind": kind, "shot": shot, "refine": request["refine"], "sequence": sequence,
             "client_images": [str(p) for p in images], "client_output": request["output"]}
+
+
+def _check_sequence(value: Any, photo_names: list[str]) -> dict:
+    if not isinstance(value, dict) or set(value) != set(SEQUENCE_KEYS):
+        raise RequestError("'sequence_frames' must be an object with " + ", ".join(SEQUENCE_KEYS))
+    numbers = value["numbers"]
+    if not isinstance(value["pattern"], str) or not value["pattern"]:
+        raise RequestError("'sequence_frames.pattern' must be the sequence's path as the client names it")
+    if not isinstance(numbers, list) or len(numbers) != len(photo_names):
+        raise RequestError(f"'sequence_frames.numbers' must give one frame number per uploaded photo "
+                           f"({len(photo_names)})")
+    for key, items in (("numbers", numbers), ("first_number", [value["first_number"]]),
+                       ("frame_count", [value["frame_count"]])):
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in items):
+            raise RequestError(f"'sequence_frames.{key}' must hold whole numbers, 0 or more")
+    if any(b <= a for a, b in zip(numbers, numbers[1:])):
+        raise RequestError("'sequence_frames.numbers' must be ascending, each frame once")
+    if value["frame_count"] < len(numbers):
+        raise RequestError("'sequence_frames.frame_count' is smaller than the number of frames sent")
+    endings = {name.rpartition(".")[2].lower() for name in photo_names}
+    if len(endings) != 1 or f".{next(iter(endings))}" not in SEQUENCE_EXTENSIONS:
+        raise RequestError("the frames of a sequence must be files of one kind: "
+                           + ", ".join(SEQUENCE_EXTENSIONS))
+    return dict(value)

@@ -6,6 +6,7 @@ that the first real job does not wait for the weights (health says "loading" mea
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import threading
@@ -159,12 +160,16 @@ class DeviceRunner:
         from .results import client_stem
 
         out_name = safe_name(client_stem(options["client_output"]) + ".npz", "reconstruction")
-        request = {"images": [str(folder / "input" / name) for name in stored], "output": str(out / out_name),
-                   "precision": options["precision"], "mode": options["mode"], "fast_path": options["fast_path"],
-                   **self._model_fields()}
+        inputs, stored_paths = job_inputs(folder / "input", stored, options)
+        request = {"images": inputs, "output": str(out / out_name), "precision": options["precision"],
+                   "mode": options["mode"], "fast_path": options["fast_path"],
+                   "refine": options.get("refine", False), **options.get("shot", {}), **self._model_fields()}
         store.update(job_id, state=st.RUNNING, started=time.time(), runner=self.owner, stage="starting",
                      progress=0.0, message=f"on {self.device}")
-        public = _Publisher(folder, stored, sent)
+        names = list(sent)
+        if options.get("kind") == "sequence":  # the worker's messages name the sequence by its pattern
+            stored_paths, names = [*stored_paths, Path(inputs[0])], [*names, options["sequence"]["pattern"]]
+        public = _Publisher(folder, stored_paths, names)
         last_write = [0.0, ""]
 
         def on_message(message: dict) -> None:
@@ -205,7 +210,8 @@ class DeviceRunner:
             shutil.rmtree(out, ignore_errors=True)
             self._cancelled(job_id)
             return
-        files = localise(out / out_name, options["client_images"], options["client_output"])
+        files = localise(out / out_name, options["client_images"], options["client_output"],
+                         options.get("sequence"))
         summary = dict(final.get("summary") or {})
         summary["path"] = files[0]["path"]
         store.finish(job_id, st.DONE, stage="done", progress=1.0, message="done",
@@ -223,12 +229,33 @@ class DeviceRunner:
                           add_message={"type": "error", "code": code, "message": message, "file": file})
 
 
+def job_inputs(input_folder: Path, stored: list[str], options: dict) -> tuple[list[str], list[Path]]:
+    """The worker request's `images` for a job, and the path each uploaded file has when it runs. Photos and a
+    video are used where they were saved. The frames of an image sequence are first renamed by the client's
+    frame numbers (frames/frame.00000012.exr), so the worker reads one numbered sequence whose gaps are the
+    client's gaps."""
+    sequence = options.get("sequence")
+    if options.get("kind") != "sequence" or sequence is None:
+        paths = [input_folder / name for name in stored]
+        return [str(p) for p in paths], paths
+    frames = input_folder / "frames"
+    frames.mkdir(exist_ok=True)
+    ending = stored[0].rpartition(".")[2]
+    paths = []
+    for name, number in zip(stored, sequence["numbers"]):
+        target = frames / f"frame.{int(number):08d}.{ending}"
+        if not target.exists():  # a job taken again after its runner died finds them renamed already
+            os.replace(input_folder / name, target)
+        paths.append(target)
+    return [str(frames / f"frame.%08d.{ending}")], paths
+
+
 class _Publisher:
     """Server paths out of what a client sees: a stored photo becomes the name it was uploaded as, and the
     job's folder disappears from other paths."""
 
-    def __init__(self, folder: Path, stored: list[str], sent: list[str]) -> None:
-        self.pairs = sorted(((str(folder / "input" / s), n) for s, n in zip(stored, sent)),
+    def __init__(self, folder: Path, stored_paths: list[Path], sent: list[str]) -> None:
+        self.pairs = sorted(((str(path), n) for path, n in zip(stored_paths, sent)),
                             key=lambda pair: -len(pair[0]))
         self.folder = str(folder) + "/"
 

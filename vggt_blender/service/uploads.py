@@ -1,8 +1,9 @@
 """Receive a job upload (multipart/form-data) straight to files, checking the limits while the bytes arrive.
 
-Parts: repeated `photos` (one file each), or one `video`; one `options` (JSON text). Every photo is written
-under a safe, unique name inside the upload's own folder (names.py), whatever name the client sent; the body
-is abandoned, and the folder removed, as soon as it passes the size or photo-count limit.
+Parts: repeated `photos` (one file each: photos, or the chosen frames of an image sequence), or one `video`;
+one `options` (JSON text). Every file is written under a safe, unique name inside the upload's own folder
+(names.py), whatever name the client sent; the body is abandoned, and the folder removed, as soon as it passes
+the size or photo-count limit.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ..io.photo_paths import is_image_file
+from ..shot.selection import SEQUENCE_EXTENSIONS, VIDEO_EXTENSIONS
 from .job_options import MAX_OPTIONS_BYTES
 from .names import UniqueNames, base_name
 
@@ -45,6 +47,7 @@ class Upload:
     stored: list[str] = field(default_factory=list)  # the safe names they were saved under
     options: bytes | None = None
     video: str | None = None  # the name the video was sent under
+    video_stored: str | None = None  # the safe name it was saved under (in folder/input)
 
 
 class _Parts:
@@ -93,7 +96,7 @@ class _Parts:
                 raise ApiError(413, "too_many_photos", f"more than {self.max_photos} photos in one job (the "
                                                        "server's --max-photos)")
             label = sent or f"photo {len(upload.photos) + 1}"
-            if not is_image_file(sent):
+            if not (is_image_file(sent) or sent.lower().endswith(SEQUENCE_EXTENSIONS)):  # EXR: sequence frames
                 raise ApiError(400, "bad_image", f"{label}: not an image file name (JPEG, PNG, TIFF, WebP...)",
                                file=label)
             stored = self.names.take(sent)
@@ -103,9 +106,14 @@ class _Parts:
         elif name == "video":
             if upload.video is not None or upload.photos:
                 raise ApiError(422, "bad_request", "send photos or one video, not both")
-            upload.video = sent or "video"
+            label = sent or "video"
+            if not sent.lower().endswith(VIDEO_EXTENSIONS):
+                raise ApiError(400, "bad_video", f"{label}: not a video file name ("
+                               + ", ".join(VIDEO_EXTENSIONS[:4]) + "...)", file=label)
+            upload.video = sent
+            upload.video_stored = self.names.take(sent, "video")
             self._buffer = None
-            self._file = open(upload.folder / "video.bin", "xb")
+            self._file = open(upload.folder / "input" / upload.video_stored, "xb")
         elif name == "options":
             if upload.options is not None:
                 raise ApiError(422, "bad_request", "more than one options part")
@@ -178,14 +186,23 @@ async def receive(content_type: str | None, content_length: str | None, stream: 
     return upload
 
 
-def verify_photos(upload: Upload) -> None:
+def verify_photos(upload: Upload, sequence: bool = False) -> None:
     """Open every photo's header (and check PNG chunks) so that a broken file is refused at once, naming the
-    file as it was sent; a fault only a full decode finds fails the job later, named the same way."""
+    file as it was sent; a fault only a full decode finds fails the job later, named the same way. A video,
+    and EXR frames (Pillow has no reader), are left to the worker, which names them the same way."""
+    for sent in upload.photos:
+        if not sequence and not is_image_file(sent):
+            raise ApiError(400, "bad_image", f"{sent}: not an image file name (JPEG, PNG, TIFF, WebP...)",
+                           file=sent)
+    if upload.video is not None and not (upload.folder / "input" / str(upload.video_stored)).stat().st_size:
+        raise ApiError(400, "bad_video", f"{upload.video}: the file is empty (0 bytes)", file=upload.video)
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:  # a server without Pillow leaves all checks to the worker
         return
     for sent, stored in zip(upload.photos, upload.stored):
+        if not is_image_file(sent):
+            continue
         path = upload.folder / "input" / stored
         try:
             with Image.open(path) as image:

@@ -7,18 +7,30 @@ image sequence the file number minus the first file's number (gaps stay gaps).
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
-from ..errors import RequestError
+from ..errors import ImageLoadError, RequestError
 
 # File endings taken as videos (anything PyAV opens would do; these decide "video or photos?" cheaply).
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mxf", ".mts", ".m2ts", ".ts", ".mpg",
                     ".mpeg", ".wmv", ".flv", ".y4m", ".gif")
 # Image sequences: Pillow reads the first four, PyAV's FFmpeg reads EXR.
 SEQUENCE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr")
+
+
+class ShotError(ImageLoadError):
+    """A video or image sequence that cannot be read (one line naming the file)."""
+
+    code = "bad_video"
+
+
+def shot_failure(path: str, problem: str) -> ShotError:
+    return ShotError(f"{path}: {problem}", file=path)
 
 
 @dataclass(frozen=True)
@@ -119,8 +131,6 @@ def is_shot_input(inputs: Sequence[str | os.PathLike]) -> bool:
 def sequence_pattern_for(path: str | os.PathLike) -> str:
     """`/plates/sh010.1001.exr` -> `/plates/sh010.####.exr` (the file's last number as a pattern); a path
     that is a video, a folder or already a pattern is returned as it is."""
-    import re
-
     text = os.fspath(path)
     folder, name = os.path.split(text)
     if is_video_path(text) or is_sequence_pattern(text) or not name:
@@ -130,3 +140,69 @@ def sequence_pattern_for(path: str | os.PathLike) -> str:
     if match is None or ext.lower() not in SEQUENCE_EXTENSIONS:
         return text
     return os.path.join(folder, stem[:match.start(1)] + "#" * len(match.group(1)) + match.group(2) + ext)
+
+
+# ---- the files of an image sequence (stdlib: a remote client picks the frames it uploads with the same rule)
+
+_TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)$")
+
+
+def _pattern_regex(name: str) -> tuple[re.Pattern, str]:
+    """`shot.%04d.png` / `shot.####.png` -> a regex capturing the number, and a glob for candidates."""
+    printf = re.search(r"%0?(\d*)d", name)
+    if printf:
+        head, tail = name[:printf.start()], name[printf.end():]
+        width = int(printf.group(1) or 0)
+    else:
+        hashes = re.search(r"#+", name)
+        if not hashes:
+            raise ValueError(name)
+        head, tail = name[:hashes.start()], name[hashes.end():]
+        width = len(hashes.group(0)) if len(hashes.group(0)) > 1 else 0
+    digits = r"(\d{%d,})" % width if width else r"(\d+)"
+    return re.compile("^" + re.escape(head) + digits + re.escape(tail) + "$"), glob.escape(head) + "*" + \
+        glob.escape(tail)
+
+
+def _numbered_files(folder: str, regex: re.Pattern | None, pattern: str) -> list[tuple[int, str]]:
+    found: list[tuple[int, str]] = []
+    for candidate in glob.glob(os.path.join(glob.escape(folder), pattern)):
+        name = os.path.basename(candidate)
+        if regex is not None:
+            match = regex.match(name)
+            if match:
+                found.append((int(match.group(1)), candidate))
+            continue
+        stem, ext = os.path.splitext(name)
+        match = _TRAILING_NUMBER.match(stem)
+        if ext.lower() in SEQUENCE_EXTENSIONS and match:
+            found.append((int(match.group(2)), candidate))
+    return sorted(found)
+
+
+def sequence_files(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """(number in the file name, file) of every frame of an image sequence, ascending: a folder of numbered
+    files (one name prefix) or a `%04d`/`####` pattern. ShotError names the problem."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        files = _numbered_files(path, None, "*")
+        prefixes = {(_TRAILING_NUMBER.match(os.path.splitext(os.path.basename(f))[0]).group(1),
+                     os.path.splitext(f)[1].lower()) for _, f in files}
+        if len(prefixes) > 1:
+            names = ", ".join(sorted(p + "#" + e for p, e in prefixes)[:4])
+            raise shot_failure(path, f"holds more than one numbered sequence ({names}): name one with a pattern "
+                               "such as shot.%04d.png")
+    elif is_sequence_pattern(path):
+        folder = os.path.dirname(path) or "."
+        regex, pattern = _pattern_regex(os.path.basename(path))
+        files = _numbered_files(folder, regex, pattern)
+    else:
+        raise shot_failure(path, "is not an image sequence (give a folder of numbered images or a pattern such "
+                           "as shot.%04d.png or shot.####.png)")
+    if not files:
+        raise shot_failure(path, "no numbered image files found (supported: " + ", ".join(SEQUENCE_EXTENSIONS)
+                           + ")")
+    numbers = [n for n, _ in files]
+    if len(set(numbers)) != len(numbers):
+        raise shot_failure(path, "two files carry the same frame number")
+    return files

@@ -13,9 +13,7 @@ Image sequences: PNG/JPEG/TIFF through Pillow (the same loader as photos), EXR t
 
 from __future__ import annotations
 
-import glob
 import os
-import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Iterator, Sequence
@@ -23,17 +21,11 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageLoadError, RequestError
-from .selection import SEQUENCE_EXTENSIONS, FrameSelection, fps_fraction, is_sequence_pattern, is_video_path
-from .selection import select_frame_numbers
+from ..errors import RequestError
+from .selection import FrameSelection, ShotError, fps_fraction, is_sequence_pattern
+from .selection import is_video_path, select_frame_numbers, sequence_files, shot_failure as _fail
 
 DEFAULT_SEQUENCE_FPS = Fraction(24)
-
-
-class ShotError(ImageLoadError):
-    """A video or image sequence that cannot be read (one line naming the file)."""
-
-    code = "bad_video"
 
 
 @dataclass
@@ -67,10 +59,6 @@ class ShotInfo:
                 "height": self.height, "rotation": self.rotation, "duration": self.duration,
                 "variable_frame_rate": self.variable_frame_rate, "pixel_format": self.pixel_format,
                 "codec": self.codec, "first_file_number": self.first_file_number}
-
-
-def _fail(path: str, problem: str) -> ShotError:
-    return ShotError(f"{path}: {problem}", file=path)
 
 
 def _import_av(path: str):
@@ -254,65 +242,11 @@ def _decode_video(info: ShotInfo, numbers: Sequence[int]) -> Iterator[tuple[int,
 
 # ------------------------------------------------------------------------------------------ image sequence
 
-_TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)$")
-
-
-def _pattern_regex(name: str) -> tuple[re.Pattern, str]:
-    """`shot.%04d.png` / `shot.####.png` -> a regex capturing the number, and a glob for candidates."""
-    printf = re.search(r"%0?(\d*)d", name)
-    if printf:
-        head, tail = name[:printf.start()], name[printf.end():]
-        width = int(printf.group(1) or 0)
-    else:
-        hashes = re.search(r"#+", name)
-        if not hashes:
-            raise ValueError(name)
-        head, tail = name[:hashes.start()], name[hashes.end():]
-        width = len(hashes.group(0)) if len(hashes.group(0)) > 1 else 0
-    digits = r"(\d{%d,})" % width if width else r"(\d+)"
-    return re.compile("^" + re.escape(head) + digits + re.escape(tail) + "$"), glob.escape(head) + "*" + \
-        glob.escape(tail)
-
-
-def _numbered_files(folder: str, regex: re.Pattern | None, pattern: str) -> list[tuple[int, str]]:
-    found: list[tuple[int, str]] = []
-    for candidate in glob.glob(os.path.join(glob.escape(folder), pattern)):
-        name = os.path.basename(candidate)
-        if regex is not None:
-            match = regex.match(name)
-            if match:
-                found.append((int(match.group(1)), candidate))
-            continue
-        stem, ext = os.path.splitext(name)
-        match = _TRAILING_NUMBER.match(stem)
-        if ext.lower() in SEQUENCE_EXTENSIONS and match:
-            found.append((int(match.group(2)), candidate))
-    return sorted(found)
-
-
 def probe_sequence(path: str | os.PathLike, fps: float | Fraction | None = None) -> ShotInfo:
     """A numbered image sequence: a folder of numbered files (one name prefix) or a `%04d`/`####` pattern."""
     path = os.fspath(path)
-    if os.path.isdir(path):
-        files = _numbered_files(path, None, "*")
-        prefixes = {(_TRAILING_NUMBER.match(os.path.splitext(os.path.basename(f))[0]).group(1),
-                     os.path.splitext(f)[1].lower()) for _, f in files}
-        if len(prefixes) > 1:
-            names = ", ".join(sorted(p + "#" + e for p, e in prefixes)[:4])
-            raise _fail(path, f"holds more than one numbered sequence ({names}): name one with a pattern such "
-                        "as shot.%04d.png")
-    elif is_sequence_pattern(path):
-        folder = os.path.dirname(path) or "."
-        regex, pattern = _pattern_regex(os.path.basename(path))
-        files = _numbered_files(folder, regex, pattern)
-    else:
-        raise _fail(path, "is not an image sequence (give a folder of numbered images or a pattern such as "
-                    "shot.%04d.png or shot.####.png)")
-    if not files:
-        raise _fail(path, "no numbered image files found (supported: " + ", ".join(SEQUENCE_EXTENSIONS) + ")")
+    files = sequence_files(path)
     numbers = [n for n, _ in files]
-    if len(set(numbers)) != len(numbers):
-        raise _fail(path, "two files carry the same frame number")
     first_number = numbers[0]
     first = _load_sequence_frame(files[0][1])
     rate = fps_fraction(fps) if fps else DEFAULT_SEQUENCE_FPS
