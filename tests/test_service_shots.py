@@ -113,6 +113,7 @@ def test_only_the_chosen_frames_of_a_sequence_are_uploaded_and_keep_their_number
     assert served.image_paths == [str(setup["plate"] / f"plate.{1001 + n}.png") for n in expected]
     assert served.image_names == local.image_names == [f"plate_{n:05d}" for n in expected]
     assert served.provenance_dict["shot"]["source"]["first_file_number"] == 1001
+    assert served.provenance_dict["shot"]["selection"] == {"every": 3, "start": 1, "end": None, "max_frames": 4}
     assert_same_numbers(served, local)
 
 
@@ -137,6 +138,8 @@ def test_refine_is_a_job_option(setup, tmp_path):
       "every": 2}, "chosen by the client"),
     ({"sequence_frames": {"pattern": "p.####.png", "numbers": [0, 1], "first_number": 1, "frame_count": 1}},
      "smaller than the number of frames"),
+    ({"sequence_frames": {"pattern": "p.####.png", "numbers": [0, 10**300], "first_number": 1,
+                          "frame_count": 9}}, "whole numbers from 0 to"),
 ])
 def test_bad_shot_options_are_422(setup, options, words):
     frame = (setup["plate"] / "plate.1001.png").read_bytes()
@@ -154,6 +157,9 @@ def test_a_video_with_a_wrong_name_or_damaged_is_one_line_naming_it(setup):
     assert status == 400 and body["error"]["message"] == "empty.mp4: the file is empty (0 bytes)", body
     status, body = submit(server, [("a.png", b"x")], {}, video=("b.mp4", b"x"))
     assert status == 422 and "not both" in body["error"]["message"]
+    sequence = {"pattern": "p.####.png", "numbers": [0], "first_number": 1, "frame_count": 9}
+    status, body = submit(server, [], {"sequence_frames": sequence}, video=("b.mp4", b"x"))
+    assert status == 422 and "not for a video" in body["error"]["message"], body
     status, accepted = submit(server, [], {"images": ["/shots/broken.mp4"], "every": 2},
                               video=("broken.mp4", b"\x00\x00\x00\x18ftypmp42" + bytes(400)))
     assert status == 202, accepted
@@ -178,3 +184,15 @@ def test_command_line_sends_a_shot_to_the_server(setup, tmp_path, monkeypatch, c
     assert read_shot_fields(load_reconstruction(output)).frame_numbers.tolist() == [0, 8, 16]
     status, _ = call(setup["server"], "GET", "/v1/health", auth=False)
     assert status == 200
+
+
+def test_a_folder_with_frame_options_is_a_sequence_as_it_is_locally(setup, tmp_path):
+    # The engine's rule: a folder is a photo set unless frame options (or --sequence) ask for a sequence.
+    output = tmp_path / "folder.npz"
+    job, _ = run_remote(setup, {"images": [str(setup["plate"])], "output": str(output), "every": 6})
+    assert job.state == "done", (job.error_code, job.error_message)
+    assert read_shot_fields(load_reconstruction(output)).frame_numbers.tolist() == [0, 6, 12]
+    # Frame options with photos are refused here, before anything is sent, as the engine refuses them.
+    photos = write_photos(tmp_path / "photos", count=2)
+    job, _ = run_remote(setup, {"images": [str(p) for p in photos], "output": str(tmp_path / "p.npz"), "every": 2})
+    assert job.state == "failed" and job.error_code == "bad_request" and "need one video file" in job.error_message

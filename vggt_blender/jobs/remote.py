@@ -31,6 +31,7 @@ from . import protocol
 from .http_client import ServiceClient, ServiceError
 from .interface import FINAL_STATES, Job
 from .local import LocalJob, remove_paths
+from ..errors import RequestError
 from ..io.atomic import TEMP_PREFIX
 from ..io.photo_paths import collect_images
 from ..options import DEFAULT_CONFIG
@@ -72,14 +73,18 @@ class RemoteJob(Job):
         self.video: str | None = None
         self.sequence: dict | None = None
         images = list(self.request["images"])
+        # The engine's rule (engine/inference.py): a folder is a photo set unless asked for as a sequence.
+        asked = bool(self.request.get("sequence")) or any(self.request.get(k) is not None for k in SELECTION_KEYS)
         if len(images) == 1 and is_video_path(images[0]):
             self.video = os.path.abspath(images[0])
             if not os.path.isfile(self.video):  # a missing file fails at once, here
                 raise shot_failure(self.video, "the file does not exist")
             self.photos = []
-        elif len(images) == 1 and (is_sequence_pattern(images[0])
-                                   or (self.request.get("sequence") and os.path.isdir(images[0]))):
+        elif len(images) == 1 and (is_sequence_pattern(images[0]) or (asked and os.path.isdir(images[0]))):
             self.photos, self.sequence = self._sequence_frames(images[0])
+        elif asked:
+            raise RequestError("--every/--start/--end/--max-frames/--sequence need one video file or one image "
+                               "sequence (a folder or a pattern such as shot.%04d.png)")
         else:
             self.photos, warnings = collect_images(images)  # a missing photo fails at once, here
             for line in warnings:
@@ -95,7 +100,8 @@ class RemoteJob(Job):
         picked = set(select_frame_numbers(numbers, FrameSelection.from_request(self.request), path))
         chosen = [(number, file) for number, (_, file) in zip(numbers, files) if number in picked]
         sequence = {"pattern": os.path.abspath(path), "numbers": [n for n, _ in chosen], "first_number": first,
-                    "frame_count": len(files)}
+                    "frame_count": len(files),
+                    "selection": {k: self.request.get(k) for k in SELECTION_KEYS}}
         return [os.path.abspath(f) for _, f in chosen], sequence
 
     def _receive(self) -> list[dict]:

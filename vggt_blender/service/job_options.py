@@ -3,7 +3,8 @@
 The server, not the client, decides what touches its file system and hardware: `weights`, `download` and the
 model (`config`, alias `model`) are the server's, `device` is the runner's. `images` and `output` are the
 client's own paths: never opened here, only written back into the result so that it points at the client's
-copies of the photos (see results.py).
+copies of the photos (see results.py). A shot's frame choice is the server's for a video and the client's for
+an image sequence (it sends only the chosen frames, with their numbers).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ CLIENT_KEYS = ("images", "output", "precision", "mode", "fast_path", "config", "
                "download", "keep_alive", "type", "refine", "sequence_frames", *SHOT_KEYS)
 # "sequence_frames": the uploaded photos are frames of one image sequence. `pattern` is the sequence as the
 # client names it, `numbers` each uploaded frame's 0-based frame number (ascending), `first_number` the number
-# in the name of the sequence's first file, `frame_count` how many frames the whole sequence has.
+# in the name of the sequence's first file, `frame_count` how many frames the whole sequence has; optional
+# `selection`, the client's every/start/end/max_frames (recorded in the result's provenance).
 SEQUENCE_KEYS = ("pattern", "numbers", "first_number", "frame_count")
+MAX_FRAME_NUMBER = 10**9 - 1  # file names stay short (frame.%08d... and a little room)
 MAX_OPTIONS_BYTES = 256 * 1024
 DEFAULT_OUTPUT = "reconstruction.npz"
 PHOTOS, VIDEO, SEQUENCE = "photos", "video", "sequence"
@@ -61,6 +64,9 @@ def parse_options(raw: bytes | None, photo_names: list[str], server_model: str, 
         raise RequestError("the server chooses the device; leave 'device' out (or \"auto\")")
 
     sequence = data.get("sequence_frames")
+    if video is not None and sequence is not None:
+        raise RequestError("'sequence_frames' is for the frames of an image sequence sent as photos, not for a "
+                           "video")
     kind = VIDEO if video is not None else SEQUENCE if sequence is not None else PHOTOS
     shot = {key: data[key] for key in SHOT_KEYS if data.get(key) is not None}
     if kind == PHOTOS and shot:
@@ -71,8 +77,6 @@ def parse_options(raw: bytes | None, photo_names: list[str], server_model: str, 
         if chosen:
             raise RequestError(f"'{chosen[0]}': a sequence's frames are chosen by the client (upload only "
                                "those frames, with their numbers in 'sequence_frames')")
-        if video is not None:
-            raise RequestError("'sequence_frames' is for uploaded photos, not for a video")
         sequence = _check_sequence(sequence, photo_names)
 
     images = data.get("images")
@@ -97,8 +101,15 @@ def parse_options(raw: bytes | None, photo_names: list[str], server_model: str, 
 
 
 def _check_sequence(value: Any, photo_names: list[str]) -> dict:
-    if not isinstance(value, dict) or set(value) != set(SEQUENCE_KEYS):
-        raise RequestError("'sequence_frames' must be an object with " + ", ".join(SEQUENCE_KEYS))
+    if not isinstance(value, dict) or not set(SEQUENCE_KEYS) <= set(value) <= {*SEQUENCE_KEYS, "selection"}:
+        raise RequestError("'sequence_frames' must be an object with " + ", ".join(SEQUENCE_KEYS)
+                           + " (and optionally selection)")
+    selection = value.get("selection")
+    if selection is not None and (not isinstance(selection, dict) or not set(selection) <= set(SELECTION_KEYS)
+                                  or not all(v is None or (isinstance(v, int) and not isinstance(v, bool))
+                                             for v in selection.values())):
+        raise RequestError("'sequence_frames.selection' must be an object of " + ", ".join(SELECTION_KEYS)
+                           + " (whole numbers or null)")
     numbers = value["numbers"]
     if not isinstance(value["pattern"], str) or not value["pattern"]:
         raise RequestError("'sequence_frames.pattern' must be the sequence's path as the client names it")
@@ -107,8 +118,8 @@ def _check_sequence(value: Any, photo_names: list[str]) -> dict:
                            f"({len(photo_names)})")
     for key, items in (("numbers", numbers), ("first_number", [value["first_number"]]),
                        ("frame_count", [value["frame_count"]])):
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in items):
-            raise RequestError(f"'sequence_frames.{key}' must hold whole numbers, 0 or more")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_FRAME_NUMBER for n in items):
+            raise RequestError(f"'sequence_frames.{key}' must hold whole numbers from 0 to {MAX_FRAME_NUMBER}")
     if any(b <= a for a, b in zip(numbers, numbers[1:])):
         raise RequestError("'sequence_frames.numbers' must be ascending, each frame once")
     if value["frame_count"] < len(numbers):

@@ -81,4 +81,7 @@ def _localise_shot(rec, source: str, sequence: dict | None) -> None:  # noqa: AN
         if sequence is not None:
             described.update(first_file_number=int(sequence["first_number"]),
                              frame_count=int(sequence["frame_count"]))
+            described.pop("duration", None)  # the span of the uploaded frames, not of the client's sequence
+            if sequence.get("selection") is not None:
+                provenance["shot"]["selection"] = dict(sequence["selection"])
         rec.provenance = provenance

@@ -160,7 +160,11 @@ class DeviceRunner:
         from .results import client_stem
 
         out_name = safe_name(client_stem(options["client_output"]) + ".npz", "reconstruction")
-        inputs, stored_paths = job_inputs(folder / "input", stored, options)
+        try:
+            inputs, stored_paths = job_inputs(folder / "input", stored, options)
+        except OSError as exc:  # the job's own folder: say what failed without the server's paths
+            self._fail(job_id, "store_failed", f"cannot prepare the job's frames ({exc.strerror or 'error'})")
+            return
         request = {"images": inputs, "output": str(out / out_name), "precision": options["precision"],
                    "mode": options["mode"], "fast_path": options["fast_path"],
                    "refine": options.get("refine", False), **options.get("shot", {}), **self._model_fields()}

@@ -1,12 +1,13 @@
 """Jobs kept in the data folder, so that every process serving the API (one server, or many Ray replicas on a
 shared folder) sees the same queue and the same states, and a restarted server knows what happened.
 
-    <data>/uploads/<id>/          an upload being received (never queued; removed if it fails)
+    <data>/uploads/<random>/      an upload being received (never queued; removed if it fails)
     <data>/jobs/<id>/status.json  the job's state, replaced atomically by its one writer at a time
-    <data>/jobs/<id>/input/       the uploaded photos (safe names)
+    <data>/jobs/<id>/input/       the uploaded photos, video or sequence frames (safe names)
     <data>/jobs/<id>/out/         what the worker wrote
     <data>/jobs/<id>/cancel       marker: someone asked to cancel it
-    <data>/queue/<id>             one empty file per queued job; ids sort in arrival order
+    <data>/queue/<id>             one empty file per queued job; ids sort in arrival order (given at queueing,
+                                  under <data>/queue.lock)
     <data>/running/<id>@<owner>   a claimed job; its mtime is the owner's heartbeat
     <data>/runners/<owner>.json   each runner's state (loading, ready, error), device and job, refreshed often
 
@@ -17,6 +18,7 @@ owner only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -26,7 +28,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import VGGTError
 from ..io.atomic import atomic_write
@@ -71,6 +73,23 @@ def _owner_dead(owner: str) -> bool:
     if len(parts) != 3 or parts[0] != _owner_host() or not parts[1].isdigit():
         return False
     return int(parts[1]) != os.getpid() and not _pid_alive(int(parts[1]))
+
+
+@contextlib.contextmanager
+def _folder_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` between processes where the system has flock (not Windows, where one
+    process serves the folder: the caller's thread lock is enough)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def new_status(job_id: str, photos: list[str], stored: list[str], options: dict) -> dict:
@@ -125,7 +144,9 @@ class JobStore:
     def submit(self, upload: Path, photos: list[str], stored: list[str], options: dict) -> str:
         """Make a received upload a queued job: a time-ordered id, its status, its folder, then its place in
         the queue. Returns the id."""
-        with self._id_lock:  # id and queue entry together: a runner never sees a later id before an earlier one
+        # Id and queue entry together, under a lock every process serving this folder takes (Ray replicas
+        # too, on one host): a runner never sees a later id queued before an earlier one.
+        with self._id_lock, _folder_lock(self.root / "queue.lock"):
             job_id = f"{max(time.time_ns() // 1000, self._last_stamp + 1):014x}{secrets.token_hex(8)}"
             self._last_stamp = int(job_id[:14], 16)
             self._write(upload / "status.json", new_status(job_id, photos, stored, options))
