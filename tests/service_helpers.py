@@ -141,3 +141,14 @@ def wait_for(server: Server, job_id: str, states: tuple[str, ...] = ("done", "fa
             return body
         time.sleep(0.1)
     raise TimeoutError(f"job {job_id} stayed {body['state']} ({body['stage']})")
+
+
+def follow(job, timeout: float = 240.0) -> list[dict]:  # noqa: ANN001 - a started Job
+    """Poll a started job until it ends (or `timeout`); every message it sent, in order."""
+    seen: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while not job.finished and time.monotonic() < deadline:
+        seen.extend(job.poll())
+        time.sleep(0.1)
+    seen.extend(job.poll())
+    return seen

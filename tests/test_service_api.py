@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service_helpers import TINY_CONFIG, TOKEN, Server, call, multipart, submit, wait_for
+from tests.service_helpers import TINY_CONFIG, TOKEN, Server, call, follow, multipart, submit, wait_for
 from tests.helpers import photo_pixels, write_photos, write_tiny_checkpoint
 from vggt_blender.io.reconstruction import load_reconstruction  # noqa: E402
 from vggt_blender.jobs.remote import RemoteJob  # noqa: E402
@@ -308,11 +308,7 @@ def test_remote_job_runs_like_a_local_one_and_fetches_upright_copies(setup, tmp_
                "config": str(TINY_CONFIG), "device": "cpu"}
     job = RemoteJob(server.url, TOKEN, request, poll_interval=0.2)
     job.start()
-    seen: list[dict] = []
-    deadline = time.monotonic() + 240
-    while not job.finished and time.monotonic() < deadline:
-        seen.extend(job.poll())
-        time.sleep(0.1)
+    seen = follow(job)
     assert job.state == "done", (job.error_code, job.error_message)
     stages = [e["stage"] for e in seen if e["type"] == "progress"]
     assert stages[0] == "connecting" and "uploading" in stages and "inference" in stages

@@ -5,7 +5,6 @@ with the client's paths and frame numbers."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers import write_photos, write_tiny_checkpoint
-from tests.service_helpers import TINY_CONFIG, TOKEN, Server, call, submit, wait_for
+from tests.service_helpers import TINY_CONFIG, TOKEN, Server, call, follow, submit, wait_for
 from tests.video_helpers import frame_pattern, read_number, write_video
 from vggt_blender.io.reconstruction import load_reconstruction
 from vggt_blender.io.shot_fields import read_shot_fields
@@ -45,13 +44,7 @@ def run_remote(setup, request: dict) -> tuple[RemoteJob, list[dict]]:
     job = RemoteJob(setup["server"].url, TOKEN, {"config": str(TINY_CONFIG), "device": "cpu", "precision": "auto",
                                                  "mode": "crop", "fast_path": "auto", **request}, poll_interval=0.2)
     job.start()
-    seen: list[dict] = []
-    deadline = time.monotonic() + 240
-    while not job.finished and time.monotonic() < deadline:
-        seen.extend(job.poll())
-        time.sleep(0.1)
-    seen.extend(job.poll())
-    return job, seen
+    return job, follow(job)
 
 
 def run_local(setup, inputs: list[str], output: Path, **shot):
