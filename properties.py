@@ -105,6 +105,10 @@ class VGGT_PG_settings(SceneOptionProperties, bpy.types.PropertyGroup):
     shot_end: IntProperty(name="End", default=-1, min=-1, description="Last frame, inclusive (-1: the last)")
     shot_max_frames: IntProperty(name="Max Frames", default=0, min=0,
                                  description="At most this many frames, spread over the shot (0: no limit)")
+    refine_cameras: BoolProperty(
+        name="Refine Cameras", default=False,
+        description="After the model: bundle-adjust the cameras against features matched in the photos (takes "
+                    "minutes on a CPU; in Server mode it runs on the server)")
     shot_refine: BoolProperty(
         name="Refine and Track", default=True,
         description="After the model: bundle-adjust one lens and the camera path against features matched in "

@@ -65,6 +65,12 @@ def runtime_python(prefs=None) -> str | None:
     return str(python) if python.is_file() else None
 
 
+def uses_server(prefs=None) -> bool:
+    """True when the preferences send jobs to a reconstruction server (no local runtime needed)."""
+    prefs = prefs if prefs is not None else get_prefs()
+    return prefs is not None and getattr(prefs, "inference_source", "LOCAL") == "SERVER"
+
+
 def weights_argument(prefs=None) -> str | None:
     prefs = prefs if prefs is not None else get_prefs()
     if prefs is None or not prefs.weights_path.strip():

@@ -201,7 +201,7 @@ class ReconstructionRun(WorkerRun):
             raise VGGTError("No photos chosen: add photos or a folder in the VGGT panel first")
         missing = [p for p in self.photos if not Path(p).is_file() and "#" not in Path(p).name]
         if missing:
-            raise VGGTError(f"{missing[0]}: the photo does not exist", file=missing[0])
+            raise VGGTError(f"{missing[0]}: the {'shot' if shot else 'photo'} does not exist", file=missing[0])
         folder = runtime.default_output_dir()
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -221,11 +221,13 @@ class ReconstructionRun(WorkerRun):
             "config": (prefs.model_config.strip() or None) if prefs else None,
             "download": False,
             "fast_path": getattr(prefs, "fast_path", "auto") if prefs else "auto",
+            # Photos: bundle adjustment after the model when asked (a shot brings its own choice).
+            "refine": bool(settings.refine_cameras) and not shot,
             **shot,
         }
         # The job checks the runtime Python and the weights itself, and fails with their error code.
         self.python = runtime.runtime_python(prefs)
-        if prefs is not None and getattr(prefs, "inference_source", "LOCAL") == "SERVER":
+        if runtime.uses_server(prefs):
             from .server import remote_job
 
             self.job = remote_job(prefs, self.request, self.log_path)

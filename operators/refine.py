@@ -59,6 +59,10 @@ class RefineRun(WorkerRun):
         self.log_path = str(self.output.with_suffix(".log"))
         self.request = {"type": REFINE, "input": source, "output": str(self.output), "refine": refine or True}
         self.python = runtime.runtime_python(prefs)
+        if self.python is None and runtime.uses_server(prefs):
+            raise VGGTError("Refine Cameras runs in this machine's inference runtime, which Server mode does not "
+                            "set up: tick Refine Cameras before Reconstruct to refine on the server, or install "
+                            "the runtime in the add-on preferences")
         self.job = LocalJob(self.python, self.request, self.log_path, caller="blender",
                             keep_alive=bool(getattr(prefs, "keep_worker", True)))
         self.message = "Starting the inference runtime"

@@ -129,6 +129,8 @@ class VGGT_PT_main(bpy.types.Panel):
             box.prop(settings, "plane_step")
         box.prop(settings, "scale")
         box.prop(settings, "background_images")
+        if not settings.shot_path:  # a shot has its own Refine and Track (panels/shot_panel.py)
+            box.prop(settings, "refine_cameras")
 
         # Run
         if job.running:
@@ -144,10 +146,9 @@ class VGGT_PT_main(bpy.types.Panel):
         else:
             row = layout.row()
             row.scale_y = 1.5
-            row.enabled = bool(paths)
+            row.enabled = bool(paths) or bool(settings.shot_path)  # photos, or a chosen shot alone
             row.operator("vggt.reconstruct", icon="OUTLINER_OB_CAMERA")
-            python = runtime.runtime_python()
-            if python is None:
+            if not runtime.uses_server() and runtime.runtime_python() is None:
                 layout.label(text="No inference runtime: see the add-on preferences", icon="ERROR")
         if job.last_error and not job.running:
             layout.label(text=job.last_error[:200], icon="ERROR")

@@ -15,6 +15,7 @@ from tests.service_helpers import TOKEN, Server
 from tests.test_extension_blender import RUNTIME_PYTHON, extension_zip, job_inputs, run_driver  # noqa: F401
 
 DRIVER_SERVER = r'''
+import json
 import numpy as np
 pkg = install()
 p = prefs(pkg)
@@ -31,9 +32,11 @@ p.precision = "fp32"
 settings = bpy.context.scene.vggt
 bpy.ops.vggt.add_photos(directory=ARGS["photos"])
 settings.plane_step = 8
+settings.refine_cameras = True  # bundle adjustment on the server, with the job
 OUT["result"] = sorted(bpy.ops.vggt.reconstruct())
 job = bpy.context.window_manager.vggt_job
 OUT["last_error"] = job.last_error
+OUT["warnings"] = [w.text for w in job.last_warnings]
 coll = bpy.data.collections.get(job.last_result)
 OUT["kinds"] = kinds_in(coll) if coll else []
 OUT["cameras"] = sum(1 for ob in coll.all_objects if ob.get("vggt_kind") == "camera") if coll else 0
@@ -42,6 +45,7 @@ OUT["npz"] = path
 if path:
     with np.load(path) as z:
         OUT["image_paths"] = [str(x) for x in z["image_paths"]]
+        OUT["refinement"] = "refinement" in json.loads(str(z["provenance"]))
 OUT["images"] = sorted(bpy.path.abspath(im.filepath) for im in bpy.data.images if im.filepath)
 # A shot through the server: the video is uploaded, the server picks the frames, the camera is on the plate.
 bpy.ops.vggt.choose_shot(filepath=ARGS["video"])
@@ -84,6 +88,8 @@ def test_server_mode_reconstructs_through_the_server(extension_zip, job_inputs, 
     photos = [str(Path(job_inputs["photos"]) / f"frame_{i}.png") for i in (1, 2, 3)]
     assert r["image_paths"] == photos  # this machine's photos, not the server's copies
     assert set(photos) <= set(r["images"])  # and the scene's camera backgrounds show them
+    # Refine Cameras went with the job: the server refined, or said why the model's cameras stay (random weights).
+    assert r["refinement"] or any("feed-forward cameras are kept" in w for w in r["warnings"]), r["warnings"]
     # The shot: frames 1, 7, 13, 19 of this machine's video, keyed from scene frame 2, on its Movie Clip.
     assert r["shot_result"] == ["FINISHED"] and r["shot_error"] == "", r
     assert r["shot_kinds"] == ["animated_camera"]

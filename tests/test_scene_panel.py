@@ -27,6 +27,7 @@ ROTATED = Path(__file__).parent / "fixtures" / "exif_orientation_6.jpg"  # store
 
 
 BUTTONS: dict[str, SimpleNamespace] = {}  # the last button drawn per operator
+ENABLED: dict[str, bool] = {}  # whether that button's row could be clicked
 
 
 class Layout:
@@ -51,6 +52,7 @@ class Layout:
         self.log.append(("operator", idname, icon))
         button = SimpleNamespace()  # the operator properties the panel sets on its button
         BUTTONS[idname] = button
+        ENABLED[idname] = self.enabled
         return button
 
     def prop(self, data, path: str, **kwargs) -> None:
@@ -204,3 +206,68 @@ def test_refine_cameras_solves_one_lens_for_a_shot(tmp_path, kind):
     draw(active_object=col.objects[0])
     # A video is one physical camera: its Refine Cameras button solves one lens for every frame.
     assert BUTTONS["vggt.refine_cameras"].shared_intrinsics is (kind == "video")
+
+
+def test_reconstruct_can_be_clicked_with_photos_or_a_shot_alone(tmp_path, photo_folder):
+    settings = bpy.context.scene.vggt
+    draw()
+    assert ENABLED["vggt.reconstruct"] is False  # nothing chosen
+    settings.shot_path = str(tmp_path / "plate.mp4")  # a movie and no photos: what a matchmover does
+    draw()
+    assert ENABLED["vggt.reconstruct"] is True
+    settings.shot_path = ""
+    bpy.ops.vggt.add_photos(directory=str(photo_folder), files=[{"name": "a.jpg"}])
+    draw()
+    assert ENABLED["vggt.reconstruct"] is True
+
+
+def test_refine_cameras_is_a_reconstruct_option_and_server_mode_needs_no_runtime(monkeypatch, photo_folder):
+    runtime = importlib.import_module(f"{EXT.__name__}.runtime")
+    reconstruct = importlib.import_module(f"{EXT.__name__}.operators.reconstruct")
+    settings = bpy.context.scene.vggt
+    bpy.ops.vggt.add_photos(directory=str(photo_folder))
+    local = SimpleNamespace(inference_source="LOCAL", runtime_source="CUSTOM", python_path="", weights_path="",
+                            checkpoint="vggt-1b", device="cpu", precision="fp32", model_config="", keep_worker=False,
+                            fast_path="auto", server_url="http://127.0.0.1:9", server_token="t" * 20)
+    monkeypatch.setattr(runtime, "get_prefs", lambda context=None: local)
+    fields = [entry[2] for entry in draw() if entry[0] == "prop"]
+    assert "refine_cameras" in fields
+    assert "No inference runtime: see the add-on preferences" in labels(draw())
+    assert reconstruct.ReconstructionRun(bpy.context).request["refine"] is False
+    settings.refine_cameras = True
+    run = reconstruct.ReconstructionRun(bpy.context)
+    assert run.request["refine"] is True and type(run.job).__name__ == "LocalJob"
+    # Server mode: the job goes to the server, refinement with it, and no local runtime is asked for.
+    local.inference_source = "SERVER"
+    assert "No inference runtime: see the add-on preferences" not in labels(draw())
+    run = reconstruct.ReconstructionRun(bpy.context)
+    assert run.request["refine"] is True and type(run.job).__name__ == "RemoteJob"
+    # A shot brings its own choice (Refine and Track); the photo option is not shown for it.
+    settings.shot_path = str(photo_folder / "plate.mp4")
+    settings.shot_refine = False
+    with pytest.raises(Exception, match="plate.mp4: the shot does not exist"):
+        reconstruct.ReconstructionRun(bpy.context)
+    (photo_folder / "plate.mp4").write_bytes(b"not opened here")
+    assert reconstruct.ReconstructionRun(bpy.context).request["refine"] is False
+    assert "refine_cameras" not in [entry[2] for entry in draw() if entry[0] == "prop"]
+
+
+def test_refine_cameras_in_server_mode_without_a_runtime_says_what_to_do(monkeypatch, tmp_path):
+    from vggt_blender.io.reconstruction import save_reconstruction
+
+    runtime = importlib.import_module(f"{EXT.__name__}.runtime")
+    refine = importlib.import_module(f"{EXT.__name__}.operators.refine")
+    n = 2
+    rec = make_reconstruction(np.full((n, 12, 16), 2.0, np.float32),
+                              np.array([np.hstack([np.eye(3), np.zeros((3, 1))])] * n),
+                              np.array([[[14.0, 0, 8], [0, 14.0, 6], [0, 0, 1]]] * n),
+                              image_paths=["/nowhere/a.jpg", "/nowhere/b.jpg"])
+    path = save_reconstruction(tmp_path / "room.npz", rec)
+    col = build.build_scene(rec, SceneOptions(create_point_cloud=False, background_images=False), "room",
+                            source_path=str(path))
+    server = SimpleNamespace(inference_source="SERVER", runtime_source="CUSTOM", python_path="", keep_worker=False)
+    monkeypatch.setattr(runtime, "get_prefs", lambda context=None: server)
+    with pytest.raises(Exception, match="tick Refine Cameras before Reconstruct to refine on the server"):
+        refine.RefineRun(bpy.context, col, {"shared_intrinsics": False})
+    server.inference_source = "LOCAL"  # locally the job itself reports the missing runtime, as Reconstruct does
+    assert type(refine.RefineRun(bpy.context, col, True).job).__name__ == "LocalJob"
