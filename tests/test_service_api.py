@@ -338,7 +338,10 @@ def test_command_line_server_option_runs_without_torch(setup, tmp_path):
     done = subprocess.run(args, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr
     assert "wrote" in done.stderr and "1 image(s)" in done.stderr
-    assert load_reconstruction(output).image_paths == [str(setup["photos"][0])]
+    served = load_reconstruction(output)
+    assert served.image_paths == [str(setup["photos"][0])]
+    # Stood upright as a local run would be (--align auto, the default), here, without torch.
+    assert "alignment" in served.extra and "aligned:" in done.stderr, done.stderr
     env["VGGT_SERVER_TOKEN"] = "wrong-token-0123456789abcdef"
     refused = subprocess.run(args[:-1] + ["-o", str(tmp_path / "other.npz")], capture_output=True, text=True,
                              timeout=120, env=env)

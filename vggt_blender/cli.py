@@ -259,6 +259,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         if args.server:
             summary = _reconstruct_on_server(args, output, bar)
             rec = None  # the server has it; the downloaded file is checked when it is opened
+            if args.align != "none":  # stood upright here as a local run would be (numpy only, no torch)
+                from .io.reconstruction import load_reconstruction
+
+                _align_after_reconstruct(load_reconstruction(output), output, args.align, bar,
+                                         compress=args.compress)
         else:
             from .engine.inference import reconstruct_to_file
 
