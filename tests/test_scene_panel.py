@@ -271,3 +271,45 @@ def test_refine_cameras_in_server_mode_without_a_runtime_says_what_to_do(monkeyp
         refine.RefineRun(bpy.context, col, {"shared_intrinsics": False})
     server.inference_source = "LOCAL"  # locally the job itself reports the missing runtime, as Reconstruct does
     assert type(refine.RefineRun(bpy.context, col, True).job).__name__ == "LocalJob"
+
+
+def test_files_dropped_on_the_sidebar_choose_the_shot_or_add_the_photos(tmp_path, photo_folder):
+    """Blender calls a file handler's operator through its invoke with the dropped paths set: it must take
+    them at once (no file browser), and only a drop on the VGGT sidebar is ours."""
+    from vggt_blender.shot.selection import VIDEO_EXTENSIONS
+
+    shot_ops = importlib.import_module(f"{EXT.__name__}.operators.shot")
+    for cls in shot_ops.classes:
+        bpy.utils.register_class(cls)
+    try:
+        assert {cls.bl_import_operator for cls in (shot_ops.VGGT_FH_shot, photos_ops.VGGT_FH_photos)} == \
+            {"vggt.choose_shot", "vggt.add_photos"}
+        assert set(shot_ops.VGGT_FH_shot.bl_file_extensions.split(";")) == set(VIDEO_EXTENSIONS)
+        assert ".jpg" in photos_ops.VGGT_FH_photos.bl_file_extensions.split(";")
+        where = {(area, region): shot_ops.VGGT_FH_shot.poll_drop(
+            SimpleNamespace(area=SimpleNamespace(type=area), region=SimpleNamespace(type=region)))
+            for area in ("VIEW_3D", "IMAGE_EDITOR") for region in ("UI", "WINDOW")}
+        assert where == {("VIEW_3D", "UI"): True, ("VIEW_3D", "WINDOW"): False, ("IMAGE_EDITOR", "UI"): False,
+                         ("IMAGE_EDITOR", "WINDOW"): False}
+        assert photos_ops.VGGT_FH_photos.poll_drop(SimpleNamespace(area=SimpleNamespace(type="VIEW_3D"),
+                                                                   region=SimpleNamespace(type="UI")))
+        # Blender calls invoke with the dropped paths set (a headless bpy.ops call skips invoke: call it here).
+        browsers: list = []
+        context = SimpleNamespace(window_manager=SimpleNamespace(fileselect_add=browsers.append))
+        for cls, dropped in ((shot_ops.VGGT_OT_choose_shot, {"filepath"}),
+                             (photos_ops.VGGT_OT_add_photos, {"directory", "files"})):
+            for given in (dropped, set()):
+                op = SimpleNamespace(properties=SimpleNamespace(is_property_set=given.__contains__),
+                                     execute=lambda _context: {"FINISHED"})
+                assert cls.invoke(op, context, None) == ({"FINISHED"} if given else {"RUNNING_MODAL"})
+        assert len(browsers) == 2  # only the clicks without paths opened the file browser
+        video = tmp_path / "plate.mov"
+        video.write_bytes(b"a movie")
+        assert bpy.ops.vggt.choose_shot("INVOKE_DEFAULT", filepath=str(video)) == {"FINISHED"}
+        assert bpy.context.scene.vggt.shot_path == str(video)
+        assert bpy.ops.vggt.add_photos("INVOKE_DEFAULT", directory=str(photo_folder),
+                                       files=[{"name": "a.jpg"}, {"name": "c.jpg"}]) == {"FINISHED"}
+        assert [Path(p).name for p in bpy.context.scene.vggt.photo_paths()] == ["a.jpg", "c.jpg"]
+    finally:
+        for cls in reversed(shot_ops.classes):
+            bpy.utils.unregister_class(cls)
