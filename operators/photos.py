@@ -10,13 +10,14 @@ from bpy_extras.io_utils import ImportHelper
 
 from ..vggt_blender.errors import VGGTError
 from ..vggt_blender.io.photo_paths import collect_images
+from .drop import DropImport, SidebarDrop
 
 
 # What a drop on the panel takes as photos (the file browser's filter, lower-case and upper-case alike).
 DROP_PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif")
 
 
-class VGGT_OT_add_photos(bpy.types.Operator, ImportHelper):
+class VGGT_OT_add_photos(DropImport, bpy.types.Operator, ImportHelper):
     """Add photos to the list: select several files, or none to add every image in the folder (natural order)"""
 
     bl_idname = "vggt.add_photos"
@@ -28,14 +29,9 @@ class VGGT_OT_add_photos(bpy.types.Operator, ImportHelper):
     filter_image: BoolProperty(default=True, options={"HIDDEN"})
     files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
     directory: StringProperty(subtype="DIR_PATH", options={"SKIP_SAVE"})
+    drop_properties = ("directory", "files")  # what a drop on the panel sets (VGGT_FH_photos)
     replace: BoolProperty(name="Replace List", default=False,
                           description="Replace the current photo list instead of adding to it")
-
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if self.properties.is_property_set("files") or self.properties.is_property_set("directory"):
-            return self.execute(context)  # photos dropped on the panel (VGGT_FH_photos)
-        context.window_manager.fileselect_add(self)  # the button: the file browser
-        return {"RUNNING_MODAL"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         directory = self.directory or os.path.dirname(self.filepath)
@@ -88,19 +84,13 @@ class VGGT_OT_remove_photo(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class VGGT_FH_photos(bpy.types.FileHandler):
+class VGGT_FH_photos(SidebarDrop, bpy.types.FileHandler):
     """Photos dragged from the desktop onto the VGGT sidebar are added to the photo list"""
 
     bl_idname = "VGGT_FH_photos"
     bl_label = "VGGT: Add Photos"
     bl_import_operator = "vggt.add_photos"
     bl_file_extensions = ";".join(DROP_PHOTO_EXTENSIONS)
-
-    @classmethod
-    def poll_drop(cls, context: bpy.types.Context) -> bool:
-        from .shot import dropped_on_the_sidebar
-
-        return dropped_on_the_sidebar(context)
 
 
 classes = (VGGT_OT_add_photos, VGGT_OT_clear_photos, VGGT_OT_remove_photo, VGGT_FH_photos)

@@ -10,16 +10,10 @@ from bpy_extras.io_utils import ImportHelper
 
 from ..vggt_blender.shot.selection import SEQUENCE_EXTENSIONS, VIDEO_EXTENSIONS, is_video_path
 from ..vggt_blender.shot.selection import sequence_pattern_for
+from .drop import DropImport, SidebarDrop
 
 
-def dropped_on_the_sidebar(context: bpy.types.Context) -> bool:
-    """Where a file dropped from the desktop is ours: the 3D viewport's sidebar (the VGGT panel lives there).
-    The viewport itself keeps Blender's own drops (images as empties or planes, camera backgrounds)."""
-    area, region = getattr(context, "area", None), getattr(context, "region", None)
-    return area is not None and area.type == "VIEW_3D" and region is not None and region.type == "UI"
-
-
-class VGGT_OT_choose_shot(bpy.types.Operator, ImportHelper):
+class VGGT_OT_choose_shot(DropImport, bpy.types.Operator, ImportHelper):
     """Reconstruct a shot: a movie file, or any file of a numbered image sequence (the whole sequence)"""
 
     bl_idname = "vggt.choose_shot"
@@ -31,12 +25,6 @@ class VGGT_OT_choose_shot(bpy.types.Operator, ImportHelper):
     filter_glob: StringProperty(
         default=";".join(f"*{e};*{e.upper()}" for e in VIDEO_EXTENSIONS + SEQUENCE_EXTENSIONS),
         options={"HIDDEN"})
-
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if self.properties.is_property_set("filepath"):  # a movie dropped on the panel (VGGT_FH_shot)
-            return self.execute(context)
-        context.window_manager.fileselect_add(self)  # the button: the file browser
-        return {"RUNNING_MODAL"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         if not os.path.isfile(self.filepath):
@@ -75,17 +63,13 @@ def shot_request_fields(settings) -> dict:
     return fields
 
 
-class VGGT_FH_shot(bpy.types.FileHandler):
+class VGGT_FH_shot(SidebarDrop, bpy.types.FileHandler):
     """A movie file dragged from the desktop onto the VGGT sidebar becomes the panel's shot"""
 
     bl_idname = "VGGT_FH_shot"
     bl_label = "VGGT: Reconstruct This Shot"
     bl_import_operator = "vggt.choose_shot"
     bl_file_extensions = ";".join(VIDEO_EXTENSIONS)
-
-    @classmethod
-    def poll_drop(cls, context: bpy.types.Context) -> bool:
-        return dropped_on_the_sidebar(context)
 
 
 classes = (VGGT_OT_choose_shot, VGGT_OT_clear_shot, VGGT_FH_shot)

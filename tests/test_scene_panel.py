@@ -298,9 +298,10 @@ def test_files_dropped_on_the_sidebar_choose_the_shot_or_add_the_photos(tmp_path
         context = SimpleNamespace(window_manager=SimpleNamespace(fileselect_add=browsers.append))
         for cls, dropped in ((shot_ops.VGGT_OT_choose_shot, {"filepath"}),
                              (photos_ops.VGGT_OT_add_photos, {"directory", "files"})):
+            assert set(cls.drop_properties) == dropped
             for given in (dropped, set()):
                 op = SimpleNamespace(properties=SimpleNamespace(is_property_set=given.__contains__),
-                                     execute=lambda _context: {"FINISHED"})
+                                     execute=lambda _context: {"FINISHED"}, drop_properties=cls.drop_properties)
                 assert cls.invoke(op, context, None) == ({"FINISHED"} if given else {"RUNNING_MODAL"})
         assert len(browsers) == 2  # only the clicks without paths opened the file browser
         video = tmp_path / "plate.mov"
