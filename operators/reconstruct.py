@@ -10,7 +10,6 @@ leaves the scene unchanged. By default one worker stays alive between runs (the 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import bpy

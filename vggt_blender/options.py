@@ -208,6 +208,7 @@ __all__ = [
     "DEFAULT_PRECISION", "DEFAULT_MODE", "DEFAULT_FAST_PATH", "DEFAULT_CONFIG", "EXIT_OK", "EXIT_ERROR",
     "EXIT_CANCELLED", "InferenceOptions", "SceneOptions", "ALIGN_METHODS", "DEFAULT_ALIGN_METHOD",
     "RefineOptions", "REFINE_CAMERA_MODELS", "SOLVE_ERROR_WARN_PX", "ShotOptions", "SHOT_REQUEST_FIELDS",
+    "FRAME_SELECTION_FIELDS",
     "SHOT_OVERLAP_DEFAULT", "SEQUENCE_FPS_DEFAULT",
 ]
 
@@ -247,3 +248,5 @@ class ShotOptions:
 
 
 SHOT_REQUEST_FIELDS = tuple(f.name for f in fields(ShotOptions))
+# Of those, the ones that choose frames (shot/selection.FrameSelection); a frame option asks for a shot.
+FRAME_SELECTION_FIELDS = ("every", "start", "end", "max_frames")

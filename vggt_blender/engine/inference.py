@@ -633,18 +633,13 @@ from ..options import SHOT_REQUEST_FIELDS as SHOT_OPTIONS  # noqa: E402
 
 def _reconstruct_photos_or_shot(image_paths: Iterable[str], report: ProgressCallback, folder: Path,
                                 options: dict) -> Reconstruction:
-    from ..shot.selection import is_shot_input
+    from ..shot.selection import shot_input_kind
 
     inputs = [str(p) for p in image_paths]
     shot = {k: options.pop(k) for k in SHOT_OPTIONS if k in options}
-    sequence = bool(shot.pop("sequence", False))
-    # A folder is a photo set unless it is asked for as a sequence (--sequence or any frame option).
-    asked = sequence or any(shot.get(k) is not None for k in ("every", "start", "end", "max_frames"))
-    if not (is_shot_input(inputs) or (asked and len(inputs) == 1 and Path(inputs[0]).is_dir())):
-        if asked:
-            raise RequestError("--every/--start/--end/--max-frames/--sequence need one video file or one "
-                               "image sequence (a folder or a pattern such as shot.%04d.png)")
+    if shot_input_kind(inputs, shot) is None:  # photos (frame options with them are refused there)
         return reconstruct(inputs, progress=report, display_dir=folder, **options)
+    shot.pop("sequence", None)
     from .shot import reconstruct_shot, shot_request
 
     selection, shot_options = shot_request(shot)

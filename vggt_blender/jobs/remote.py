@@ -31,15 +31,14 @@ from . import protocol
 from .http_client import ServiceClient, ServiceError
 from .interface import FINAL_STATES, Job
 from .local import LocalJob, remove_paths
-from ..errors import RequestError
 from ..io.atomic import TEMP_PREFIX
 from ..io.photo_paths import collect_images
-from ..options import DEFAULT_CONFIG
-from ..shot.selection import FrameSelection, is_sequence_pattern, is_video_path, select_frame_numbers
-from ..shot.selection import sequence_files, shot_failure
+from ..options import DEFAULT_CONFIG, FRAME_SELECTION_FIELDS, SHOT_REQUEST_FIELDS
+from ..shot.selection import FrameSelection, select_frame_numbers, sequence_files, shot_failure, shot_input_kind
 
-SHOT_KEYS = ("chunk_size", "overlap", "fps")  # sent with any shot
-SELECTION_KEYS = ("every", "start", "end", "max_frames")  # sent with a video; applied here for a sequence
+# Frame options go with a video (the server picks its frames) and are applied here for a sequence; the other
+# shot fields go with either (`sequence` itself only says what the input is).
+RUN_KEYS = tuple(k for k in SHOT_REQUEST_FIELDS if k not in FRAME_SELECTION_FIELDS and k != "sequence")
 
 RETRY_STATUSES = (429, 503)  # queue full, model loading: the server asks to come back later
 
@@ -73,18 +72,14 @@ class RemoteJob(Job):
         self.video: str | None = None
         self.sequence: dict | None = None
         images = list(self.request["images"])
-        # The engine's rule (engine/inference.py): a folder is a photo set unless asked for as a sequence.
-        asked = bool(self.request.get("sequence")) or any(self.request.get(k) is not None for k in SELECTION_KEYS)
-        if len(images) == 1 and is_video_path(images[0]):
+        kind = shot_input_kind(images, self.request)  # the engine's own rule
+        if kind == "video":
             self.video = os.path.abspath(images[0])
             if not os.path.isfile(self.video):  # a missing file fails at once, here
                 raise shot_failure(self.video, "the file does not exist")
             self.photos = []
-        elif len(images) == 1 and (is_sequence_pattern(images[0]) or (asked and os.path.isdir(images[0]))):
+        elif kind == "sequence":
             self.photos, self.sequence = self._sequence_frames(images[0])
-        elif asked:
-            raise RequestError("--every/--start/--end/--max-frames/--sequence need one video file or one image "
-                               "sequence (a folder or a pattern such as shot.%04d.png)")
         else:
             self.photos, warnings = collect_images(images)  # a missing photo fails at once, here
             for line in warnings:
@@ -101,7 +96,7 @@ class RemoteJob(Job):
         chosen = [(number, file) for number, (_, file) in zip(numbers, files) if number in picked]
         sequence = {"pattern": os.path.abspath(path), "numbers": [n for n, _ in chosen], "first_number": first,
                     "frame_count": len(files),
-                    "selection": {k: self.request.get(k) for k in SELECTION_KEYS}}
+                    "selection": {k: self.request.get(k) for k in FRAME_SELECTION_FIELDS}}
         return [os.path.abspath(f) for _, f in chosen], sequence
 
     def _receive(self) -> list[dict]:
@@ -188,7 +183,7 @@ class RemoteJob(Job):
             options["config"] = request["config"]  # the server refuses a model it does not run
         if request.get("refine"):
             options["refine"] = request["refine"]
-        shot_keys = SHOT_KEYS + SELECTION_KEYS if self.video else SHOT_KEYS if self.sequence else ()
+        shot_keys = RUN_KEYS + FRAME_SELECTION_FIELDS if self.video else RUN_KEYS if self.sequence else ()
         options.update({key: request[key] for key in shot_keys if request.get(key) is not None})
         if self.sequence is not None:
             options["sequence_frames"] = self.sequence

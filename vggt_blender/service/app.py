@@ -211,7 +211,7 @@ def create_app(get_service: Callable[[], Service], title: str = "VGGT reconstruc
                 options = parse_options(upload.options, upload.photos, service.config.model, upload.video)
             except RequestError as exc:
                 raise ApiError(422, exc.code, exc.message) from None
-            await run_in_threadpool(verify_photos, upload, options["kind"] == "sequence")
+            await run_in_threadpool(verify_photos, upload, options["sequence"] is not None)
             check_accepting(service)  # the queue may have filled while this upload arrived
             sent, stored = (upload.photos, upload.stored) if upload.video is None else \
                 ([upload.video], [str(upload.video_stored)])

@@ -14,12 +14,13 @@ from typing import Any
 
 from ..errors import RequestError
 from ..jobs.protocol import parse_request  # the worker's own checks of every field's type and choices
+from ..options import FRAME_SELECTION_FIELDS, SHOT_REQUEST_FIELDS
 from ..shot.selection import SEQUENCE_EXTENSIONS
 
 # A shot's frame choice is made where the frames are: the server's for an uploaded video; the client's for an
 # image sequence (it uploads only the frames it picked, see SEQUENCE_KEYS).
-SELECTION_KEYS = ("every", "start", "end", "max_frames")
-SHOT_KEYS = SELECTION_KEYS + ("chunk_size", "overlap", "fps")
+SELECTION_KEYS = FRAME_SELECTION_FIELDS
+SHOT_KEYS = tuple(k for k in SHOT_REQUEST_FIELDS if k != "sequence")  # "sequence": the upload says what it is
 CLIENT_KEYS = ("images", "output", "precision", "mode", "fast_path", "config", "model", "device", "weights",
                "download", "keep_alive", "type", "refine", "sequence_frames", *SHOT_KEYS)
 # "sequence_frames": the uploaded photos are frames of one image sequence. `pattern` is the sequence as the

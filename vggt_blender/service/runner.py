@@ -171,7 +171,7 @@ class DeviceRunner:
         store.update(job_id, state=st.RUNNING, started=time.time(), runner=self.owner, stage="starting",
                      progress=0.0, message=f"on {self.device}")
         names = list(sent)
-        if options.get("kind") == "sequence":  # the worker's messages name the sequence by its pattern
+        if options.get("sequence"):  # the worker's messages name the sequence by its pattern
             stored_paths, names = [*stored_paths, Path(inputs[0])], [*names, options["sequence"]["pattern"]]
         public = _Publisher(folder, stored_paths, names)
         last_write = [0.0, ""]
@@ -238,8 +238,8 @@ def job_inputs(input_folder: Path, stored: list[str], options: dict) -> tuple[li
     video are used where they were saved. The frames of an image sequence are first renamed by the client's
     frame numbers (frames/frame.00000012.exr), so the worker reads one numbered sequence whose gaps are the
     client's gaps."""
-    sequence = options.get("sequence")
-    if options.get("kind") != "sequence" or sequence is None:
+    sequence = options.get("sequence")  # only a sequence job has one (job_options.py)
+    if sequence is None:
         paths = [input_folder / name for name in stored]
         return [str(p) for p in paths], paths
     frames = input_folder / "frames"

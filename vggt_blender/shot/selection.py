@@ -15,6 +15,7 @@ from fractions import Fraction
 from typing import Sequence
 
 from ..errors import ImageLoadError, RequestError
+from ..options import FRAME_SELECTION_FIELDS
 
 # File endings taken as videos (anything PyAV opens would do; these decide "video or photos?" cheaply).
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mxf", ".mts", ".m2ts", ".ts", ".mpg",
@@ -121,6 +122,23 @@ def is_sequence_pattern(path: str | os.PathLike) -> bool:
     """`shot.%04d.png` or `shot.####.png`: a numbered image sequence named by a pattern."""
     text = os.path.basename(os.fspath(path))
     return ("#" in text or "%" in text) and os.path.splitext(text)[1].lower() in SEQUENCE_EXTENSIONS
+
+
+def shot_input_kind(inputs: Sequence[str | os.PathLike], options: dict) -> str | None:
+    """"video", "sequence", or None for photos: what a request's inputs are, by the one rule the engine and
+    the remote client share. A folder is a photo set unless a shot is asked for (`sequence`, or any frame
+    option in `options`); frame options with photos are a RequestError."""
+    asked = bool(options.get("sequence")) or any(options.get(k) is not None for k in FRAME_SELECTION_FIELDS)
+    if len(inputs) == 1:
+        path = os.fspath(inputs[0])
+        if is_video_path(path):
+            return "video"
+        if is_sequence_pattern(path) or (asked and os.path.isdir(path)):
+            return "sequence"
+    if asked:
+        raise RequestError("--every/--start/--end/--max-frames/--sequence need one video file or one image "
+                           "sequence (a folder or a pattern such as shot.%04d.png)")
+    return None
 
 
 def is_shot_input(inputs: Sequence[str | os.PathLike]) -> bool:
