@@ -13,12 +13,14 @@ from ..errors import ImageLoadError
 
 @dataclass
 class Features:
-    """Keypoints in photo pixels (continuous, (0, 0) = top-left corner, like the file's intrinsics) and
-    L2-normalised float32 descriptors [K, 128]; `rgb` is the photo for colour look-ups."""
+    """Keypoints in photo pixels (continuous, (0, 0) = top-left corner, like the file's intrinsics), their
+    SIFT scale [K] (in the pixels they were detected in) and L2-normalised float32 descriptors [K, 128]; `rgb`
+    is the photo for colour look-ups."""
 
     xy: np.ndarray
     descriptors: np.ndarray
     rgb: np.ndarray
+    scale: np.ndarray
 
 
 def _read(path: str) -> "pycolmap.Bitmap":
@@ -58,13 +60,13 @@ def extract_features(path: str, size_wh: tuple[int, int], max_features: int, max
     keypoints, descriptors = extractor.extract_from_uint8_array(gray)
     xy = np.array([(kp.x, kp.y) for kp in keypoints], dtype=np.float64).reshape(-1, 2)
     desc = np.asarray(descriptors.data, dtype=np.float32).reshape(len(xy), 128)
+    size = np.array([kp.compute_scale() for kp in keypoints], dtype=np.float64).reshape(-1)
     if len(xy) > max_features:
         # COLMAP's limit counts detections, and one detection gives up to two orientations: a 779x520 photo
         # came back with 12,072 features for a limit of 4,096, and matching cost grows with the product.
         # Keep the coarsest (most repeatable) ones, as COLMAP itself drops the finest octaves first.
-        size = np.array([kp.compute_scale() for kp in keypoints])
         keep = np.sort(np.argsort(-size, kind="stable")[:max_features])
-        xy, desc = xy[keep], desc[keep]
+        xy, desc, size = xy[keep], desc[keep], size[keep]
     desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
     xy /= scale  # COLMAP's keypoints already use the pixel-corner origin
-    return Features(xy=xy, descriptors=desc, rgb=rgb[..., :3])
+    return Features(xy=xy, descriptors=desc, rgb=rgb[..., :3], scale=size)
