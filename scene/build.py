@@ -243,7 +243,7 @@ def _fill_shot(rec, shot, options: SceneOptions, name: str, scene, collection, t
             sensor = shot_camera.data.sensor_width if shot_camera.data.sensor_fit != "VERTICAL" else 36.0
             warnings += add_reconstruction_tracks(clip, rec, shot, sensor)
         if options.camera_mode == "both":
-            create_photo_cameras(rec, options.scale, collection, [], scene_size)
+            create_photo_cameras(rec, options.scale, collection, [], scene_size, lens_clips=False)
         t = lap("animated_camera", t)
     set_scene_from_shot(scene, shot, rec)
     if options.create_point_cloud:

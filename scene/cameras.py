@@ -89,9 +89,12 @@ def add_lens_clip(ob: bpy.types.Object, rec, view: int) -> list[str]:
 
 
 def create_photo_cameras(rec, scale: float, collection: bpy.types.Collection, images: list,
-                         scene_size: float, warnings: list[str] | None = None) -> list[bpy.types.Object]:
+                         scene_size: float, warnings: list[str] | None = None,
+                         lens_clips: bool = True) -> list[bpy.types.Object]:
     """One camera per photo, named after the photo's file stem, with its photo as background image and, when
-    the refinement solved a lens distortion, a lens clip (`add_lens_clip`). Lens warnings go to `warnings`."""
+    the refinement solved a lens distortion and `lens_clips`, a lens clip (`add_lens_clip`). Lens warnings go
+    to `warnings`. A shot's views pass `lens_clips=False`: their file is the whole video or sequence, and the
+    shot's own clip already holds the lens."""
     objects = []
     errors = solve_errors(rec)
     for i, stem in enumerate(rec.image_names):
@@ -111,7 +114,7 @@ def create_photo_cameras(rec, scale: float, collection: bpy.types.Collection, im
         store_image_properties(ob, params, i, str(rec.display_paths[i]), "camera")
         if errors[i] is not None:
             ob["vggt_solve_error"] = errors[i]  # mean reprojection error of the refined camera, photo pixels
-        for line in add_lens_clip(ob, rec, i):
+        for line in add_lens_clip(ob, rec, i) if lens_clips else ():
             # One line per kind of problem, not one per photo.
             if warnings is not None and not any(w.split(" (")[0] == line.split(" (")[0] for w in warnings):
                 warnings.append(line)

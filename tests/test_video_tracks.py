@@ -133,6 +133,12 @@ def test_import_writes_a_refined_shots_tracks_and_tracking_camera(tmp_path):
     assert tuple(cam.principal_point_pixels) == pytest.approx((K[0, 2], 120 - K[1, 2]), abs=1e-4)
     assert cam.distortion_model == "POLYNOMIAL" and cam.k1 == pytest.approx(-0.05) and cam.k2 == 0.0
     assert "vggt_warnings" not in col
+    # With a camera per view as well, the shot's clip stays the one clip: each view's "photo" is the whole
+    # video, so a lens clip per view would load it once per frame.
+    clips_before = len(bpy.data.movieclips)
+    both = build.import_reconstruction_file(path, SceneOptions(**CAMERAS_ONLY, camera_mode="both"))
+    assert len([o for o in both.objects if o.get("vggt_kind") == "camera"]) == len(numbers)
+    assert len(bpy.data.movieclips) == clips_before  # the same plate clip, loaded once
 
 
 def test_tangential_distortion_goes_into_blenders_brown_model_and_a_file_without_tracks_adds_none(tmp_path):
