@@ -241,20 +241,24 @@ _EXIT_STEPS: list[Callable[[], None]] = []
 
 
 def on_exit(step: Callable[[], None]) -> None:
-    """Run `step` when Blender quits, after the tasks are cancelled and before their threads are waited for
-    (e.g. end the kept worker, so its reader threads end too)."""
+    """Run `step` when Blender quits or the add-on is disabled, after the tasks are cancelled and before their
+    threads are waited for (e.g. end the kept worker, so its reader threads end too)."""
     if step not in _EXIT_STEPS:
         _EXIT_STEPS.append(step)
 
 
-def _at_exit() -> None:
-    """Blender (or a script using bpy) is quitting: stop everything of ours and let its threads end first."""
-    cancel_where(lambda _task: True, "Stopped: Blender is quitting")
+def _run_exit_steps() -> None:
     for step in _EXIT_STEPS:
         try:
             step()
         except Exception:  # noqa: BLE001 - quitting goes on whatever one step says
             pass
+
+
+def _at_exit() -> None:
+    """Blender (or a script using bpy) is quitting: stop everything of ours and let its threads end first."""
+    cancel_where(lambda _task: True, "Stopped: Blender is quitting")
+    _run_exit_steps()
     join_threads(EXIT_JOIN_SECONDS)
 
 
@@ -274,6 +278,7 @@ def register() -> None:
 
 def unregister() -> None:
     stop_all()
+    _run_exit_steps()  # before the wait: the kept worker's reader threads end with the worker
     _EXIT_STEPS.clear()
     # A thread that outlives a short wait keeps the exit hook, so quitting later still waits for it.
     if not join_threads(1.0):

@@ -484,8 +484,6 @@ def register() -> None:
 
 
 def unregister() -> None:
-    """Disabling the add-on mid-run: stop every task (the worker with it), end the kept worker, clear the panel."""
+    """Disabling the add-on mid-run: stop every task (the worker with it), end the kept worker (the exit step
+    registered above, which tasks.unregister runs too), clear the panel."""
     tasks.unregister()
-    from ..vggt_blender.jobs.local import close_shared_worker
-
-    close_shared_worker()
