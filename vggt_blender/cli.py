@@ -453,9 +453,7 @@ def cmd_refine(args: argparse.Namespace) -> int:
                             refine_principal_point=args.refine_principal_point, separate_focal=args.separate_focal)
     bar = StageProgress(quiet=args.quiet)
     try:
-        from .shot.source import shot_photos  # a video's frames (refinement reads photo files otherwise)
-
-        refined, report = refine_reconstruction(rec, options, progress=bar, photos=shot_photos(rec))
+        refined, report = refine_reconstruction(rec, options, progress=bar)
     finally:
         bar.finish()
     if report.suggestion:

@@ -24,7 +24,7 @@ from .. import options as opt
 from ..options import SHOT_REQUEST_FIELDS
 from .local import remove_paths
 from .protocol import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, ProtocolError, parse_request
-from ..errors import CancelledError, RequestError, VGGTError
+from ..errors import CancelledError, VGGTError
 
 
 class Cancelled(BaseException):
@@ -224,10 +224,8 @@ def _refine(rec: Any, output: Path, options: bool | dict, progress: Any, emit: E
     try:
         from ..refine import refine_reconstruction
 
-        from ..shot.source import shot_photos  # a video's frames (refinement reads photo files otherwise)
-
         refined, report = refine_reconstruction(rec, options if isinstance(options, dict) else None,
-                                                progress=progress, photos=shot_photos(rec))
+                                                progress=progress)
     except RefinementError as exc:
         emit.warning(f"{exc.message}; the feed-forward cameras are kept")
         return rec
@@ -249,9 +247,7 @@ def run_refine_request(request: dict, emit: Emitter, created: list[Path]) -> dic
 
     options = request["refine"] if isinstance(request["refine"], dict) else None
     emit.progress("refining", 0.0, f"refining {rec.num_images} cameras")
-    from ..shot.source import shot_photos
-
-    refined, report = refine_reconstruction(rec, options, progress=emit.progress, photos=shot_photos(rec))
+    refined, report = refine_reconstruction(rec, options, progress=emit.progress)
     for line in report.messages:
         emit.warning(line)
     existed = output.exists()

@@ -85,14 +85,19 @@ def refine_reconstruction(rec: Reconstruction, options: RefineOptions | dict | N
                           photos: Iterable[np.ndarray] | None = None) -> tuple[Reconstruction, RefineReport]:
     """Bundle-adjust the cameras of `rec` against SIFT matches found in its photos; see docs/REFINEMENT.md.
 
-    `photos`: the views' images in view order (uint8 RGB at the original size), for views that are not files
-    of their own (a video's frames: `shot.source.shot_photos`); None reads each view's photo file.
+    `photos`: the views' images in view order (uint8 RGB at the original size); None reads each view's photo
+    file, or for a video shot (whose views are not files of their own) decodes its frames
+    (`shot.source.shot_photos`).
 
     Returns a new Reconstruction (the input is not modified) and a RefineReport. A view that cannot be
     refined, or whose refined camera reprojects worse than its feed-forward one, keeps the feed-forward camera
     and gets a message. Raises RefinementError when fewer than two views can be refined.
     """
     started = time.monotonic()
+    if photos is None:
+        from ..shot.source import shot_photos  # None for photo sets and image sequences: their views are files
+
+        photos = shot_photos(rec)
     opts = RefineOptions.from_dict(options) if isinstance(options, dict) else (options or RefineOptions())
     n = rec.num_images
     if n < 2:
