@@ -229,3 +229,7 @@ def test_feature_limit_is_a_hard_limit_keeping_the_coarsest(tmp_path):
     # ...and the coarsest of them: their scales are the 300 largest of the full set (well above its median).
     np.testing.assert_allclose(np.sort(few.scale), np.sort(full.scale)[-300:], rtol=1e-6)
     assert few.scale.min() > np.median(full.scale)
+    # Each keypoint keeps the photo's colour under it (the photo itself is not kept: tracks get their colour
+    # from these).
+    x, y = few.xy[:, 0].astype(int), few.xy[:, 1].astype(int)
+    np.testing.assert_array_equal(few.colors, np.repeat(photo[y, x][:, None], 3, axis=1))

@@ -14,12 +14,13 @@ from ..errors import ImageLoadError
 @dataclass
 class Features:
     """Keypoints in photo pixels (continuous, (0, 0) = top-left corner, like the file's intrinsics), their
-    SIFT scale [K] (in the pixels they were detected in) and L2-normalised float32 descriptors [K, 128]; `rgb`
-    is the photo for colour look-ups."""
+    SIFT scale [K] (in the pixels they were detected in), L2-normalised float32 descriptors [K, 128] and the
+    photo's colour under each keypoint (uint8 [K, 3]). The photo itself is not kept: a long shot's frames
+    would all stay in memory."""
 
     xy: np.ndarray
     descriptors: np.ndarray
-    rgb: np.ndarray
+    colors: np.ndarray
     scale: np.ndarray
 
 
@@ -69,4 +70,6 @@ def extract_features(path: str, size_wh: tuple[int, int], max_features: int, max
         xy, desc, size = xy[keep], desc[keep], size[keep]
     desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
     xy /= scale  # COLMAP's keypoints already use the pixel-corner origin
-    return Features(xy=xy, descriptors=desc, rgb=rgb[..., :3], scale=size)
+    x = np.clip(xy[:, 0].astype(np.int64), 0, width - 1)
+    y = np.clip(xy[:, 1].astype(np.int64), 0, height - 1)
+    return Features(xy=xy, descriptors=desc, colors=np.ascontiguousarray(rgb[y, x, :3]), scale=size)

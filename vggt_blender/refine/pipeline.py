@@ -346,10 +346,6 @@ def _track_colors(feats, track: np.ndarray, view: np.ndarray, feat: np.ndarray, 
     acc = np.zeros((num, 3))
     for v in np.unique(view):
         sel = view == v
-        xy = feats[v].xy[feat[sel]]
-        rgb = feats[v].rgb
-        x = np.clip(xy[:, 0].astype(np.int64), 0, rgb.shape[1] - 1)
-        y = np.clip(xy[:, 1].astype(np.int64), 0, rgb.shape[0] - 1)
-        np.add.at(acc, track[sel], rgb[y, x].astype(np.float64))
+        np.add.at(acc, track[sel], feats[v].colors[feat[sel]].astype(np.float64))
     counts = np.maximum(np.bincount(track, minlength=num), 1)
     return np.clip(np.round(acc / counts[:, None]), 0, 255).astype(np.uint8)
