@@ -10,6 +10,7 @@ import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
+from tests.helpers import save_png
 from vggt_blender.extension_package import load_extension_package
 from vggt_blender.geometry.blender_camera import blender_camera_params, opencv_to_blender_points
 from vggt_blender.io.reconstruction import make_reconstruction
@@ -197,10 +198,7 @@ def test_animated_camera_lens_and_shift_interpolate_linearly():
 
 
 def _write_photo(path, width: int, height: int) -> str:
-    image = bpy.data.images.new(path.stem, width, height)
-    image.filepath_raw, image.file_format = str(path), "PNG"
-    image.save()
-    bpy.data.images.remove(image)
+    save_png(path, np.zeros((height, width, 3), np.uint8))
     return str(path)
 
 

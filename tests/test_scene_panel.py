@@ -20,6 +20,7 @@ EXT = load_extension_package("_vggt_ext_tests")
 properties = importlib.import_module(f"{EXT.__name__}.properties")
 photos_ops = importlib.import_module(f"{EXT.__name__}.operators.photos")
 main_panel = importlib.import_module(f"{EXT.__name__}.panels.main_panel")
+VGGTError = importlib.import_module(f"{EXT.__name__}.vggt_blender.errors").VGGTError  # the extension's own
 build = importlib.import_module(f"{EXT.__name__}.scene.build")
 node_groups = importlib.import_module(f"{EXT.__name__}.scene.node_groups")
 
@@ -39,7 +40,9 @@ class Layout:
         self.scale_y = 1.0
 
     def _child(self, *args, **kwargs) -> "Layout":
-        return Layout(self.log)
+        child = Layout(self.log)
+        child.enabled = self.enabled  # a greyed-out layout greys out what is inside it
+        return child
 
     row = column = box = split = _child
 
@@ -68,6 +71,8 @@ class Layout:
 
 def draw(active_object=None) -> list:
     log: list = []
+    BUTTONS.clear()
+    ENABLED.clear()
     context = SimpleNamespace(scene=bpy.context.scene, window_manager=bpy.context.window_manager,
                               active_object=active_object, preferences=bpy.context.preferences)
     main_panel.VGGT_PT_main.draw(SimpleNamespace(layout=Layout(log)), context)
@@ -192,20 +197,24 @@ def test_panel_shows_the_model_and_offers_only_depth_points_for_omega(monkeypatc
     assert runtime.selected_model(prefs) == (None if weights else checkpoint)
 
 
-@pytest.mark.parametrize("kind", ["video", "photos"])
+@pytest.mark.parametrize("kind", ["video", "sequence", "photos"])
 def test_refine_cameras_solves_one_lens_for_a_shot(tmp_path, kind):
     from tests.video_helpers import shot_reconstruction
 
-    rec = shot_reconstruction([0, 4, 8], tmp_path / "shot.mp4")
+    if kind == "sequence":
+        files = [str(tmp_path / f"plate.{1001 + n}.png") for n in (0, 4, 8)]
+        rec = shot_reconstruction([0, 4, 8], tmp_path / "plate.####.png", kind="sequence", files=files,
+                                  first_number=1001)
+    else:
+        rec = shot_reconstruction([0, 4, 8], tmp_path / "shot.mp4")
     if kind == "photos":
         rec.extra = {}
     col = build.build_scene(rec, SceneOptions(create_point_cloud=False, create_depth_planes=False,
                                               background_images=False), "shot")
     assert col["vggt_source_kind"] == kind
-    BUTTONS.clear()
     draw(active_object=col.objects[0])
-    # A video is one physical camera: its Refine Cameras button solves one lens for every frame.
-    assert BUTTONS["vggt.refine_cameras"].shared_intrinsics is (kind == "video")
+    # A video or an image sequence is one physical camera: its Refine Cameras button solves one lens for all.
+    assert BUTTONS["vggt.refine_cameras"].shared_intrinsics is (kind != "photos")
 
 
 def test_reconstruct_can_be_clicked_with_photos_or_a_shot_alone(tmp_path, photo_folder):
@@ -230,6 +239,7 @@ def test_refine_cameras_is_a_reconstruct_option_and_server_mode_needs_no_runtime
                             checkpoint="vggt-1b", device="cpu", precision="fp32", model_config="", keep_worker=False,
                             fast_path="auto", server_url="http://127.0.0.1:9", server_token="t" * 20)
     monkeypatch.setattr(runtime, "get_prefs", lambda context=None: local)
+    monkeypatch.setattr(runtime, "default_output_dir", lambda: photo_folder / "vggt")  # not the user's folder
     fields = [entry[2] for entry in draw() if entry[0] == "prop"]
     assert "refine_cameras" in fields
     assert "No inference runtime: see the add-on preferences" in labels(draw())
@@ -245,7 +255,7 @@ def test_refine_cameras_is_a_reconstruct_option_and_server_mode_needs_no_runtime
     # A shot brings its own choice (Refine and Track); the photo option is not shown for it.
     settings.shot_path = str(photo_folder / "plate.mp4")
     settings.shot_refine = False
-    with pytest.raises(Exception, match="plate.mp4: the shot does not exist"):
+    with pytest.raises(VGGTError, match="plate.mp4: the shot does not exist"):
         reconstruct.ReconstructionRun(bpy.context)
     (photo_folder / "plate.mp4").write_bytes(b"not opened here")
     assert reconstruct.ReconstructionRun(bpy.context).request["refine"] is False
@@ -267,7 +277,7 @@ def test_refine_cameras_in_server_mode_without_a_runtime_says_what_to_do(monkeyp
                             source_path=str(path))
     server = SimpleNamespace(inference_source="SERVER", runtime_source="CUSTOM", python_path="", keep_worker=False)
     monkeypatch.setattr(runtime, "get_prefs", lambda context=None: server)
-    with pytest.raises(Exception, match="tick Refine Cameras before Reconstruct to refine on the server"):
+    with pytest.raises(VGGTError, match="tick Refine Cameras before Reconstruct to refine on the server"):
         refine.RefineRun(bpy.context, col, {"shared_intrinsics": False})
     server.inference_source = "LOCAL"  # locally the job itself reports the missing runtime, as Reconstruct does
     assert type(refine.RefineRun(bpy.context, col, True).job).__name__ == "LocalJob"

@@ -91,13 +91,14 @@ def test_only_the_chosen_frames_of_a_sequence_are_uploaded_and_keep_their_number
     job, _ = run_remote(setup, {"images": [pattern], "output": str(output), "every": 3, "start": 1,
                                 "max_frames": 4, "fps": 25})
     assert job.state == "done", (job.error_code, job.error_message)
-    # Frames 0..13 without 5: every 3rd from 1 is 1, 4, 7, 10, 13; at most 4, spread evenly over them.
+    # Frames 0..13 without 5: every 3rd from 1 is 1, 4, 7, 10, 13; at most 4, spread evenly over them
+    # (first and last kept: positions 0, 1.33, 2.67, 4 of the five round to 1, 4, 10, 13).
+    expected = [1, 4, 10, 13]
     status = wait_for(setup["server"], job.job_id)
     served = load_reconstruction(output)
     fields = read_shot_fields(served)
     local = run_local(setup, [pattern], setup["tmp"] / "plate_local.npz", every=3, start=1, max_frames=4, fps=25)
-    expected = read_shot_fields(local).frame_numbers.tolist()
-    assert fields.frame_numbers.tolist() == expected and len(expected) == 4
+    assert fields.frame_numbers.tolist() == read_shot_fields(local).frame_numbers.tolist() == expected
     assert status["photos"] == [f"plate.{1001 + n}.png" for n in expected]  # nothing else was sent
     assert [read_number(c) for c in served.colors] == expected
     assert fields.source_video == pattern and fields.source_kind == "sequence"
