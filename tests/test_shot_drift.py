@@ -54,7 +54,7 @@ def test_chunked_path_stays_with_the_single_pass_and_alignment_is_what_holds_it(
     loose = sd.path_errors(sd.assemble(ext, depth, k_model, 10, 4, noise, seed=1, align=False).extrinsics, ext)
     print(f"\nchunked {chunked}\nsingle {single}\nunaligned {loose}")
     assert chunked["centre_max"] < 0.05 and chunked["rot_max_deg"] < 2.5 and chunked["drift_max"] < 0.01
-    assert chunked["centre_mean"] < 3 * single["centre_mean"] + 0.005
+    assert chunked["centre_mean"] < 1.5 * single["centre_mean"] + 0.002  # seed 1: 0.0059 against 0.0055
     assert loose["centre_max"] > 5 * chunked["centre_max"] and loose["rot_max_deg"] > 5.0
 
 
