@@ -1,9 +1,10 @@
-"""Camera refinement benchmark: seconds to refine 25 real photos and 100 rendered ones, with the camera errors.
+"""Camera refinement benchmark: seconds to refine the kitchen photos and 100 rendered views, and camera errors.
 
     python bench/bench_refine.py [--kitchen DIR] [--synthetic DIR] [--views N] [--cases kitchen,synthetic]
         [--shared-intrinsics] [--json FILE]
 
-- kitchen (25 real photos): no model weights here, so the starting cameras are COLMAP's own solve from
+- kitchen (shared/photos/kitchen; the table names how many photos): no model weights here, so the starting
+  cameras are COLMAP's own solve from
   scratch (pycolmap: exhaustive matching + incremental mapping; its time is printed too) perturbed like
   feed-forward errors (2 degrees, 5 % position, 5 % focal), with flat "predicted" depth at each view's median
   point depth. Errors are against that COLMAP solve.
