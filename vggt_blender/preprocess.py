@@ -401,18 +401,26 @@ class PreparedFrame:
     valid_box: tuple[int, int, int, int]
 
 
-def preprocess_frame(img: Image.Image, mode: str = "crop", target_size: int | None = DEFAULT_TARGET_SIZE,
-                     model: str = "vggt") -> PreparedFrame:
-    """An upright RGB frame (e.g. decoded video; closed here) resized/cropped/padded exactly as a photo is
-    for `model`'s loader, right away, so a shot never holds its frames at full resolution. Frames of one shot
-    share one size, so no batch padding is needed between them. `target_size` None: the family's default."""
+def _settings(mode: str | None, target_size: int | None, model: str) -> tuple[str, int]:
+    """The loader's mode and size for `model`, each None taking the family's default, checked."""
     omega = model == "vggt-omega"
+    if mode is None:
+        mode = OMEGA_MODES[0] if omega else MODES[0]
     if target_size is None:
         target_size = OMEGA_DEFAULT_TARGET_SIZE if omega else DEFAULT_TARGET_SIZE
     _check_settings(mode, target_size, model)
+    return mode, int(target_size)
+
+
+def preprocess_frame(img: Image.Image, mode: str | None = None, target_size: int | None = None,
+                     model: str = "vggt") -> PreparedFrame:
+    """An upright RGB frame (e.g. decoded video; closed here) resized/cropped/padded exactly as a photo is
+    for `model`'s loader, right away, so a shot never holds its frames at full resolution. Frames of one shot
+    share one size, so no batch padding is needed between them. `mode`, `target_size` None: the family's."""
+    mode, target_size = _settings(mode, target_size, model)
     rgb = img.convert("RGB") if img.mode != "RGB" else img
-    prepare = _prepare_loaded_omega if omega else _prepare_loaded
-    item = prepare(rgb, False, mode, int(target_size))
+    prepare = _prepare_loaded_omega if model == "vggt-omega" else _prepare_loaded
+    item = prepare(rgb, False, mode, target_size)
     pixel_map, valid_box = _placement(item, 0, 0)
     return PreparedFrame(item.pixels, item.size, pixel_map, valid_box)
 
@@ -436,12 +444,7 @@ def preprocess_images(
     height and width. `progress(done, total)` is called after each image (it may raise to cancel).
     """
     omega = model == "vggt-omega"
-    if mode is None:
-        mode = OMEGA_MODES[0] if omega else MODES[0]
-    if target_size is None:
-        target_size = OMEGA_DEFAULT_TARGET_SIZE if omega else DEFAULT_TARGET_SIZE
-    _check_settings(mode, target_size, model)
-    target_size = int(target_size)
+    mode, target_size = _settings(mode, target_size, model)
     path_list = [os.fspath(p) for p in paths]
     if not path_list:
         raise ImageLoadError("no images were given to preprocess")

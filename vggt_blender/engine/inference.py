@@ -450,6 +450,20 @@ def _load(run: _Run, model_config: Any, config_name: str) -> tuple[Any, str, boo
         raise
 
 
+def outputs_as_numpy(outputs: dict) -> dict[str, np.ndarray]:
+    """The model's outputs for image batch 0 as numpy: pose encoding (float64), depth [S, H, W], its confidence
+    and, for VGGT (VGGT-Omega has no point head, and its file no point map), the point map and its confidence."""
+    result = {
+        "pose_enc": _as_numpy(outputs["pose_enc"])[0].astype(np.float64),
+        "depth": _as_numpy(outputs["depth"])[0, ..., 0],
+        "depth_conf": _as_numpy(outputs["depth_conf"])[0],
+    }
+    if "world_points" in outputs:
+        result["point_map"] = _as_numpy(outputs["world_points"])[0]
+        result["point_map_conf"] = _as_numpy(outputs["world_points_conf"])[0]
+    return result
+
+
 def _infer(run: _Run, model: Any, prep: Any, stages: Stages) -> dict[str, np.ndarray]:
     """The forward pass with progress per aggregator block; returns the outputs for image batch 0 as numpy."""
     count = len(prep.paths)
@@ -462,16 +476,7 @@ def _infer(run: _Run, model: Any, prep: Any, stages: Stages) -> dict[str, np.nda
     # The fast path leaves the images on the host: it copies one chunk of frames at a time.
     images = prep.images if _is_fast(model) else prep.images.to(run.device, dtype=torch.float32)
     try:
-        outputs = _forward(model, images, run.device, run.dtype)
-        result = {
-            "pose_enc": _as_numpy(outputs["pose_enc"])[0].astype(np.float64),
-            "depth": _as_numpy(outputs["depth"])[0, ..., 0],
-            "depth_conf": _as_numpy(outputs["depth_conf"])[0],
-        }
-        if "world_points" in outputs:  # VGGT's point head; VGGT-Omega has none (the file then has no point map)
-            result["point_map"] = _as_numpy(outputs["world_points"])[0]
-            result["point_map_conf"] = _as_numpy(outputs["world_points_conf"])[0]
-        del outputs
+        result = outputs_as_numpy(_forward(model, images, run.device, run.dtype))
     except BaseException as exc:
         if is_out_of_memory(exc):
             raise OutOfMemoryError(_oom_message(count, (width, height), run.mode, run.precision,

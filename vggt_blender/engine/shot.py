@@ -170,17 +170,9 @@ def _run_chunk(model: Any, pixels: np.ndarray, device: torch.device, dtype: torc
     images = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))).float().div_(255.0)
     if not _inf._is_fast(model):  # the lean mode copies one chunk of frames at a time itself
         images = images.to(device)
-    outputs = _inf._forward(model, images, device, dtype)
-    out = {
-        "pose_enc": _inf._as_numpy(outputs["pose_enc"])[0].astype(np.float64),
-        "depth": _inf._as_numpy(outputs["depth"])[0, ..., 0],
-        "depth_conf": _inf._as_numpy(outputs["depth_conf"])[0],
-        "point_map": None, "point_map_conf": None,
-    }
-    if "world_points" in outputs:  # VGGT's point head; VGGT-Omega has none (the file then has no point map)
-        out["point_map"] = _inf._as_numpy(outputs["world_points"])[0]
-        out["point_map_conf"] = _inf._as_numpy(outputs["world_points_conf"])[0]
-    del outputs, images
+    out = {"point_map": None, "point_map_conf": None,
+           **_inf.outputs_as_numpy(_inf._forward(model, images, device, dtype))}
+    del images
     return out
 
 
@@ -295,7 +287,7 @@ def reconstruct_shot(source: str | os.PathLike, selection: FrameSelection | None
         mode=mode, precision=precision_name(dtype), device=device_text,
         timings={k: round(v, 4) for k, v in timings.items()},
         checkpoint_path=str(Path(weights_path).resolve()) if weights_path else None, config=config_name,
-        torch_version=torch.__version__, path=path_name, model_family=choice.family,
+        torch_version=torch.__version__, path=path_name, model_family=choice.family, model=choice.model_name,
         shot={"source": info_.summary(), "selection": selection.to_request(), "frames": count,
               "chunking": chunking, "chunks": [[c.start, c.end, c.overlap] for c in chunks],
               "alignment": [r.to_dict() for r in shot.reports]},

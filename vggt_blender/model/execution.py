@@ -186,7 +186,7 @@ def as_dtype_of(x: Tensor, layer: nn.Module) -> Tensor:
 
 __all__ = ["ExecutionMode", "PLAIN", "is_lean", "parse_sdpa_backends", "scaled_dot_product", "token_slices",
            "lean_parameter_names", "cast_matrices", "as_dtype_of", "DEFAULT_SDPA_BACKENDS", "DEFAULT_TOKEN_CHUNK",
-           "DEFAULT_HEAD_FRAMES", "SMALL_GPU_TOKEN_CHUNK", "SMALL_GPU_HEAD_FRAMES"]
+           "DEFAULT_HEAD_FRAMES", "SMALL_GPU_TOKEN_CHUNK", "SMALL_GPU_HEAD_FRAMES", "apply_execution"]
 
 
 def apply_execution(model, execution: "ExecutionMode"):
